@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * libhlfs: the C ABI of the HLFS engine (Rust), used by QEMU's block/hlfs.c.
+ *
+ * Conventions
+ *  - Every function that can fail returns 0 (or a non-negative count) on
+ *    success and a negative errno on failure.
+ *  - Functions taking `char **errp` store a heap-allocated, NUL-terminated,
+ *    human-readable message there on failure (when errp is not NULL).  The
+ *    caller owns it and must release it with hlfs_string_free().  On success
+ *    *errp is left untouched.
+ *  - Strings passed in are borrowed for the duration of the call only.
+ *  - An hlfs_volume is thread-safe: pread/pwrite/flush/discard/block_status
+ *    may be called concurrently from many threads.  hlfs_close() must not
+ *    race with any other call on the same handle.
+ *  - No Rust panic ever unwinds into C: a panic is turned into -EIO.
+ */
+#ifndef HLFS_H
+#define HLFS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct hlfs_volume hlfs_volume;
+
+/* Flags for hlfs_open(). */
+#define HLFS_OPEN_RDONLY 0u
+#define HLFS_OPEN_RDWR   1u
+
+/* Largest snapshot name in bytes, excluding the NUL. */
+#define HLFS_SNAPSHOT_NAME_MAX 255
+
+typedef struct hlfs_snapshot_info {
+    char     name[HLFS_SNAPSHOT_NAME_MAX + 1]; /* NUL-terminated */
+    uint64_t id;            /* unique, increasing */
+    uint64_t ctime_sec;     /* creation time, seconds since the epoch */
+    uint32_t ctime_nsec;
+    uint64_t virtual_size;  /* size of the volume when the snapshot was taken */
+    uint64_t bytes;         /* bytes held by this snapshot's own timeline */
+} hlfs_snapshot_info;
+
+/* Release a message returned through errp (NULL is fine). */
+void hlfs_string_free(char *s);
+
+/* The library version, e.g. "0.1.0".  Static string; do not free. */
+const char *hlfs_version(void);
+
+/* Create a new, empty volume of `size` bytes (a multiple of 512). */
+int hlfs_create(const char *uri, uint64_t size, char **errp);
+
+/*
+ * Make `uri` an O(1) clone of `base` (which must name a snapshot:
+ * "local:///dir/vol%snap").  If `uri` does not exist it is created with
+ * `size` bytes (0 = the snapshot's size).  If it exists, it must never have
+ * been written and have no snapshots.
+ */
+int hlfs_clone(const char *base, const char *uri, uint64_t size, char **errp);
+
+/*
+ * Open a volume.  `uri` may carry "%snap": read-only, that is the snapshot's
+ * frozen contents; read-write, the volume is reverted to that snapshot (the
+ * previous head is kept as an automatically named snapshot).
+ * On success *out holds a handle to be released with hlfs_close().
+ */
+int hlfs_open(const char *uri, uint32_t flags, hlfs_volume **out, char **errp);
+
+/* Flush, release the write lock, free the handle.  NULL is fine. */
+void hlfs_close(hlfs_volume *vol);
+
+/* Reads/writes: offset and len must be multiples of 512 and lie inside the
+ * volume.  Reads of never-written areas return zeros. */
+int hlfs_pread(hlfs_volume *vol, void *buf, uint64_t len, uint64_t offset);
+int hlfs_pwrite(hlfs_volume *vol, const void *buf, uint64_t len, uint64_t offset);
+/* Returns after every write that completed before the call is durable. */
+int hlfs_flush(hlfs_volume *vol);
+/* Both make the range read as zeros and unmap it. */
+int hlfs_discard(hlfs_volume *vol, uint64_t offset, uint64_t len);
+int hlfs_write_zeroes(hlfs_volume *vol, uint64_t offset, uint64_t len);
+
+/* Virtual size in bytes. */
+int hlfs_get_length(hlfs_volume *vol, uint64_t *out);
+/* Grow the volume (shrinking is refused with -ENOTSUP). */
+int hlfs_truncate(hlfs_volume *vol, uint64_t size, char **errp);
+/* Bytes the volume's log occupies in its backend. */
+int hlfs_get_allocated(hlfs_volume *vol, uint64_t *out);
+
+/*
+ * Block status of [offset, offset+len): *allocated is set to 1 if the first
+ * block of the range holds data (in this volume or a clone's base), 0 if it
+ * reads as zeros; *pnum to how many bytes from offset share that status.
+ * *is_zero is set to 1 for ranges known to read as zeros.
+ */
+int hlfs_block_status(hlfs_volume *vol, uint64_t offset, uint64_t len,
+                      int *allocated, int *is_zero, uint64_t *pnum);
+
+/* Snapshots of the open volume (read-write handle needed except list). */
+int hlfs_snapshot_create(hlfs_volume *vol, const char *name, char **errp);
+int hlfs_snapshot_delete(hlfs_volume *vol, const char *name, char **errp);
+int hlfs_snapshot_goto(hlfs_volume *vol, const char *name, char **errp);
+/* Returns the number of snapshots (>= 0) and stores a malloc'd array in
+ * *out, to be released with hlfs_snapshot_list_free(). */
+int hlfs_snapshot_list(hlfs_volume *vol, hlfs_snapshot_info **out, char **errp);
+void hlfs_snapshot_list_free(hlfs_snapshot_info *list, int count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HLFS_H */

@@ -1,0 +1,333 @@
+//! An in-memory backend that keeps a "written" and a "durable" image of every
+//! file apart, so tests can crash it at any point and see what survives.
+//!
+//! It is a test tool: it proves nothing about HDFS or a real disk, only that
+//! the engine never relies on data it did not make durable.
+
+use super::{AppendFile, Backend, ReadFile};
+use crate::error::{Error, ErrorKind, Result};
+use parking_lot::Mutex;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+#[derive(Debug, Default, Clone)]
+struct MemFile {
+    data: Vec<u8>,
+    durable_len: usize,
+    durable_exists: bool,
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    files: BTreeMap<String, MemFile>,
+    /// Operations left before the simulated crash; `None` = never.
+    ops_left: Option<u64>,
+    crashed: bool,
+    generation: u64,
+    ops: u64,
+    bytes_appended: u64,
+    /// Space limit in bytes for all files together (ENOSPC past it).
+    capacity: Option<u64>,
+}
+
+/// A memory backend with crash injection. Cheap to clone (shared state).
+#[derive(Debug, Clone)]
+pub struct MemBackend {
+    state: Arc<Mutex<State>>,
+    visible_before_close: bool,
+}
+
+impl Default for MemBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn registry() -> &'static Mutex<HashMap<String, MemBackend>> {
+    static R: OnceLock<Mutex<HashMap<String, MemBackend>>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+/// Makes `backend` reachable as `mem://name/...`.
+pub fn registry_put(name: &str, backend: MemBackend) {
+    registry().lock().insert(name.to_string(), backend);
+}
+
+pub(super) fn registry_get(name: &str) -> Option<Arc<dyn Backend>> {
+    registry().lock().get(name).map(|b| Arc::new(b.clone()) as Arc<dyn Backend>)
+}
+
+impl MemBackend {
+    /// A new, empty backend whose readers see appends at once (like local files).
+    pub fn new() -> Self {
+        MemBackend { state: Arc::default(), visible_before_close: true }
+    }
+
+    /// A new, empty backend whose readers see a file's bytes only once the
+    /// writer closes it, as on HDFS.
+    pub fn visible_after_close() -> Self {
+        MemBackend { state: Arc::default(), visible_before_close: false }
+    }
+
+    /// Simulates a crash after `n` more mutating operations (append, sync,
+    /// create, rename, delete). The n-th operation itself fails.
+    pub fn crash_after(&self, n: u64) {
+        self.state.lock().ops_left = Some(n);
+    }
+
+    /// Crashes now: every later operation fails until `recover`.
+    pub fn crash_now(&self) {
+        let mut st = self.state.lock();
+        st.crashed = true;
+        st.ops_left = None;
+    }
+
+    /// Whether the simulated crash has happened.
+    pub fn has_crashed(&self) -> bool {
+        self.state.lock().crashed
+    }
+
+    /// Mutating operations so far.
+    pub fn ops(&self) -> u64 {
+        self.state.lock().ops
+    }
+
+    /// Bytes appended so far.
+    pub fn bytes_appended(&self) -> u64 {
+        self.state.lock().bytes_appended
+    }
+
+    /// Limits the total bytes stored; appends past it fail with ENOSPC.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.state.lock().capacity = bytes;
+    }
+
+    /// "Reboots": files never made durable vanish, and each file keeps its
+    /// durable bytes plus a random prefix of what was written after them,
+    /// whose last bytes may be garbage (a torn write). Old handles go stale.
+    pub fn recover(&self, seed: u64) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut st = self.state.lock();
+        st.crashed = false;
+        st.ops_left = None;
+        st.generation += 1;
+        st.files.retain(|_, f| f.durable_exists || rng.gen_bool(0.3));
+        for f in st.files.values_mut() {
+            let extra = f.data.len() - f.durable_len;
+            let keep = if extra == 0 { 0 } else { rng.gen_range(0..=extra) };
+            f.data.truncate(f.durable_len + keep);
+            if keep > 0 && rng.gen_bool(0.5) {
+                let n = keep.min(rng.gen_range(1..64));
+                let len = f.data.len();
+                for b in &mut f.data[len - n..] {
+                    *b = rng.gen();
+                }
+            }
+            f.durable_len = f.data.len();
+            f.durable_exists = true;
+            f.closed = true;
+        }
+    }
+
+    /// Flips one byte of a file (corruption tests).
+    pub fn corrupt_byte(&self, path: &str, offset: usize) {
+        let mut st = self.state.lock();
+        if let Some(f) = st.files.get_mut(path) {
+            f.data[offset] ^= 0xff;
+        }
+    }
+
+    /// Names of all files, for tests.
+    pub fn paths(&self) -> Vec<String> {
+        self.state.lock().files.keys().cloned().collect()
+    }
+
+    fn tick(st: &mut State) -> Result<()> {
+        if st.crashed {
+            return Err(Error::new(ErrorKind::Backend, "memory backend: simulated crash"));
+        }
+        st.ops += 1;
+        if let Some(n) = st.ops_left.as_mut() {
+            if *n == 0 {
+                st.crashed = true;
+                return Err(Error::new(ErrorKind::Backend, "memory backend: simulated crash"));
+            }
+            *n -= 1;
+        }
+        Ok(())
+    }
+}
+
+struct MemAppend {
+    backend: MemBackend,
+    path: String,
+    generation: u64,
+}
+
+impl MemAppend {
+    fn with<T>(&mut self, f: impl FnOnce(&mut State, &str) -> Result<T>) -> Result<T> {
+        let mut st = self.backend.state.lock();
+        MemBackend::tick(&mut st)?;
+        if st.generation != self.generation {
+            return Err(Error::new(ErrorKind::Backend, format!("{}: stale handle after crash", self.path)));
+        }
+        f(&mut st, &self.path)
+    }
+}
+
+impl AppendFile for MemAppend {
+    fn append(&mut self, data: &[u8]) -> Result<()> {
+        self.with(|st, path| {
+            if let Some(cap) = st.capacity {
+                let used: u64 = st.files.values().map(|f| f.data.len() as u64).sum();
+                if used + data.len() as u64 > cap {
+                    return Err(Error::io(
+                        format!("appending to {path}"),
+                        std::io::Error::from_raw_os_error(libc::ENOSPC),
+                    ));
+                }
+            }
+            st.bytes_appended += data.len() as u64;
+            let f = st.files.get_mut(path).ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} vanished")))?;
+            f.data.extend_from_slice(data);
+            Ok(())
+        })
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.with(|st, path| {
+            let f = st.files.get_mut(path).ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} vanished")))?;
+            f.durable_len = f.data.len();
+            f.durable_exists = true;
+            Ok(())
+        })
+    }
+
+    fn close(mut self: Box<Self>) -> Result<()> {
+        self.sync()?;
+        self.with(|st, path| {
+            if let Some(f) = st.files.get_mut(path) {
+                f.closed = true;
+            }
+            Ok(())
+        })
+    }
+}
+
+struct MemRead {
+    backend: MemBackend,
+    path: String,
+}
+
+impl ReadFile for MemRead {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let st = self.backend.state.lock();
+        let f = st
+            .files
+            .get(&self.path)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{} does not exist", self.path)))?;
+        let visible = if self.backend.visible_before_close || f.closed { f.data.len() } else { 0 };
+        let end = offset as usize + buf.len();
+        if end > visible {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("{}: short read of {} bytes at offset {offset}", self.path, buf.len()),
+            ));
+        }
+        buf.copy_from_slice(&f.data[offset as usize..end]);
+        Ok(())
+    }
+
+    fn len(&self) -> Result<u64> {
+        let st = self.backend.state.lock();
+        let f = st
+            .files
+            .get(&self.path)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{} does not exist", self.path)))?;
+        Ok(if self.backend.visible_before_close || f.closed { f.data.len() as u64 } else { 0 })
+    }
+}
+
+impl Backend for MemBackend {
+    fn create(&self, path: &str) -> Result<Box<dyn AppendFile>> {
+        let mut st = self.state.lock();
+        MemBackend::tick(&mut st)?;
+        if st.files.contains_key(path) {
+            return Err(Error::new(ErrorKind::Exists, format!("creating {path}: file exists")));
+        }
+        st.files.insert(path.to_string(), MemFile::default());
+        Ok(Box::new(MemAppend { backend: self.clone(), path: path.to_string(), generation: st.generation }))
+    }
+
+    fn open_read(&self, path: &str) -> Result<Arc<dyn ReadFile>> {
+        if !self.state.lock().files.contains_key(path) {
+            return Err(Error::new(ErrorKind::NotFound, format!("opening {path}: no such file")));
+        }
+        Ok(Arc::new(MemRead { backend: self.clone(), path: path.to_string() }))
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        let st = self.state.lock();
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let mut names: Vec<String> = st
+            .files
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix))
+            .map(|rest| rest.split('/').next().unwrap_or(rest).to_string())
+            .collect();
+        names.dedup();
+        if names.is_empty() {
+            return Err(Error::new(ErrorKind::NotFound, format!("listing {dir}: no such directory")));
+        }
+        Ok(names)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let mut st = self.state.lock();
+        MemBackend::tick(&mut st)?;
+        if st.files.contains_key(to) {
+            return Err(Error::new(ErrorKind::Exists, format!("renaming {from} to {to}: target exists")));
+        }
+        let f = st
+            .files
+            .remove(from)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("renaming {from}: no such file")))?;
+        st.files.insert(to.to_string(), f);
+        Ok(())
+    }
+
+    fn delete(&self, path: &str) -> Result<()> {
+        let mut st = self.state.lock();
+        MemBackend::tick(&mut st)?;
+        st.files
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("deleting {path}: no such file")))
+    }
+
+    fn remove_dir(&self, _dir: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn exists(&self, path: &str) -> Result<bool> {
+        let st = self.state.lock();
+        let prefix = format!("{}/", path.trim_end_matches('/'));
+        Ok(st.files.contains_key(path) || st.files.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix)))
+    }
+
+    fn reads_see_unclosed_appends(&self) -> bool {
+        self.visible_before_close
+    }
+
+    fn local_index_dir(&self, _volume_dir: &str) -> Option<PathBuf> {
+        None
+    }
+
+    fn available_bytes(&self, _dir: &str) -> Option<u64> {
+        let st = self.state.lock();
+        st.capacity.map(|c| c.saturating_sub(st.files.values().map(|f| f.data.len() as u64).sum()))
+    }
+}

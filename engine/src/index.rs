@@ -1,0 +1,306 @@
+//! The block map in sled: key `timeline:u64 BE | block:u64 BE` (big-endian so
+//! a timeline's blocks sort together and in order), value 16 bytes
+//! `segment:u64 LE | offset:u32 LE | crc32c:u32 LE`; segment `u64::MAX` marks
+//! a block that reads as zeros (a tombstone over older data).
+//!
+//! The index is a cache of the log: it can always be rebuilt by replay.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::state::VolState;
+use std::path::Path;
+
+/// Where a block lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Data in segment `seg` at byte `off`, with checksum `crc`.
+    Data {
+        /// Segment number.
+        seg: u64,
+        /// Byte offset of the block within the segment.
+        off: u32,
+        /// crc32c of the block.
+        crc: u32,
+    },
+    /// Reads as zeros.
+    Zero,
+}
+
+const ZERO_SEG: u64 = u64::MAX;
+
+impl Entry {
+    /// 16-byte encoding.
+    pub fn encode(self) -> [u8; 16] {
+        let mut v = [0u8; 16];
+        match self {
+            Entry::Data { seg, off, crc } => {
+                v[..8].copy_from_slice(&seg.to_le_bytes());
+                v[8..12].copy_from_slice(&off.to_le_bytes());
+                v[12..].copy_from_slice(&crc.to_le_bytes());
+            }
+            Entry::Zero => v[..8].copy_from_slice(&ZERO_SEG.to_le_bytes()),
+        }
+        v
+    }
+
+    /// Decodes a 16-byte value.
+    pub fn decode(v: &[u8]) -> Result<Entry> {
+        if v.len() != 16 {
+            return Err(Error::new(ErrorKind::Corrupt, format!("index value has {} bytes, expected 16", v.len())));
+        }
+        let seg = u64::from_le_bytes(v[..8].try_into().expect("8"));
+        if seg == ZERO_SEG {
+            return Ok(Entry::Zero);
+        }
+        Ok(Entry::Data {
+            seg,
+            off: u32::from_le_bytes(v[8..12].try_into().expect("4")),
+            crc: u32::from_le_bytes(v[12..].try_into().expect("4")),
+        })
+    }
+}
+
+/// Map key for (timeline, block).
+pub fn key(tl: u64, block: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&tl.to_be_bytes());
+    k[8..].copy_from_slice(&block.to_be_bytes());
+    k
+}
+
+fn split_key(k: &[u8]) -> Result<(u64, u64)> {
+    if k.len() != 16 {
+        return Err(Error::new(ErrorKind::Corrupt, "index key is not 16 bytes"));
+    }
+    Ok((u64::from_be_bytes(k[..8].try_into().expect("8")), u64::from_be_bytes(k[8..].try_into().expect("8"))))
+}
+
+fn sled_err(what: &str, e: sled::Error) -> Error {
+    match e {
+        sled::Error::Io(io) => Error::io(format!("index: {what}"), io),
+        other => Error::new(ErrorKind::Corrupt, format!("index: {what}: {other}")),
+    }
+}
+
+/// The sled-backed block map plus a small metadata tree.
+pub struct Index {
+    db: sled::Db,
+    map: sled::Tree,
+}
+
+/// Cache memory sled may use for one volume.
+const SLED_CACHE_BYTES: u64 = 16 << 20;
+
+impl Index {
+    /// Opens (or creates) the index at `dir`. Fails with `Locked` if another
+    /// process has it open.
+    pub fn open(dir: &Path) -> Result<Index> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(libc::EAGAIN) => {
+                    Error::new(ErrorKind::Locked, format!("index {} is in use by another process", dir.display()))
+                }
+                e => sled_err(&format!("opening {}", dir.display()), e),
+            })?;
+        Self::from_db(db)
+    }
+
+    /// A throw-away index in a temporary file (read-only openers).
+    pub fn temporary() -> Result<Index> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()
+            .map_err(|e| sled_err("creating a temporary index", e))?;
+        Self::from_db(db)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Index> {
+        let map = db.open_tree("map").map_err(|e| sled_err("opening map tree", e))?;
+        Ok(Index { db, map })
+    }
+
+    /// Drops every entry and all metadata.
+    pub fn clear(&self) -> Result<()> {
+        self.map.clear().map_err(|e| sled_err("clearing", e))?;
+        self.db.clear().map_err(|e| sled_err("clearing", e))
+    }
+
+    /// Reads a metadata value.
+    pub fn meta_get(&self, k: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get(k).map_err(|e| sled_err("reading metadata", e))?.map(|v| v.to_vec()))
+    }
+
+    /// Writes a metadata value.
+    pub fn meta_put(&self, k: &str, v: &[u8]) -> Result<()> {
+        self.db.insert(k, v).map_err(|e| sled_err("writing metadata", e))?;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(|e| sled_err("flushing", e))?;
+        Ok(())
+    }
+
+    /// The entry for (tl, block), if any.
+    pub fn get(&self, tl: u64, block: u64) -> Result<Option<Entry>> {
+        match self.map.get(key(tl, block)).map_err(|e| sled_err("lookup", e))? {
+            None => Ok(None),
+            Some(v) => Entry::decode(&v).map(Some),
+        }
+    }
+
+    /// Entries of `tl` with block in `[from, to)`, in block order.
+    pub fn range(&self, tl: u64, from: u64, to: u64) -> impl Iterator<Item = Result<(u64, Entry)>> + '_ {
+        self.map.range(key(tl, from)..key(tl, to)).map(|r| {
+            let (k, v) = r.map_err(|e| sled_err("range scan", e))?;
+            let (_, b) = split_key(&k)?;
+            Ok((b, Entry::decode(&v)?))
+        })
+    }
+
+    /// Every entry, in key order (checkpoints).
+    pub fn iter_all(&self) -> impl Iterator<Item = Result<([u8; 16], [u8; 16])>> + '_ {
+        self.map.iter().map(|r| {
+            let (k, v) = r.map_err(|e| sled_err("scan", e))?;
+            let k: [u8; 16] = k.as_ref().try_into().map_err(|_| Error::new(ErrorKind::Corrupt, "index key size"))?;
+            let v: [u8; 16] = v.as_ref().try_into().map_err(|_| Error::new(ErrorKind::Corrupt, "index value size"))?;
+            Ok((k, v))
+        })
+    }
+
+    /// Inserts a raw entry (checkpoint load); counters come from the checkpoint.
+    pub fn put_raw(&self, k: &[u8; 16], v: &[u8; 16]) -> Result<()> {
+        self.map.insert(k, v).map_err(|e| sled_err("insert", e))?;
+        Ok(())
+    }
+
+    /// Sets (tl, block) to `e`, keeping the counters in `st` right.
+    pub fn set(&self, st: &mut VolState, tl: u64, block: u64, e: Entry) -> Result<()> {
+        let old = self.map.insert(key(tl, block), &e.encode()).map_err(|e| sled_err("insert", e))?;
+        let old = old.map(|v| Entry::decode(&v)).transpose()?;
+        account(st, tl, old, Some(e));
+        Ok(())
+    }
+
+    /// Removes (tl, block), keeping the counters right.
+    pub fn remove(&self, st: &mut VolState, tl: u64, block: u64) -> Result<()> {
+        let old = self.map.remove(key(tl, block)).map_err(|e| sled_err("remove", e))?;
+        let old = old.map(|v| Entry::decode(&v)).transpose()?;
+        account(st, tl, old, None);
+        Ok(())
+    }
+
+    /// Makes `[first, first+count)` of the head read as zeros. On a root
+    /// timeline without base, entries are simply removed; otherwise a
+    /// tombstone is set wherever an older layer could show through.
+    pub fn zero_range(&self, st: &mut VolState, tl: u64, first: u64, count: u64) -> Result<()> {
+        let end = first.saturating_add(count);
+        let chain = st.chain(tl);
+        // Blocks already in this timeline: drop them first.
+        let own: Vec<u64> = self.range(tl, first, end).map(|r| r.map(|(b, _)| b)).collect::<Result<_>>()?;
+        for b in own {
+            self.remove(st, tl, b)?;
+        }
+        if st.base.is_some() {
+            // The base cannot be asked cheaply here, so cover all of it.
+            let base_end = end.min(st.virtual_size.div_ceil(crate::format::BLOCK_SIZE));
+            for b in first..base_end {
+                self.set(st, tl, b, Entry::Zero)?;
+            }
+            return Ok(());
+        }
+        let mut shadowed = std::collections::BTreeSet::new();
+        for anc in &chain[1..] {
+            for r in self.range(*anc, first, end) {
+                let (b, e) = r?;
+                if e != Entry::Zero {
+                    shadowed.insert(b);
+                }
+            }
+        }
+        for b in shadowed {
+            self.set(st, tl, b, Entry::Zero)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every entry of `tl` and the timeline itself.
+    pub fn drop_timeline(&self, st: &mut VolState, tl: u64) -> Result<()> {
+        let keys: Vec<u64> = self.range(tl, 0, u64::MAX).map(|r| r.map(|(b, _)| b)).collect::<Result<_>>()?;
+        for b in keys {
+            self.remove(st, tl, b)?;
+        }
+        st.timelines.remove(&tl);
+        Ok(())
+    }
+
+    /// Folds `from` into its only child `into`: blocks `into` lacks move
+    /// down, the rest die. Reads of `into` are unchanged.
+    pub fn merge_timeline(&self, st: &mut VolState, from: u64, into: u64) -> Result<()> {
+        let entries: Vec<(u64, Entry)> = self.range(from, 0, u64::MAX).collect::<Result<_>>()?;
+        for (b, e) in entries {
+            if self.get(into, b)?.is_none() {
+                // Insert below before removing above, so a reader never misses it.
+                self.set(st, into, b, e)?;
+            }
+            self.remove(st, from, b)?;
+        }
+        let parent = st.timelines.get(&from).and_then(|t| t.parent);
+        if let Some(t) = st.timelines.get_mut(&into) {
+            t.parent = parent;
+        }
+        st.timelines.remove(&from);
+        Ok(())
+    }
+
+    /// Drops or folds timelines that neither the head nor a snapshot
+    /// references, until none is left to collect.
+    pub fn collect_hidden(&self, st: &mut VolState) -> Result<()> {
+        loop {
+            let hidden: Vec<u64> = st.timelines.keys().copied().filter(|tl| !st.is_referenced(*tl)).collect();
+            let mut changed = false;
+            for tl in hidden {
+                let children = st.children(tl);
+                match children.len() {
+                    0 => {
+                        self.drop_timeline(st, tl)?;
+                        changed = true;
+                    }
+                    1 => {
+                        self.merge_timeline(st, tl, children[0])?;
+                        changed = true;
+                    }
+                    _ => {}
+                }
+            }
+            if !changed {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn account(st: &mut VolState, tl: u64, old: Option<Entry>, new: Option<Entry>) {
+    let t = st.timelines.entry(tl).or_default();
+    match (&old, &new) {
+        (None, Some(_)) => t.entries += 1,
+        (Some(_), None) => t.entries = t.entries.saturating_sub(1),
+        _ => {}
+    }
+    if let Some(Entry::Data { seg, .. }) = old {
+        t.blocks = t.blocks.saturating_sub(1);
+        if let Some(n) = st.seg_live.get_mut(&seg) {
+            *n = n.saturating_sub(crate::format::BLOCK_SIZE);
+        }
+    }
+    let t = st.timelines.entry(tl).or_default();
+    if let Some(Entry::Data { seg, .. }) = new {
+        t.blocks += 1;
+        *st.seg_live.entry(seg).or_default() += crate::format::BLOCK_SIZE;
+    }
+}

@@ -1,0 +1,25 @@
+//! HLFS: log-structured virtual-disk volumes with O(1) snapshots and clones.
+//!
+//! A volume is an append-only log of segments in a backend (a local
+//! directory, later HDFS). Block maps, the snapshot tree and segment usage
+//! are indexed in sled; the log stays the source of truth. See
+//! `docs/design.md` and `docs/format.md`.
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod checkpoint;
+pub mod error;
+pub mod format;
+pub mod index;
+pub mod lock;
+pub mod log;
+pub mod size;
+pub mod state;
+pub mod uri;
+pub mod volume;
+
+pub use error::{Error, ErrorKind, Result};
+pub use format::BLOCK_SIZE;
+pub use size::parse_size;
+pub use uri::{validate_snapshot_name, VolumeUri};
+pub use volume::{clone_volume, delete_volume, fsck, BlockState, FsckReport, OpenOptions, SnapshotInfo, Volume, VolumeInfo};

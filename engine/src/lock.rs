@@ -1,0 +1,197 @@
+//! One read-write opener per volume: an exclusively created `lock` file in
+//! the volume directory, naming the holder's pid, host and process start time.
+//! A lock whose holder is gone (same host, pid dead or reused) is taken over.
+
+use crate::backend::Backend;
+use crate::error::{Error, ErrorKind, Result};
+use std::sync::Arc;
+
+/// Holder details written in the lock file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Process id.
+    pub pid: u32,
+    /// Host name.
+    pub host: String,
+    /// Process start time (clock ticks since boot), 0 if unknown.
+    pub start: u64,
+}
+
+impl Holder {
+    fn me() -> Holder {
+        let pid = std::process::id();
+        Holder { pid, host: hostname(), start: process_start(pid).unwrap_or(0) }
+    }
+
+    fn encode(&self) -> String {
+        format!("pid={}\nhost={}\nstart={}\n", self.pid, self.host, self.start)
+    }
+
+    fn parse(s: &str) -> Option<Holder> {
+        let mut h = Holder { pid: 0, host: String::new(), start: 0 };
+        for line in s.lines() {
+            let (k, v) = line.split_once('=')?;
+            match k {
+                "pid" => h.pid = v.parse().ok()?,
+                "host" => h.host = v.to_string(),
+                "start" => h.start = v.parse().ok()?,
+                _ => {}
+            }
+        }
+        (h.pid != 0).then_some(h)
+    }
+
+    /// Whether the holder is certainly gone (only decidable on this host).
+    fn is_dead(&self) -> bool {
+        if self.host != hostname() {
+            return false;
+        }
+        match process_start(self.pid) {
+            None => true,
+            Some(s) => self.start != 0 && s != self.start,
+        }
+    }
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22 (starttime) comes after the parenthesised command name.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A held write lock; released on drop.
+#[derive(Debug)]
+pub struct WriteLock {
+    backend: Arc<dyn Backend>,
+    path: String,
+    released: bool,
+}
+
+/// Path of the lock file of the volume in `dir`.
+pub fn lock_path(dir: &str) -> String {
+    format!("{dir}/lock")
+}
+
+fn read_holder(backend: &dyn Backend, path: &str) -> Result<Option<Holder>> {
+    let f = match backend.open_read(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = f.len()?.min(4096) as usize;
+    let mut b = vec![0u8; len];
+    f.read_exact_at(0, &mut b)?;
+    Ok(Holder::parse(&String::from_utf8_lossy(&b)))
+}
+
+/// Who holds the write lock of the volume in `dir`, if anyone alive does.
+pub fn holder(backend: &dyn Backend, dir: &str) -> Result<Option<Holder>> {
+    let path = lock_path(dir);
+    Ok(read_holder(backend, &path)?.filter(|h| !h.is_stale(&path)))
+}
+
+fn held() -> &'static parking_lot::Mutex<std::collections::HashSet<String>> {
+    static H: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashSet<String>>> = std::sync::OnceLock::new();
+    H.get_or_init(Default::default)
+}
+
+impl Holder {
+    /// Gone, or this very process without a live handle (a simulated crash).
+    fn is_stale(&self, path: &str) -> bool {
+        if self.pid == std::process::id() && self.host == hostname() {
+            return !held().lock().contains(path);
+        }
+        self.is_dead()
+    }
+}
+
+impl WriteLock {
+    /// Takes the write lock of the volume `name` in `dir`.
+    pub fn acquire(backend: Arc<dyn Backend>, dir: &str, name: &str) -> Result<WriteLock> {
+        let path = lock_path(dir);
+        let me = Holder::me();
+        for attempt in 0..4 {
+            // Write the holder to a private file, then rename it into place:
+            // the rename never replaces, so the lock appears whole or not at all.
+            let tmp = format!("{path}.{}.{}", me.pid, rand::random::<u32>());
+            let mut f = backend.create(&tmp)?;
+            f.append(me.encode().as_bytes())?;
+            f.close()?;
+            let renamed = backend.rename(&tmp, &path);
+            match renamed {
+                Ok(()) => {
+                    held().lock().insert(path.clone());
+                    return Ok(WriteLock { backend, path, released: false });
+                }
+                Err(e) if e.kind() == ErrorKind::Exists => {
+                    let _ = backend.delete(&tmp);
+                }
+                Err(e) => {
+                    let _ = backend.delete(&tmp);
+                    return Err(e);
+                }
+            }
+            let h = read_holder(&*backend, &path)?;
+            match h {
+                Some(h) if !h.is_stale(&path) => {
+                    return Err(Error::new(
+                        ErrorKind::Locked,
+                        format!(
+                            "volume {name} is open read-write by pid {} on host {}; close it there, or open it read-only",
+                            h.pid, h.host
+                        ),
+                    ));
+                }
+                None if attempt == 0 => {
+                    // Unreadable: perhaps mid-replacement. Look again shortly.
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                h => {
+                    // Move the stale lock aside atomically: of several racing
+                    // openers, only one rename succeeds.
+                    let aside = format!("{path}.stale.{}.{}", me.pid, rand::random::<u32>());
+                    match backend.rename(&path, &aside) {
+                        Ok(()) => {
+                            let _ = backend.delete(&aside);
+                            match h {
+                                Some(h) => tracing::warn!(
+                                    "volume {name}: taking over a stale lock left by pid {} on host {}",
+                                    h.pid,
+                                    h.host
+                                ),
+                                None => tracing::warn!("volume {name}: taking over an unreadable lock file"),
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Err(Error::new(ErrorKind::Locked, format!("volume {name}: could not take the write lock (contended); try again")))
+    }
+
+    /// Releases the lock now.
+    pub fn release(mut self) -> Result<()> {
+        self.released = true;
+        held().lock().remove(&self.path);
+        self.backend.delete(&self.path)
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        if !self.released {
+            held().lock().remove(&self.path);
+            let _ = self.backend.delete(&self.path);
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! The segment log: writing records to the active segment, and scanning
+//! segments back (replay, fsck).
+//!
+//! Every segment begins with a `SegmentHeader` naming the previous segment
+//! and how many of its bytes are valid. A writer never appends to a segment
+//! it did not create, so a torn tail left by a crash stays where it is and
+//! the next segment's header says where the valid part ended.
+
+use crate::backend::{AppendFile, Backend, ReadFile};
+use crate::error::{corrupt, Error, ErrorKind, Result};
+use crate::format::{self, Record, RECORD_HEADER_LEN};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A position in the log: the next byte after the last applied record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogPos {
+    /// Segment number.
+    pub segment: u64,
+    /// Byte offset in that segment.
+    pub offset: u64,
+    /// Sequence number the next record gets.
+    pub next_seq: u64,
+}
+
+impl LogPos {
+    /// 24-byte encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = format::Enc::default();
+        e.u64(self.segment).u64(self.offset).u64(self.next_seq);
+        e.0
+    }
+    /// Decodes `encode`'s output.
+    pub fn decode(b: &[u8]) -> Result<LogPos> {
+        let mut d = format::Dec::new(b, "log position");
+        Ok(LogPos { segment: d.u64()?, offset: d.u64()?, next_seq: d.u64()? })
+    }
+}
+
+/// A record found by a scan.
+#[derive(Debug)]
+pub struct Scanned {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Segment number.
+    pub segment: u64,
+    /// Offset of the record header in the segment.
+    pub offset: u64,
+    /// Total bytes of the record (header + payload).
+    pub len: u64,
+    /// The decoded record.
+    pub record: Record,
+}
+
+/// Path of segment `n` of the volume in `dir`.
+pub fn segment_path(dir: &str, n: u64) -> String {
+    format!("{dir}/{}", format::segment_name(n))
+}
+
+/// Segment numbers present in `dir`, ascending.
+pub fn list_segments(backend: &dyn Backend, dir: &str) -> Result<Vec<u64>> {
+    let mut v: Vec<u64> = backend.list(dir)?.iter().filter_map(|n| format::parse_segment_name(n)).collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// Sequential reader with read-ahead over one segment.
+struct SegReader {
+    file: Arc<dyn ReadFile>,
+    len: u64,
+    buf: Vec<u8>,
+    buf_start: u64,
+}
+
+const READ_AHEAD: usize = 1 << 20;
+
+impl SegReader {
+    fn new(file: Arc<dyn ReadFile>) -> Result<Self> {
+        let len = file.len()?;
+        Ok(SegReader { file, len, buf: Vec::new(), buf_start: 0 })
+    }
+
+    /// Returns `n` bytes at `off`, or None if the file is shorter.
+    fn get(&mut self, off: u64, n: usize) -> Result<Option<&[u8]>> {
+        if off + n as u64 > self.len {
+            return Ok(None);
+        }
+        let have = off >= self.buf_start && off + n as u64 <= self.buf_start + self.buf.len() as u64;
+        if !have {
+            let want = (n.max(READ_AHEAD) as u64).min(self.len - off) as usize;
+            self.buf.resize(want, 0);
+            self.file.read_exact_at(off, &mut self.buf)?;
+            self.buf_start = off;
+        }
+        let s = (off - self.buf_start) as usize;
+        Ok(Some(&self.buf[s..s + n]))
+    }
+}
+
+/// Why a scan stopped before its bound.
+fn bad_record(dir: &str, seg: u64, off: u64, why: impl std::fmt::Display) -> Error {
+    corrupt(format!("{dir}: segment {} offset {off}: {why}", format::segment_name(seg)))
+}
+
+/// Scans segment `seg` from `start`. With `bound = Some(end)` every record up
+/// to `end` must be valid (a bad one is `Corrupt`); with `None` the scan
+/// stops quietly at the first bad or incomplete record (a torn tail).
+/// Returns the offset after the last valid record.
+pub fn scan_segment(
+    backend: &dyn Backend,
+    dir: &str,
+    seg: u64,
+    start: u64,
+    bound: Option<u64>,
+    f: &mut dyn FnMut(Scanned) -> Result<()>,
+) -> Result<u64> {
+    let file = backend.open_read(&segment_path(dir, seg))?;
+    let mut r = SegReader::new(file)?;
+    let mut off = start;
+    let limit = bound.unwrap_or(r.len);
+    if limit > r.len {
+        return Err(bad_record(dir, seg, r.len, format!("segment is shorter than its recorded valid length {limit}")));
+    }
+    while off < limit {
+        let outcome = (|| -> Result<Option<Scanned>> {
+            let Some(hb) = r.get(off, RECORD_HEADER_LEN)? else { return Ok(None) };
+            let h = format::decode_header(hb)?;
+            let total = RECORD_HEADER_LEN + h.len as usize;
+            let Some(rb) = r.get(off, total)? else { return Ok(None) };
+            format::verify_crc(rb, h.crc)?;
+            let record = format::decode_payload(h.kind, &rb[RECORD_HEADER_LEN..])?;
+            Ok(Some(Scanned { seq: h.seq, segment: seg, offset: off, len: total as u64, record }))
+        })();
+        match outcome {
+            Ok(Some(s)) => {
+                let next = off + s.len;
+                if next > limit {
+                    if bound.is_some() {
+                        return Err(bad_record(dir, seg, off, "record crosses the segment's valid length"));
+                    }
+                    break;
+                }
+                f(s)?;
+                off = next;
+            }
+            Ok(None) if bound.is_none() => break,
+            Ok(None) => return Err(bad_record(dir, seg, off, "record is truncated")),
+            Err(e) if bound.is_none() && e.kind() == ErrorKind::Corrupt => {
+                tracing::debug!("{dir}: torn tail in segment {seg} at {off}: {e}");
+                break;
+            }
+            Err(e) if e.kind() == ErrorKind::Corrupt => return Err(bad_record(dir, seg, off, e)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(off)
+}
+
+/// The header of segment `seg`, or None if it is missing or torn.
+pub fn segment_header(backend: &dyn Backend, dir: &str, seg: u64) -> Result<Option<(u64, u64, [u8; 16])>> {
+    let mut found = None;
+    let file = match backend.open_read(&segment_path(dir, seg)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.len()?;
+    if len < RECORD_HEADER_LEN as u64 {
+        return Ok(None);
+    }
+    let mut hb = [0u8; RECORD_HEADER_LEN];
+    file.read_exact_at(0, &mut hb)?;
+    let Ok(h) = format::decode_header(&hb) else { return Ok(None) };
+    if h.kind != format::Kind::SegmentHeader || RECORD_HEADER_LEN as u64 + h.len as u64 > len {
+        return Ok(None);
+    }
+    let mut rb = vec![0u8; RECORD_HEADER_LEN + h.len as usize];
+    file.read_exact_at(0, &mut rb)?;
+    if format::verify_crc(&rb, h.crc).is_err() {
+        return Ok(None);
+    }
+    if let Ok(Record::SegmentHeader { uuid, segment, prev_segment, prev_valid_len, .. }) =
+        format::decode_payload(h.kind, &rb[RECORD_HEADER_LEN..])
+    {
+        if segment == seg {
+            found = Some((prev_segment, prev_valid_len, uuid));
+        }
+    }
+    Ok(found)
+}
+
+/// Which segments form the log from a starting segment on, and where each ends.
+#[derive(Debug, Default)]
+pub struct Layout {
+    /// (segment, valid length if known) in log order; the last has `None`.
+    pub chain: Vec<(u64, Option<u64>)>,
+    /// Highest segment number present (valid or not).
+    pub max_segment: u64,
+    /// Segments present but outside the chain (torn creations, abandoned).
+    pub abandoned: Vec<u64>,
+}
+
+/// Works out the chain of segments from `from_segment` (inclusive; 0 = the
+/// very first) to the newest valid one, reading only their headers.
+pub fn layout(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], from_segment: u64) -> Result<Layout> {
+    let segs = list_segments(backend, dir)?;
+    let mut out = Layout { max_segment: segs.last().copied().unwrap_or(0), ..Default::default() };
+    let mut rev: Vec<(u64, Option<u64>)> = Vec::new();
+    let mut next_bound: Option<u64> = None;
+    let mut want: Option<u64> = None; // the segment the previous header pointed at
+    for &s in segs.iter().rev() {
+        if s < from_segment {
+            break;
+        }
+        if let Some(w) = want {
+            if s > w {
+                out.abandoned.push(s);
+                continue;
+            }
+            if s < w {
+                return Err(corrupt(format!(
+                    "{dir}: segment {} is missing (the log chain needs it)",
+                    format::segment_name(w)
+                )));
+            }
+        }
+        match segment_header(backend, dir, s)? {
+            Some((prev, prev_len, u)) if &u == uuid => {
+                rev.push((s, next_bound));
+                next_bound = Some(prev_len);
+                if prev == 0 || prev < from_segment {
+                    break;
+                }
+                want = Some(prev);
+            }
+            Some(_) => return Err(corrupt(format!("{dir}: segment {} belongs to another volume", format::segment_name(s)))),
+            None if want.is_none() => out.abandoned.push(s),
+            None => return Err(corrupt(format!("{dir}: segment {} has a damaged header", format::segment_name(s)))),
+        }
+    }
+    rev.reverse();
+    out.chain = rev;
+    out.abandoned.sort_unstable();
+    Ok(out)
+}
+
+/// The segment being written.
+struct Active {
+    n: u64,
+    file: Box<dyn AppendFile>,
+    /// Logical length: everything encoded so far.
+    len: u64,
+    /// Bytes handed to the backend.
+    pushed: u64,
+    /// `mem` holds bytes `[mem_start, len)`.
+    mem_start: u64,
+    mem: Vec<u8>,
+}
+
+/// Appends records to the log, one segment at a time.
+pub struct LogWriter {
+    backend: Arc<dyn Backend>,
+    dir: String,
+    uuid: [u8; 16],
+    segment_size: u64,
+    active: Option<Active>,
+    next_segment: u64,
+    prev: (u64, u64),
+    next_seq: u64,
+    /// Number of the active segment (u64::MAX if none), for lock-free checks by readers.
+    pub active_segment: Arc<AtomicU64>,
+    poisoned: Option<String>,
+    /// Bytes appended since the last checkpoint.
+    pub since_checkpoint: u64,
+    dirty: bool,
+}
+
+/// Push buffered bytes to the backend once this many are waiting.
+const PUSH_THRESHOLD: usize = 1 << 20;
+
+impl LogWriter {
+    /// A writer whose first segment will be `next_segment`, following
+    /// segment `prev.0` whose valid length is `prev.1`.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        dir: &str,
+        uuid: [u8; 16],
+        segment_size: u64,
+        next_segment: u64,
+        prev: (u64, u64),
+        next_seq: u64,
+    ) -> Self {
+        LogWriter {
+            backend,
+            dir: dir.to_string(),
+            uuid,
+            segment_size,
+            active: None,
+            next_segment,
+            prev,
+            next_seq,
+            active_segment: Arc::new(AtomicU64::new(u64::MAX)),
+            poisoned: None,
+            since_checkpoint: 0,
+            dirty: false,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        match &self.poisoned {
+            None => Ok(()),
+            Some(m) => Err(Error::new(
+                ErrorKind::Backend,
+                format!("{}: an earlier write to the log failed ({m}); close and reopen the volume", self.dir),
+            )),
+        }
+    }
+
+    fn poison<T>(&mut self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            self.poisoned = Some(e.to_string());
+        }
+        r
+    }
+
+    /// Where the next record will go (after the active segment, if any).
+    pub fn position(&self) -> LogPos {
+        match &self.active {
+            Some(a) => LogPos { segment: a.n, offset: a.len, next_seq: self.next_seq },
+            None => LogPos { segment: self.prev.0, offset: self.prev.1, next_seq: self.next_seq },
+        }
+    }
+
+    /// Whether anything was appended since the last `flush`.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    fn open_segment(&mut self) -> Result<()> {
+        let n = self.next_segment;
+        let file = self.backend.create(&segment_path(&self.dir, n))?;
+        let mut a = Active { n, file, len: 0, pushed: 0, mem_start: 0, mem: Vec::with_capacity(PUSH_THRESHOLD + (1 << 20)) };
+        let hdr = Record::SegmentHeader {
+            uuid: self.uuid,
+            segment: n,
+            prev_segment: self.prev.0,
+            prev_valid_len: self.prev.1,
+            created: now().0,
+        };
+        format::encode_record(&mut a.mem, self.next_seq, &hdr, &[]);
+        self.next_seq += 1;
+        a.len = a.mem.len() as u64;
+        self.next_segment = n + 1;
+        self.active = Some(a);
+        self.active_segment.store(n, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Appends one record (with block `data` for `Data`). Returns the
+    /// segment, the record's offset, and the offset of its data.
+    pub fn append(&mut self, rec: &Record, data: &[u8]) -> Result<(u64, u64, u64)> {
+        self.check()?;
+        let need = RECORD_HEADER_LEN as u64 + 64 + data.len() as u64 + 1024;
+        if let Some(a) = &self.active {
+            if a.len + need > self.segment_size && a.len > 128 {
+                let r = self.seal();
+                self.poison(r)?;
+            }
+        }
+        if self.active.is_none() {
+            let r = self.open_segment();
+            self.poison(r)?;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let a = self.active.as_mut().expect("active segment");
+        let rec_off = a.len;
+        let before = a.mem.len();
+        let data_off = format::encode_record(&mut a.mem, seq, rec, data) as u64;
+        let added = (a.mem.len() - before) as u64;
+        a.len += added;
+        self.since_checkpoint += added;
+        self.dirty = true;
+        if a.mem.len() - (a.pushed - a.mem_start) as usize >= PUSH_THRESHOLD {
+            let r = self.push();
+            self.poison(r)?;
+        }
+        Ok((self.active.as_ref().expect("active").n, rec_off, rec_off + data_off))
+    }
+
+    /// Hands buffered bytes to the backend (not yet durable).
+    fn push(&mut self) -> Result<()> {
+        let visible = self.backend.reads_see_unclosed_appends();
+        if let Some(a) = self.active.as_mut() {
+            let from = (a.pushed - a.mem_start) as usize;
+            if from < a.mem.len() {
+                a.file.append(&a.mem[from..])?;
+                a.pushed = a.len;
+            }
+            if visible {
+                a.mem.clear();
+                a.mem_start = a.len;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every appended record durable.
+    pub fn flush(&mut self) -> Result<()> {
+        self.check()?;
+        let r = self.push().and_then(|_| match self.active.as_mut() {
+            Some(a) => a.file.sync(),
+            None => Ok(()),
+        });
+        self.poison(r)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Makes everything durable and closes the active segment.
+    pub fn seal(&mut self) -> Result<()> {
+        self.check()?;
+        self.push()?;
+        if let Some(a) = self.active.take() {
+            self.prev = (a.n, a.len);
+            a.file.close()?;
+        }
+        self.active_segment.store(u64::MAX, Ordering::SeqCst);
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Copies bytes of segment `seg` at `off` from the in-memory tail, if they are there.
+    pub fn read_mem(&self, seg: u64, off: u64, buf: &mut [u8]) -> bool {
+        match &self.active {
+            Some(a) if a.n == seg && off >= a.mem_start && off + buf.len() as u64 <= a.len => {
+                let s = (off - a.mem_start) as usize;
+                buf.copy_from_slice(&a.mem[s..s + buf.len()]);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Wall-clock time as (seconds, nanoseconds) since the epoch.
+pub fn now() -> (u64, u32) {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (d.as_secs(), d.subsec_nanos())
+}
