@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod error;
+pub mod ffi;
 pub mod format;
 pub mod index;
 pub mod lock;

@@ -1,0 +1,398 @@
+//! The C ABI (`libhlfs.so`, `include/hlfs.h`) that QEMU's block driver calls.
+//!
+//! Ownership rules, stated once and relied on by every `// SAFETY:` below:
+//! - `hlfs_volume *` is a `Box<Volume>` turned into a raw pointer by
+//!   `hlfs_open` and turned back (and dropped) only by `hlfs_close`. Between
+//!   the two, any number of threads may call the I/O functions with it;
+//!   `Volume` is `Sync`.
+//! - Input strings are borrowed NUL-terminated C strings, valid for the call.
+//! - Messages stored through `errp` and snapshot arrays are allocated with
+//!   `malloc` and owned by the caller (`hlfs_string_free` /
+//!   `hlfs_snapshot_list_free`, or plain `free`).
+//! - Every entry point runs under `catch_unwind`: a panic becomes `-EIO`
+//!   and never unwinds into C.
+
+use crate::error::{Error, ErrorKind};
+use crate::volume::{clone_volume, BlockState, OpenOptions, Volume};
+use std::ffi::{c_char, c_int, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Opaque handle to an open volume (C: `hlfs_volume`).
+pub struct HlfsVolume(Volume);
+
+/// C mirror of `hlfs_snapshot_info`.
+#[repr(C)]
+pub struct HlfsSnapshotInfo {
+    /// NUL-terminated name.
+    pub name: [c_char; 256],
+    /// Snapshot id.
+    pub id: u64,
+    /// Creation time, seconds.
+    pub ctime_sec: u64,
+    /// Creation time, nanoseconds.
+    pub ctime_nsec: u32,
+    /// Virtual size at snapshot time.
+    pub virtual_size: u64,
+    /// Bytes held by the snapshot's own timeline.
+    pub bytes: u64,
+}
+
+/// `HLFS_OPEN_RDWR`.
+pub const HLFS_OPEN_RDWR: u32 = 1;
+
+fn malloc_cstring(s: &str) -> *mut c_char {
+    let bytes = s.as_bytes();
+    let n = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    // SAFETY: malloc with a non-zero size; the result is checked for NULL.
+    let p = unsafe { libc::malloc(n + 1) } as *mut u8;
+    if p.is_null() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: `p` points to n+1 writable bytes; `bytes` has at least n readable bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, n);
+        *p.add(n) = 0;
+    }
+    p as *mut c_char
+}
+
+fn set_err(errp: *mut *mut c_char, msg: &str) {
+    if !errp.is_null() {
+        // SAFETY: the caller passes either NULL (checked) or a valid `char **`.
+        unsafe { *errp = malloc_cstring(msg) };
+    }
+}
+
+fn errno_of(e: &Error) -> c_int {
+    -e.kind().errno()
+}
+
+/// Runs `f`, converting errors and panics to a negative errno (and a message).
+fn guard(errp: *mut *mut c_char, f: impl FnOnce() -> Result<c_int, Error>) -> c_int {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            set_err(errp, &e.to_string());
+            errno_of(&e)
+        }
+        Err(_) => {
+            set_err(errp, "internal error in libhlfs (panic); please report it");
+            -libc::EIO
+        }
+    }
+}
+
+fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
+    if p.is_null() {
+        return Err(Error::new(ErrorKind::InvalidArgument, format!("{what} is NULL")));
+    }
+    // SAFETY: non-NULL, and the caller guarantees a NUL-terminated string valid for the call.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| Error::new(ErrorKind::InvalidArgument, format!("{what} is not valid UTF-8")))
+}
+
+fn vol<'a>(v: *mut HlfsVolume) -> Result<&'a Volume, Error> {
+    if v.is_null() {
+        return Err(Error::new(ErrorKind::InvalidArgument, "volume handle is NULL"));
+    }
+    // SAFETY: non-NULL handles come from `hlfs_open` and stay valid until `hlfs_close`,
+    // which the caller must not race with other calls.
+    Ok(unsafe { &(*v).0 })
+}
+
+/// Frees a message returned through `errp`.
+///
+/// # Safety
+/// `s` must be NULL or a pointer returned through `errp` by this library, not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_string_free(s: *mut c_char) {
+    // SAFETY: per the contract, `s` is NULL or came from malloc in `malloc_cstring`.
+    unsafe { libc::free(s as *mut libc::c_void) }
+}
+
+/// The library version (static string).
+#[no_mangle]
+pub extern "C" fn hlfs_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
+}
+
+/// Creates a volume.
+///
+/// # Safety
+/// `uri` must be a valid C string; `errp` NULL or a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_create(uri: *const c_char, size: u64, errp: *mut *mut c_char) -> c_int {
+    guard(errp, || {
+        Volume::create(str_arg(uri, "uri")?, size)?;
+        Ok(0)
+    })
+}
+
+/// Makes `uri` a clone of snapshot `base`.
+///
+/// # Safety
+/// `base` and `uri` must be valid C strings; `errp` NULL or a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_clone(base: *const c_char, uri: *const c_char, size: u64, errp: *mut *mut c_char) -> c_int {
+    guard(errp, || {
+        clone_volume(str_arg(base, "base")?, str_arg(uri, "uri")?, (size != 0).then_some(size))?;
+        Ok(0)
+    })
+}
+
+/// Opens a volume; on success stores a handle in `*out`.
+///
+/// # Safety
+/// `uri` must be a valid C string, `out` a valid `hlfs_volume **`, `errp` NULL or a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_open(uri: *const c_char, flags: u32, out: *mut *mut HlfsVolume, errp: *mut *mut c_char) -> c_int {
+    guard(errp, || {
+        if out.is_null() {
+            return Err(Error::new(ErrorKind::InvalidArgument, "out is NULL"));
+        }
+        let opts = OpenOptions { read_only: flags & HLFS_OPEN_RDWR == 0, ..Default::default() };
+        let v = Volume::open(str_arg(uri, "uri")?, &opts)?;
+        // SAFETY: `out` is non-NULL and valid for writes per the contract.
+        unsafe { *out = Box::into_raw(Box::new(HlfsVolume(v))) };
+        Ok(0)
+    })
+}
+
+/// Closes a volume (flush, checkpoint, unlock) and frees the handle.
+///
+/// # Safety
+/// `v` must be NULL or a handle from `hlfs_open` not yet closed, with no call racing this one.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_close(v: *mut HlfsVolume) {
+    if v.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `v` came from Box::into_raw in `hlfs_open` and is closed only once.
+        let b = unsafe { Box::from_raw(v) };
+        if let Err(e) = b.0.close() {
+            tracing::error!("closing volume: {e}");
+        }
+    }));
+}
+
+/// Reads `len` bytes at `offset` into `buf`.
+///
+/// # Safety
+/// `v` a live handle; `buf` valid for `len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_pread(v: *mut HlfsVolume, buf: *mut libc::c_void, len: u64, offset: u64) -> c_int {
+    guard(std::ptr::null_mut(), || {
+        let vol = vol(v)?;
+        if len == 0 {
+            return Ok(0);
+        }
+        // SAFETY: the caller guarantees `buf` is valid for `len` writable bytes for the call.
+        let b = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, len as usize) };
+        vol.read(offset, b).inspect_err(|e| tracing::error!("{e}"))?;
+        Ok(0)
+    })
+}
+
+/// Writes `len` bytes from `buf` at `offset`.
+///
+/// # Safety
+/// `v` a live handle; `buf` valid for `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_pwrite(v: *mut HlfsVolume, buf: *const libc::c_void, len: u64, offset: u64) -> c_int {
+    guard(std::ptr::null_mut(), || {
+        let vol = vol(v)?;
+        if len == 0 {
+            return Ok(0);
+        }
+        // SAFETY: the caller guarantees `buf` is valid for `len` readable bytes for the call.
+        let b = unsafe { std::slice::from_raw_parts(buf as *const u8, len as usize) };
+        vol.write(offset, b).inspect_err(|e| tracing::error!("{e}"))?;
+        Ok(0)
+    })
+}
+
+/// Makes completed writes durable.
+///
+/// # Safety
+/// `v` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_flush(v: *mut HlfsVolume) -> c_int {
+    guard(std::ptr::null_mut(), || {
+        vol(v)?.flush().inspect_err(|e| tracing::error!("{e}"))?;
+        Ok(0)
+    })
+}
+
+/// Discards a range (reads as zeros).
+///
+/// # Safety
+/// `v` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_discard(v: *mut HlfsVolume, offset: u64, len: u64) -> c_int {
+    guard(std::ptr::null_mut(), || {
+        vol(v)?.discard(offset, len)?;
+        Ok(0)
+    })
+}
+
+/// Zeroes a range.
+///
+/// # Safety
+/// `v` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_write_zeroes(v: *mut HlfsVolume, offset: u64, len: u64) -> c_int {
+    guard(std::ptr::null_mut(), || {
+        vol(v)?.write_zeroes(offset, len)?;
+        Ok(0)
+    })
+}
+
+/// Stores the virtual size in `*out`.
+///
+/// # Safety
+/// `v` a live handle; `out` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_get_length(v: *mut HlfsVolume, out: *mut u64) -> c_int {
+    guard(std::ptr::null_mut(), || {
+        let n = vol(v)?.size();
+        // SAFETY: the caller guarantees `out` is valid for a write.
+        unsafe { *out = n };
+        Ok(0)
+    })
+}
+
+/// Grows the volume.
+///
+/// # Safety
+/// `v` a live handle; `errp` NULL or a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_truncate(v: *mut HlfsVolume, size: u64, errp: *mut *mut c_char) -> c_int {
+    guard(errp, || {
+        vol(v)?.resize(size)?;
+        Ok(0)
+    })
+}
+
+/// Stores the bytes the log occupies in `*out`.
+///
+/// # Safety
+/// `v` a live handle; `out` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_get_allocated(v: *mut HlfsVolume, out: *mut u64) -> c_int {
+    guard(std::ptr::null_mut(), || {
+        let n = vol(v)?.allocated_bytes()?;
+        // SAFETY: the caller guarantees `out` is valid for a write.
+        unsafe { *out = n };
+        Ok(0)
+    })
+}
+
+/// Block status of a range (see hlfs.h).
+///
+/// # Safety
+/// `v` a live handle; the three out-pointers valid for writes.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_block_status(
+    v: *mut HlfsVolume,
+    offset: u64,
+    len: u64,
+    allocated: *mut c_int,
+    is_zero: *mut c_int,
+    pnum: *mut u64,
+) -> c_int {
+    guard(std::ptr::null_mut(), || {
+        let (st, n) = vol(v)?.block_status(offset, len)?;
+        let (a, z) = match st {
+            BlockState::Data => (1, 0),
+            BlockState::Zero => (1, 1),
+            BlockState::Unallocated => (0, 1),
+        };
+        // SAFETY: the caller guarantees the out-pointers are valid for writes.
+        unsafe {
+            *allocated = a;
+            *is_zero = z;
+            *pnum = n;
+        }
+        Ok(0)
+    })
+}
+
+/// Creates a snapshot.
+///
+/// # Safety
+/// `v` a live handle; `name` a valid C string; `errp` NULL or a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_snapshot_create(v: *mut HlfsVolume, name: *const c_char, errp: *mut *mut c_char) -> c_int {
+    guard(errp, || {
+        vol(v)?.snapshot_create(str_arg(name, "name")?)?;
+        Ok(0)
+    })
+}
+
+/// Deletes a snapshot.
+///
+/// # Safety
+/// `v` a live handle; `name` a valid C string; `errp` NULL or a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_snapshot_delete(v: *mut HlfsVolume, name: *const c_char, errp: *mut *mut c_char) -> c_int {
+    guard(errp, || {
+        vol(v)?.snapshot_delete(str_arg(name, "name")?)?;
+        Ok(0)
+    })
+}
+
+/// Reverts the head to a snapshot.
+///
+/// # Safety
+/// `v` a live handle; `name` a valid C string; `errp` NULL or a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_snapshot_goto(v: *mut HlfsVolume, name: *const c_char, errp: *mut *mut c_char) -> c_int {
+    guard(errp, || {
+        vol(v)?.snapshot_revert(str_arg(name, "name")?)?;
+        Ok(0)
+    })
+}
+
+/// Lists snapshots into a malloc'd array; returns the count.
+///
+/// # Safety
+/// `v` a live handle; `out` valid for a write; `errp` NULL or a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_snapshot_list(v: *mut HlfsVolume, out: *mut *mut HlfsSnapshotInfo, errp: *mut *mut c_char) -> c_int {
+    guard(errp, || {
+        let list = vol(v)?.snapshots()?;
+        let n = list.len();
+        // SAFETY: calloc of n (+1 to avoid a zero-size request) elements, checked for NULL.
+        let arr = unsafe { libc::calloc(n.max(1), std::mem::size_of::<HlfsSnapshotInfo>()) } as *mut HlfsSnapshotInfo;
+        if arr.is_null() {
+            return Err(Error::new(ErrorKind::Backend, "out of memory listing snapshots"));
+        }
+        for (i, s) in list.iter().enumerate() {
+            // SAFETY: `arr` has room for n zero-initialised elements and i < n.
+            let e = unsafe { &mut *arr.add(i) };
+            for (d, b) in e.name.iter_mut().zip(s.name.as_bytes().iter().take(255)) {
+                *d = *b as c_char;
+            }
+            e.id = s.id;
+            e.ctime_sec = s.secs;
+            e.ctime_nsec = s.nsecs;
+            e.virtual_size = s.virtual_size;
+            e.bytes = s.bytes;
+        }
+        // SAFETY: the caller guarantees `out` is valid for a write.
+        unsafe { *out = arr };
+        Ok(n as c_int)
+    })
+}
+
+/// Frees an array from `hlfs_snapshot_list`.
+///
+/// # Safety
+/// `list` NULL or an array returned by `hlfs_snapshot_list`, not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_snapshot_list_free(list: *mut HlfsSnapshotInfo, _count: c_int) {
+    // SAFETY: per the contract, `list` is NULL or came from calloc.
+    unsafe { libc::free(list as *mut libc::c_void) }
+}
