@@ -1,1 +1,189 @@
-fn main(){}
+//! `hlfs`: create, inspect, snapshot, clone, import and export HLFS volumes.
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use hlfs_cli::{ops, output::INFO_JSON_HELP, Output};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const URI_HELP: &str = "Volume URIs look like local:///abs/dir/volume (optionally prefixed with hlfs:); \
+append %NAME to mean snapshot NAME, as in local:///tmp/testenv/testfs%snapshot1.";
+
+#[derive(Parser)]
+#[command(
+    name = "hlfs",
+    version,
+    about = "Manage HLFS volumes: log-structured virtual disks with O(1) snapshots and clones",
+    long_about = None,
+    before_help = URI_HELP
+)]
+struct Cli {
+    /// Log more to stderr: -v info, -vv debug (RUST_LOG overrides)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a volume (like qemu-img create), or with -b a clone of a snapshot
+    #[command(after_help = "Examples:\n  hlfs create local:///tmp/testenv/testfs 10G\n  \
+        hlfs create -b local:///tmp/testenv/testfs%snapshot1 local:///tmp/testenv/testfs2")]
+    Create {
+        /// Volume to create, e.g. local:///tmp/testenv/testfs
+        uri: String,
+        /// Virtual size with an optional suffix: 512, 64M, 10G, 1.5T (binary units).
+        /// Required unless -b is given; with -b it defaults to the snapshot's size
+        size: Option<String>,
+        /// Make the new volume a clone of this snapshot (URI%SNAPSHOT)
+        #[arg(short = 'b', long = "backing", value_name = "URI%SNAPSHOT")]
+        backing: Option<String>,
+    },
+    /// Show a volume's size, space use, snapshots, base and lock holder
+    #[command(after_long_help = INFO_JSON_HELP)]
+    Info {
+        /// Volume, or URI%SNAPSHOT to see a snapshot
+        uri: String,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Delete a volume and all its snapshots (refused while clones use it)
+    Delete {
+        /// Volume to delete
+        uri: String,
+    },
+    /// Grow a volume to SIZE, or by +SIZE (volumes cannot shrink)
+    Resize {
+        /// Volume to grow
+        uri: String,
+        /// New size (10G), or +SIZE to grow by that much (+1G)
+        #[arg(allow_hyphen_values = true)]
+        size: String,
+    },
+    /// Create, list, delete or revert to snapshots
+    #[command(subcommand)]
+    Snapshot(SnapCmd),
+    /// Make DST an O(1) copy-on-write clone of SRC%SNAPSHOT
+    #[command(after_help = "DST may already exist if it was created and never written.\n\
+        Example: hlfs clone local:///tmp/testenv/testfs%snapshot1 local:///tmp/testenv/testfs2")]
+    Clone {
+        /// Source snapshot, URI%SNAPSHOT
+        src: String,
+        /// Volume to create (or an existing, never-written one)
+        dst: String,
+        /// Size of the clone (default: the snapshot's size; may only be larger)
+        #[arg(long)]
+        size: Option<String>,
+    },
+    /// Copy a raw disk image into a volume (like qemu-img convert raw.img hlfs:URI)
+    #[command(after_help = "If the volume does not exist it is created, with --size or the raw image's size \
+        rounded up to 512 bytes (-n refuses instead). All-zero 4 KiB blocks are not stored where the volume \
+        already reads zeros, so a fresh volume holds only the image's data. A progress bar is shown when \
+        stderr is a terminal.")]
+    Import {
+        /// Raw image file (or block device) to read
+        raw: PathBuf,
+        /// Volume to write; must not name a snapshot
+        uri: String,
+        /// Fail instead of creating a missing volume (like qemu-img convert -n)
+        #[arg(short = 'n', long)]
+        no_create: bool,
+        /// Size of the volume if import creates it
+        #[arg(long)]
+        size: Option<String>,
+    },
+    /// Write a volume, or URI%SNAPSHOT, to a raw image file
+    #[command(after_help = "The file is created or truncated and sized to the volume; blocks that read as \
+        zeros are left as holes, so the file is sparse. A block device is written in full. A progress bar is \
+        shown when stderr is a terminal.")]
+    Export {
+        /// Volume or URI%SNAPSHOT to read
+        uri: String,
+        /// Raw image file to write
+        raw: PathBuf,
+    },
+    /// Verify every record and checkpoint of a volume (like qemu-img check)
+    #[command(visible_alias = "check", after_help = "Exits with 5 (corrupt) if errors are found. JSON fields: \
+        uri, clean, segments, records, data_blocks, bytes, checkpoints, errors, notes, rebuilt_index.")]
+    Fsck {
+        /// Volume to check
+        uri: String,
+        /// Also rebuild the volume's index from the log (needs the write lock)
+        #[arg(long)]
+        rebuild_index: bool,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapCmd {
+    /// Take snapshot NAME of the volume's current contents (O(1))
+    Create {
+        /// Volume
+        uri: String,
+        /// Snapshot name (no '%', '/' or control characters)
+        name: String,
+    },
+    /// List snapshots: id, name, size, own bytes, date (UTC), clones
+    #[command(after_help = "JSON is a list of objects with fields id, name, date, date_sec, date_nsec, \
+        virtual_size, bytes, clones (see `hlfs info --help`).")]
+    List {
+        /// Volume
+        uri: String,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Delete snapshot NAME (refused while clones depend on it)
+    Delete {
+        /// Volume
+        uri: String,
+        /// Snapshot to delete
+        name: String,
+    },
+    /// Make the volume's contents those of snapshot NAME again
+    #[command(after_help = "Changes made since the snapshot are kept as a snapshot named pre-revert-N.")]
+    Revert {
+        /// Volume
+        uri: String,
+        /// Snapshot to go back to
+        name: String,
+    },
+}
+
+fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Create { uri, size, backing } => ops::create(&uri, size.as_deref(), backing.as_deref()),
+        Cmd::Info { uri, output } => ops::info(&uri, output),
+        Cmd::Delete { uri } => ops::delete(&uri),
+        Cmd::Resize { uri, size } => ops::resize(&uri, &size),
+        Cmd::Snapshot(SnapCmd::Create { uri, name }) => ops::snapshot_create(&uri, &name),
+        Cmd::Snapshot(SnapCmd::List { uri, output }) => ops::snapshot_list(&uri, output),
+        Cmd::Snapshot(SnapCmd::Delete { uri, name }) => ops::snapshot_delete(&uri, &name),
+        Cmd::Snapshot(SnapCmd::Revert { uri, name }) => ops::snapshot_revert(&uri, &name),
+        Cmd::Clone { src, dst, size } => {
+            let size = size.as_deref().map(ops::parse_size).transpose()?;
+            ops::clone(&src, &dst, size)
+        }
+        Cmd::Import { raw, uri, no_create, size } => ops::import(&raw, &uri, no_create, size.as_deref()).map(drop),
+        Cmd::Export { uri, raw } => ops::export(&uri, &raw).map(drop),
+        Cmd::Fsck { uri, rebuild_index, output } => ops::fsck(&uri, rebuild_index, output),
+    }
+}
+
+fn main() -> ExitCode {
+    // The exit-code table is built from the same list the mapping uses.
+    let matches = Cli::command().after_help(hlfs_cli::exit_codes_help()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    hlfs_cli::init_logging("hlfs", cli.verbose);
+    match run(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => hlfs_cli::fail("hlfs", &e),
+    }
+}

@@ -1,0 +1,233 @@
+//! The operations behind every command, shared by `hlfs`, `snapshot.hlfs`
+//! and `clone.hlfs`. Results go to stdout; notes and errors to stderr.
+
+use crate::output::{self, Output};
+use crate::transfer;
+use anyhow::{Context, Result};
+use hlfs::{Error, ErrorKind, OpenOptions, Volume, VolumeUri};
+use std::io::Write;
+use std::path::Path;
+
+fn print(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn usage(msg: String) -> anyhow::Error {
+    Error::new(ErrorKind::InvalidArgument, msg).into()
+}
+
+/// Refuses `vol%snap` where the volume itself is meant: opening a snapshot
+/// read-write would revert the volume to it, which is never what a
+/// snapshot, resize, import or fsck command asks for.
+fn require_volume(uri: &str, what: &str) -> Result<()> {
+    let u = VolumeUri::parse(uri)?;
+    if let Some(s) = &u.snapshot {
+        return Err(usage(format!(
+            "{uri} names snapshot {s:?}, but {what} works on the volume itself; give {}",
+            u.without_snapshot()
+        )));
+    }
+    Ok(())
+}
+
+fn open_rw(uri: &str, what: &str) -> Result<Volume> {
+    require_volume(uri, what)?;
+    Ok(Volume::open(uri, &OpenOptions::default())?)
+}
+
+fn open_ro(uri: &str) -> Result<Volume> {
+    Ok(Volume::open(uri, &OpenOptions::read_only())?)
+}
+
+/// Parses a size as qemu-img writes it (`10G`, `512M`, `4096`).
+pub fn parse_size(s: &str) -> Result<u64> {
+    Ok(hlfs::parse_size(s)?)
+}
+
+/// Creates a volume of `size`, or with `backing` (`URI%snap`) a clone of
+/// that snapshot (`size` then defaults to the snapshot's size).
+pub fn create(uri: &str, size: Option<&str>, backing: Option<&str>) -> Result<()> {
+    let size = size.map(parse_size).transpose()?;
+    match (backing, size) {
+        (Some(b), size) => clone(b, uri, size),
+        (None, Some(size)) => Ok(Volume::create(uri, size)?),
+        (None, None) => Err(usage(format!("no size given for {uri}; write e.g. `hlfs create {uri} 10G`"))),
+    }
+}
+
+/// Prints what `hlfs info` shows.
+pub fn info(uri: &str, out: Output) -> Result<()> {
+    let vol = open_ro(uri)?;
+    let info = vol.info()?;
+    match out {
+        Output::Human => print(&output::info_human(&info)),
+        Output::Json => print(&output::json(&output::InfoJson::from(&info))),
+    }
+}
+
+/// Deletes a volume.
+pub fn delete(uri: &str) -> Result<()> {
+    Ok(hlfs::delete_volume(uri)?)
+}
+
+/// Grows a volume to `size`, or by `+size`.
+pub fn resize(uri: &str, size: &str) -> Result<()> {
+    if let Some(by) = size.strip_prefix('-') {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("cannot shrink {uri} by {by}; HLFS volumes only grow"),
+        )
+        .into());
+    }
+    let vol = open_rw(uri, "resize")?;
+    let new = match size.strip_prefix('+') {
+        Some(delta) => vol
+            .size()
+            .checked_add(parse_size(delta)?)
+            .ok_or_else(|| usage(format!("{uri}: growing by {delta} overflows")))?,
+        None => parse_size(size)?,
+    };
+    vol.resize(new)?;
+    vol.close()?;
+    Ok(())
+}
+
+/// Takes snapshot `name` of the volume.
+pub fn snapshot_create(uri: &str, name: &str) -> Result<()> {
+    let vol = open_rw(uri, "snapshot create")?;
+    vol.snapshot_create(name)?;
+    Ok(vol.close()?)
+}
+
+/// Prints the volume's snapshots.
+pub fn snapshot_list(uri: &str, out: Output) -> Result<()> {
+    let vol = open_ro(uri)?;
+    let snaps = vol.snapshots()?;
+    match out {
+        Output::Human => print(&output::snapshots_human(&snaps)),
+        Output::Json => {
+            let v: Vec<output::SnapshotJson> = snaps.iter().map(output::SnapshotJson::from).collect();
+            print(&output::json(&v))
+        }
+    }
+}
+
+/// Deletes snapshot `name`.
+pub fn snapshot_delete(uri: &str, name: &str) -> Result<()> {
+    let vol = open_rw(uri, "snapshot delete")?;
+    vol.snapshot_delete(name)?;
+    Ok(vol.close()?)
+}
+
+/// Reverts the volume to snapshot `name`. If the head had changes, the
+/// engine keeps them as a new snapshot; say which, so nothing seems lost.
+pub fn snapshot_revert(uri: &str, name: &str) -> Result<()> {
+    let vol = open_rw(uri, "snapshot revert")?;
+    let before: Vec<String> = vol.snapshots()?.into_iter().map(|s| s.name).collect();
+    vol.snapshot_revert(name)?;
+    for s in vol.snapshots()? {
+        if !before.contains(&s.name) {
+            eprintln!("hlfs: note: the previous contents of {uri} were kept as snapshot {:?}", s.name);
+        }
+    }
+    Ok(vol.close()?)
+}
+
+/// Makes `dst` a clone of `src` (`URI%snap`).
+pub fn clone(src: &str, dst: &str, size: Option<u64>) -> Result<()> {
+    Ok(hlfs::clone_volume(src, dst, size)?)
+}
+
+/// Copies a raw image into a volume. A missing volume is created (unless
+/// `no_create`) with `size`, or the image's size rounded up to 512 bytes.
+pub fn import(raw: &Path, uri: &str, no_create: bool, size: Option<&str>) -> Result<transfer::ImportStats> {
+    require_volume(uri, "import")?;
+    let file = std::fs::File::open(raw).with_context(|| format!("cannot open raw image {}", raw.display()))?;
+    let raw_len = transfer::raw_len(&file).with_context(|| format!("cannot size raw image {}", raw.display()))?;
+    if raw_len == 0 {
+        return Err(usage(format!("raw image {} is empty; nothing to import", raw.display())));
+    }
+    let needed = raw_len.div_ceil(512) * 512;
+    let size = size.map(parse_size).transpose()?;
+    let created = if no_create {
+        false
+    } else {
+        match Volume::create(uri, size.unwrap_or(needed)) {
+            Ok(()) => true,
+            Err(e) if e.kind() == ErrorKind::Exists => false,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if !created && size.is_some() {
+        return Err(Error::new(
+            ErrorKind::Exists,
+            format!("{uri} already exists, and --size only applies to a volume that import creates; drop --size, or grow it with `hlfs resize`"),
+        )
+        .into());
+    }
+    let vol = open_rw(uri, "import")?;
+    if vol.size() < needed {
+        return Err(usage(format!(
+            "raw image {} is {raw_len} bytes but {uri} holds only {}; grow it first with `hlfs resize {uri} {needed}`",
+            raw.display(),
+            vol.size()
+        )));
+    }
+    let pb = transfer::progress_bar(needed, "importing");
+    let stats = transfer::import(&file, raw_len, &vol, &pb).with_context(|| format!("importing {} into {uri}", raw.display()));
+    pb.finish_and_clear();
+    let stats = stats?;
+    vol.close()?;
+    tracing::info!(
+        "imported {} into {uri}: {} bytes of data, {} zero bytes not stored, {} bytes zeroed",
+        raw.display(),
+        stats.data_bytes,
+        stats.skipped_zero_bytes,
+        stats.zeroed_bytes
+    );
+    Ok(stats)
+}
+
+/// Writes a volume (or `URI%snap`) to a raw image file, sparse where the
+/// target is a regular file.
+pub fn export(uri: &str, raw: &Path) -> Result<transfer::ExportStats> {
+    let vol = open_ro(uri)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(raw)
+        .with_context(|| format!("cannot open {} for writing", raw.display()))?;
+    // Regular files are truncated and get holes; a device must be written in full.
+    let sparse = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+    if sparse {
+        file.set_len(0).with_context(|| format!("truncating {}", raw.display()))?;
+    }
+    let pb = transfer::progress_bar(vol.size(), "exporting");
+    let stats = transfer::export(&vol, &file, sparse, &pb).with_context(|| format!("exporting {uri} to {}", raw.display()));
+    pb.finish_and_clear();
+    stats
+}
+
+/// Verifies a volume's log; with `rebuild_index` also rebuilds its index.
+/// Errors found make the command fail with the "corrupt" exit code after
+/// the report is printed.
+pub fn fsck(uri: &str, rebuild_index: bool, out: Output) -> Result<()> {
+    require_volume(uri, "fsck")?;
+    let rep = hlfs::fsck(uri, rebuild_index)?;
+    match out {
+        Output::Human => print(&output::fsck_human(uri, &rep))?,
+        Output::Json => print(&output::json(&output::FsckJson::new(uri, &rep)))?,
+    }
+    if !rep.errors.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!("fsck found {} error(s) in {uri}; data in the affected records cannot be read", rep.errors.len()),
+        )
+        .into());
+    }
+    Ok(())
+}

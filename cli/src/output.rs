@@ -1,0 +1,338 @@
+//! How results are shown: human text in qemu-img's style, or JSON with
+//! snake_case fields for scripts.
+
+use hlfs::{FsckReport, SnapshotInfo, VolumeInfo};
+use serde::Serialize;
+
+/// Output format of a command that reports something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Text for people.
+    Human,
+    /// Pretty-printed JSON for scripts.
+    Json,
+}
+
+/// Fields of `--output json`, for `--help`. Keep in step with the structs below.
+pub const INFO_JSON_HELP: &str = "\
+JSON fields (--output json):
+  uri              canonical volume URI (with %snapshot when one was named)
+  backend          \"local\", \"hdfs\" or \"mem\"
+  uuid             volume UUID, hex
+  virtual_size     size the guest sees, bytes
+  block_size       mapping unit, bytes (4096)
+  allocated_bytes  bytes the log occupies in the backend (segments, checkpoints)
+  live_bytes       bytes of blocks still mapped by the head, a snapshot or a clone
+  head_bytes       bytes written since the last snapshot
+  segments         number of segment files
+  created          creation time, UTC, \"YYYY-MM-DD HH:MM:SS\"
+  created_sec      creation time, seconds since the epoch
+  base             \"URI%snapshot\" this volume was cloned from, or null
+  writer           who holds it open read-write (\"pid N on host H\"), or null
+  snapshots        list, oldest first, each with:
+    id, name, date (UTC \"YYYY-MM-DD HH:MM:SS\"), date_sec, date_nsec,
+    virtual_size, bytes (data this snapshot holds on its own),
+    clones (URIs of volumes cloned from it)";
+
+/// A snapshot in JSON output.
+#[derive(Debug, Serialize)]
+pub struct SnapshotJson {
+    /// Id, unique within the volume.
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Creation time, UTC.
+    pub date: String,
+    /// Creation time, seconds since the epoch.
+    pub date_sec: u64,
+    /// Nanoseconds part of the creation time.
+    pub date_nsec: u32,
+    /// Virtual size when taken.
+    pub virtual_size: u64,
+    /// Bytes of data the snapshot holds on its own.
+    pub bytes: u64,
+    /// URIs of its clones.
+    pub clones: Vec<String>,
+}
+
+impl From<&SnapshotInfo> for SnapshotJson {
+    fn from(s: &SnapshotInfo) -> Self {
+        SnapshotJson {
+            id: s.id,
+            name: s.name.clone(),
+            date: utc(s.secs),
+            date_sec: s.secs,
+            date_nsec: s.nsecs,
+            virtual_size: s.virtual_size,
+            bytes: s.bytes,
+            clones: s.clones.clone(),
+        }
+    }
+}
+
+/// `hlfs info --output json`.
+#[derive(Debug, Serialize)]
+pub struct InfoJson {
+    /// Canonical URI.
+    pub uri: String,
+    /// Backend kind.
+    pub backend: String,
+    /// Volume UUID.
+    pub uuid: String,
+    /// Virtual size in bytes.
+    pub virtual_size: u64,
+    /// Mapping unit in bytes.
+    pub block_size: u64,
+    /// Bytes in the backend.
+    pub allocated_bytes: u64,
+    /// Bytes still mapped.
+    pub live_bytes: u64,
+    /// Bytes written since the last snapshot.
+    pub head_bytes: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Creation time, UTC.
+    pub created: String,
+    /// Creation time, seconds since the epoch.
+    pub created_sec: u64,
+    /// Base `URI%snapshot` of a clone.
+    pub base: Option<String>,
+    /// Holder of the write lock.
+    pub writer: Option<String>,
+    /// Snapshots, oldest first.
+    pub snapshots: Vec<SnapshotJson>,
+}
+
+impl From<&VolumeInfo> for InfoJson {
+    fn from(i: &VolumeInfo) -> Self {
+        InfoJson {
+            uri: i.uri.clone(),
+            backend: i.backend.clone(),
+            uuid: i.uuid.clone(),
+            virtual_size: i.virtual_size,
+            block_size: i.block_size,
+            allocated_bytes: i.allocated_bytes,
+            live_bytes: i.live_bytes,
+            head_bytes: i.head_bytes,
+            segments: i.segments,
+            created: utc(i.created),
+            created_sec: i.created,
+            base: i.base.clone(),
+            writer: i.writer.clone(),
+            snapshots: i.snapshots.iter().map(SnapshotJson::from).collect(),
+        }
+    }
+}
+
+/// `hlfs fsck --output json`.
+#[derive(Debug, Serialize)]
+pub struct FsckJson {
+    /// Volume checked.
+    pub uri: String,
+    /// True when no errors were found.
+    pub clean: bool,
+    /// Segments in the log chain.
+    pub segments: u64,
+    /// Records verified.
+    pub records: u64,
+    /// Data blocks verified.
+    pub data_blocks: u64,
+    /// Log bytes verified.
+    pub bytes: u64,
+    /// Checkpoints verified.
+    pub checkpoints: u64,
+    /// Problems that make data unreadable.
+    pub errors: Vec<String>,
+    /// Harmless findings.
+    pub notes: Vec<String>,
+    /// Whether the index was rebuilt from the log.
+    pub rebuilt_index: bool,
+}
+
+impl FsckJson {
+    /// The report of checking `uri`.
+    pub fn new(uri: &str, r: &FsckReport) -> Self {
+        FsckJson {
+            uri: uri.to_string(),
+            clean: r.errors.is_empty(),
+            segments: r.segments,
+            records: r.records,
+            data_blocks: r.data_blocks,
+            bytes: r.bytes,
+            checkpoints: r.checkpoints,
+            errors: r.errors.clone(),
+            notes: r.notes.clone(),
+            rebuilt_index: r.rebuilt_index,
+        }
+    }
+}
+
+/// Pretty JSON with a final newline.
+pub fn json<T: Serialize>(v: &T) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("plain structs always serialize");
+    s.push('\n');
+    s
+}
+
+/// Seconds since the epoch as UTC `YYYY-MM-DD HH:MM:SS`, as `qemu-img snapshot -l` shows dates.
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A byte count as qemu-img prints it: `512 B`, `1.5 MiB`, `10 GiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        return format!("{bytes} B");
+    }
+    // Three significant digits, trailing zeros dropped.
+    let prec = if v >= 100.0 { 0 } else if v >= 10.0 { 1 } else { 2 };
+    let s = format!("{v:.prec$}");
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { &s };
+    format!("{s} {}", UNITS[u])
+}
+
+fn size_exact(bytes: u64) -> String {
+    format!("{} ({bytes} bytes)", size(bytes))
+}
+
+/// `hlfs info` for people.
+pub fn info_human(i: &VolumeInfo) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: &str| s.push_str(&format!("{k}: {v}\n"));
+    line("image", &i.uri);
+    line("backend", &i.backend);
+    line("uuid", &i.uuid);
+    line("virtual size", &size_exact(i.virtual_size));
+    line("allocated bytes", &size_exact(i.allocated_bytes));
+    line("live bytes", &size_exact(i.live_bytes));
+    line("head bytes", &size_exact(i.head_bytes));
+    line("block size", &i.block_size.to_string());
+    line("segments", &i.segments.to_string());
+    line("created", &utc(i.created));
+    line("base", i.base.as_deref().unwrap_or("none"));
+    line("writer", i.writer.as_deref().unwrap_or("none"));
+    if !i.snapshots.is_empty() {
+        s.push_str(&snapshots_human(&i.snapshots));
+    }
+    s
+}
+
+/// A snapshot table in the style of `qemu-img snapshot -l`, dates in UTC.
+pub fn snapshots_human(snaps: &[SnapshotInfo]) -> String {
+    if snaps.is_empty() {
+        return "(no snapshots)\n".to_string();
+    }
+    let header = ["ID", "TAG", "VM SIZE", "BYTES", "DATE (UTC)", "CLONES"];
+    let rows: Vec<[String; 6]> = snaps
+        .iter()
+        .map(|s| {
+            let clones = if s.clones.is_empty() { "-".to_string() } else { s.clones.join(",") };
+            [s.id.to_string(), s.name.clone(), size(s.virtual_size), size(s.bytes), utc(s.secs), clones]
+        })
+        .collect();
+    let mut w = header.map(str::len);
+    for r in &rows {
+        for (k, c) in r.iter().enumerate() {
+            w[k] = w[k].max(c.chars().count());
+        }
+    }
+    let fmt_row = |cells: [&str; 6]| {
+        // ID and TAG left-aligned, sizes right-aligned, like qemu-img.
+        format!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {:<w4$}  {}\n",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            cells[5],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4]
+        )
+    };
+    let mut s = String::from("Snapshot list:\n");
+    s.push_str(&fmt_row(header));
+    for r in &rows {
+        s.push_str(&fmt_row([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+    }
+    s
+}
+
+/// `hlfs fsck` for people.
+pub fn fsck_human(uri: &str, r: &FsckReport) -> String {
+    let mut s = format!(
+        "{uri}: checked {} segment(s), {} record(s), {} data block(s), {} of log, {} checkpoint(s)\n",
+        r.segments,
+        r.records,
+        r.data_blocks,
+        size(r.bytes),
+        r.checkpoints
+    );
+    for n in &r.notes {
+        s.push_str(&format!("note: {n}\n"));
+    }
+    for e in &r.errors {
+        s.push_str(&format!("ERROR: {e}\n"));
+    }
+    if r.rebuilt_index {
+        s.push_str("The index was rebuilt from the log.\n");
+    }
+    if r.errors.is_empty() {
+        s.push_str("No errors were found on the volume.\n");
+    } else {
+        s.push_str(&format!("{} error(s) were found on the volume.\n", r.errors.len()));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates_match_known_instants() {
+        // Property: epoch seconds format as the UTC calendar date and time.
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20");
+        assert_eq!(utc(4_102_444_799), "2099-12-31 23:59:59");
+    }
+
+    #[test]
+    fn sizes_read_like_qemu_img() {
+        // Property: binary units, at most three significant digits.
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(10 << 30), "10 GiB");
+        assert_eq!(size(200 << 20), "200 MiB");
+        assert_eq!(size((10 << 20) + (1 << 19)), "10.5 MiB");
+    }
+}

@@ -1,0 +1,465 @@
+//! Whole-path tests of the built `hlfs`, `snapshot.hlfs` and `clone.hlfs`
+//! binaries against real local volumes in temporary directories.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const HLFS: &str = env!("CARGO_BIN_EXE_hlfs");
+const MIB: usize = 1 << 20;
+const BS: usize = 4096;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn uri(&self, name: &str) -> String {
+        format!("local://{}/{name}", self.dir.path().display())
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write_raw(&self, name: &str, data: &[u8]) -> String {
+        let p = self.path(name);
+        std::fs::write(&p, data).unwrap();
+        p.to_str().unwrap().to_string()
+    }
+}
+
+fn run(bin: &str, args: &[&str]) -> Output {
+    Command::new(bin).args(args).env_remove("RUST_LOG").output().expect("binary runs")
+}
+
+/// Runs `hlfs ARGS`, asserts success and returns stdout.
+fn ok(args: &[&str]) -> String {
+    let out = run(HLFS, args);
+    assert!(
+        out.status.success(),
+        "hlfs {args:?} failed with {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `hlfs ARGS`, expects it to fail, returns (exit code, stderr).
+fn fails(args: &[&str]) -> (i32, String) {
+    let out = run(HLFS, args);
+    assert!(!out.status.success(), "hlfs {args:?} unexpectedly succeeded");
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Deterministic pseudo-random bytes with all-zero 4 KiB holes: every
+/// block whose index has `(i * 7 + seed) % 5 == 0` stays zero.
+fn raw_with_holes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut v = vec![0u8; len];
+    for (i, block) in v.chunks_mut(BS).enumerate() {
+        if (i as u64 * 7 + seed) % 5 == 0 {
+            continue;
+        }
+        for b in block.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = (x >> 24) as u8;
+        }
+    }
+    v
+}
+
+fn nonzero_blocks(data: &[u8]) -> usize {
+    data.chunks(BS).filter(|b| b.iter().any(|&x| x != 0)).count()
+}
+
+/// Exports `uri` to a file and returns its bytes.
+fn export(env: &Env, uri: &str, file: &str) -> Vec<u8> {
+    let p = env.path(file);
+    ok(&["export", uri, p.to_str().unwrap()]);
+    std::fs::read(&p).unwrap()
+}
+
+/// `len` bytes: `layers` copied in order from offset 0, zeros after them.
+fn expected(len: usize, layers: &[&[u8]]) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    for l in layers {
+        v[..l.len()].copy_from_slice(l);
+    }
+    v
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn largest_segment(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("seg-"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+}
+
+#[test]
+fn import_snapshot_overwrite_export_round_trip() {
+    // Property: export returns byte for byte what was imported, both at the
+    // head and at a snapshot taken before a second import overwrote part of
+    // it (zero blocks of the second image included, and an image length that
+    // is not a multiple of 512 leaves the bytes after it untouched).
+    let env = Env::new();
+    let v = env.uri("v");
+    let size = 8 * MIB;
+    ok(&["create", &v, "8M"]);
+    let a = raw_with_holes(3 * MIB + 5 * BS, 1);
+    let b = raw_with_holes(MIB + 700, 2);
+    let ra = env.write_raw("a.raw", &a);
+    let rb = env.write_raw("b.raw", &b);
+    ok(&["import", &ra, &v]);
+    ok(&["snapshot", "create", &v, "s1"]);
+    ok(&["import", "-n", &rb, &v]);
+    assert!(export(&env, &format!("{v}%s1"), "s1.out") == expected(size, &[&a]), "snapshot s1 differs");
+    assert!(export(&env, &v, "head.out") == expected(size, &[&a, &b]), "head differs");
+}
+
+#[test]
+fn import_into_fresh_volume_stores_only_nonzero_blocks() {
+    // Property: importing into a never-written volume stores exactly the
+    // image's non-zero 4 KiB blocks (live bytes), and import creates a
+    // missing volume sized to the image rounded up to 512 bytes.
+    let env = Env::new();
+    let v = env.uri("v");
+    let a = raw_with_holes(2 * MIB + 1000, 3);
+    let ra = env.write_raw("a.raw", &a);
+    ok(&["import", &ra, &v]);
+    let info = json(&ok(&["info", "--output", "json", &v]));
+    assert_eq!(info["virtual_size"], (a.len().div_ceil(512) * 512) as u64);
+    let live = info["live_bytes"].as_u64().unwrap() as usize;
+    assert_eq!(live, nonzero_blocks(&a) * BS);
+    assert!(live < a.len());
+    assert_eq!(export(&env, &v, "out"), expected(a.len().div_ceil(512) * 512, &[&a]));
+}
+
+#[test]
+fn import_refuses_missing_volume_with_no_create_and_too_small_volume() {
+    // Property: -n does not create (exit 3), and an image larger than the
+    // volume is a usage error (exit 2) naming `hlfs resize`.
+    let env = Env::new();
+    let v = env.uri("v");
+    let ra = env.write_raw("a.raw", &raw_with_holes(2 * MIB, 4));
+    assert_eq!(fails(&["import", "-n", &ra, &v]).0, 3);
+    ok(&["create", &v, "1M"]);
+    let (code, err) = fails(&["import", &ra, &v]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("hlfs resize"), "{err}");
+}
+
+#[test]
+fn clone_reads_base_then_diverges() {
+    // Property: a clone exports as its base snapshot until written; writes
+    // to the clone change only the clone; the base lists the clone and
+    // refuses to delete the snapshot while the clone exists (exit 6).
+    let env = Env::new();
+    let (base, child) = (env.uri("base"), env.uri("child"));
+    ok(&["create", &base, "4M"]);
+    let a = raw_with_holes(3 * MIB, 5);
+    let c = raw_with_holes(MIB / 2, 6);
+    ok(&["import", &env.write_raw("a.raw", &a), &base]);
+    ok(&["snapshot", "create", &base, "gold"]);
+    ok(&["clone", &format!("{base}%gold"), &child, "--size", "6M"]);
+    assert_eq!(export(&env, &child, "c0"), expected(6 * MIB, &[&a]));
+    ok(&["import", "-n", &env.write_raw("c.raw", &c), &child]);
+    assert_eq!(export(&env, &child, "c1"), expected(6 * MIB, &[&a, &c]));
+    assert_eq!(export(&env, &base, "b1"), expected(4 * MIB, &[&a]));
+
+    let list = json(&ok(&["snapshot", "list", "--output", "json", &base]));
+    assert_eq!(list[0]["name"], "gold");
+    assert_eq!(list[0]["clones"][0], child.as_str());
+    let (code, err) = fails(&["snapshot", "delete", &base, "gold"]);
+    assert_eq!(code, 6, "{err}");
+    assert!(err.starts_with("hlfs: error: ") && err.contains(&child), "{err}");
+    assert_eq!(fails(&["delete", &base]).0, 6);
+    ok(&["delete", &child]);
+    ok(&["snapshot", "delete", &base, "gold"]);
+}
+
+#[test]
+fn info_json_has_documented_fields() {
+    // Property: `info --output json` is valid JSON with every documented
+    // field, of the right type and value.
+    let env = Env::new();
+    let v = env.uri("v");
+    ok(&["create", &v, "1G"]);
+    ok(&["snapshot", "create", &v, "first"]);
+    let i = json(&ok(&["info", "--output", "json", &v]));
+    assert_eq!(i["uri"], v.as_str());
+    assert_eq!(i["backend"], "local");
+    assert_eq!(i["uuid"].as_str().unwrap().len(), 32);
+    assert_eq!(i["virtual_size"], 1u64 << 30);
+    assert_eq!(i["block_size"], 4096);
+    for k in ["allocated_bytes", "live_bytes", "head_bytes", "segments", "created_sec"] {
+        assert!(i[k].is_u64(), "{k}: {}", i[k]);
+    }
+    assert!(i["allocated_bytes"].as_u64().unwrap() > 0);
+    assert!(i["base"].is_null() && i["writer"].is_null());
+    let created = i["created"].as_str().unwrap();
+    assert_eq!(created.len(), "YYYY-MM-DD HH:MM:SS".len(), "{created}");
+    let s = &i["snapshots"][0];
+    assert_eq!(s["name"], "first");
+    assert_eq!(s["virtual_size"], 1u64 << 30);
+    assert_eq!(s["bytes"], 0);
+    assert!(s["id"].is_u64() && s["date_sec"].is_u64() && s["date_nsec"].is_u64());
+    assert_eq!(s["date"].as_str().unwrap().len(), 19);
+    assert!(s["clones"].as_array().unwrap().is_empty());
+    // The human form shows the same snapshot with a UTC date.
+    let human = ok(&["snapshot", "list", &v]);
+    assert!(human.contains("first") && human.contains(s["date"].as_str().unwrap()), "{human}");
+}
+
+#[test]
+fn exit_codes_name_the_failure() {
+    // Property: bad URI/size/option → 2, missing volume or snapshot → 3,
+    // existing volume or snapshot → 7; each error is one stderr line, and the
+    // seed's `%shopshot1` typo lists the snapshots that do exist.
+    let env = Env::new();
+    let v = env.uri("v");
+    ok(&["create", &v, "16M"]);
+    ok(&["snapshot", "create", &v, "snapshot1"]);
+    let (code, err) = fails(&["info", "hdfs:local:///tmp/testenv/testfs"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("hlfs: error: "), "{err}");
+    assert_eq!(fails(&["create", &env.uri("w"), "ten"]).0, 2);
+    assert_eq!(fails(&["create", &env.uri("w"), "1000"]).0, 2);
+    assert_eq!(fails(&["info", "--output", "yaml", &v]).0, 2);
+    assert_eq!(fails(&["frobnicate"]).0, 2);
+    assert_eq!(fails(&["snapshot", "create", &format!("{v}%snapshot1"), "x"]).0, 2);
+    assert_eq!(fails(&["info", &env.uri("missing")]).0, 3);
+    let (code, err) = fails(&["export", &format!("{v}%shopshot1"), env.path("o").to_str().unwrap()]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("shopshot1") && err.contains("snapshot1"), "{err}");
+    assert_eq!(fails(&["snapshot", "delete", &v, "nope"]).0, 3);
+    assert_eq!(fails(&["create", &v, "1G"]).0, 7);
+    assert_eq!(fails(&["snapshot", "create", &v, "snapshot1"]).0, 7);
+}
+
+#[test]
+fn writer_lock_gives_exit_4_and_is_reported() {
+    // Property: while another process holds the volume read-write, commands
+    // that write exit 4, and `info` still works and names the holder.
+    let env = Env::new();
+    let v = env.uri("v");
+    ok(&["create", &v, "16M"]);
+    let held = hlfs::Volume::open(&v, &hlfs::OpenOptions::default()).unwrap();
+    let (code, err) = fails(&["snapshot", "create", &v, "s"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+    assert_eq!(fails(&["resize", &v, "+1M"]).0, 4);
+    let info = json(&ok(&["info", "--output", "json", &v]));
+    assert!(info["writer"].as_str().unwrap().contains(&format!("pid {}", std::process::id())));
+    held.close().unwrap();
+    ok(&["snapshot", "create", &v, "s"]);
+}
+
+#[test]
+fn stale_lock_is_taken_over_with_a_visible_warning() {
+    // Property: a lock left by a process that is gone does not block a
+    // command, and at the default log level stderr says so in one
+    // `hlfs: warning:` line while stdout stays empty.
+    let env = Env::new();
+    let v = env.uri("v");
+    ok(&["create", &v, "1M"]);
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    std::fs::write(env.path("v").join("lock"), format!("pid={dead}\nhost={}\nstart=1\n", host.trim())).unwrap();
+    let out = run(HLFS, &["snapshot", "create", &v, "s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("hlfs: warning: ") && err.contains("stale lock"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn resize_grows_by_absolute_or_relative_size() {
+    // Property: `resize URI SIZE` and `resize URI +SIZE` set the virtual
+    // size; shrinking fails (exit 1) and leaves the size alone.
+    let env = Env::new();
+    let v = env.uri("v");
+    ok(&["create", &v, "1M"]);
+    ok(&["resize", &v, "3M"]);
+    ok(&["resize", &v, "+512K"]);
+    let size = |v: &str| json(&ok(&["info", "--output", "json", v]))["virtual_size"].as_u64().unwrap();
+    assert_eq!(size(&v), (3 << 20) + (512 << 10));
+    assert_eq!(fails(&["resize", &v, "1M"]).0, 1);
+    assert_eq!(fails(&["resize", &v, "-1M"]).0, 1);
+    assert_eq!(size(&v), (3 << 20) + (512 << 10));
+}
+
+#[test]
+fn revert_restores_snapshot_and_keeps_previous_head() {
+    // Property: after `snapshot revert`, the head reads as the snapshot, and
+    // the replaced contents survive as a pre-revert snapshot that is named on
+    // stderr.
+    let env = Env::new();
+    let v = env.uri("v");
+    let a = raw_with_holes(MIB, 7);
+    let b = raw_with_holes(MIB, 8);
+    ok(&["create", &v, "2M"]);
+    ok(&["import", "-n", &env.write_raw("a.raw", &a), &v]);
+    ok(&["snapshot", "create", &v, "s1"]);
+    ok(&["import", "-n", &env.write_raw("b.raw", &b), &v]);
+    let out = run(HLFS, &["snapshot", "revert", &v, "s1"]);
+    assert!(out.status.success());
+    let note = String::from_utf8_lossy(&out.stderr);
+    let kept = note.split('"').nth(1).unwrap_or_else(|| panic!("no snapshot named in {note:?}"));
+    assert!(kept.starts_with("pre-revert"), "{note}");
+    assert_eq!(export(&env, &v, "head"), expected(2 * MIB, &[&a]));
+    assert_eq!(export(&env, &format!("{v}%{kept}"), "kept"), expected(2 * MIB, &[&b]));
+}
+
+#[test]
+fn fsck_rebuild_index_keeps_data_and_flags_corruption() {
+    // Property: `fsck --rebuild-index` reports a clean log, rebuilds the
+    // index, and the volume exports the same bytes afterwards; flipping a
+    // stored data byte makes fsck exit 5 and reading that block exit 5.
+    let env = Env::new();
+    let v = env.uri("v");
+    let a = raw_with_holes(MIB, 9);
+    ok(&["import", &env.write_raw("a.raw", &a), &v]);
+    // A metadata operation starts a new segment, so the data segment is not the log's tail.
+    ok(&["snapshot", "create", &v, "s1"]);
+    let before = export(&env, &v, "before");
+    let rep = json(&ok(&["fsck", "--rebuild-index", "--output", "json", &v]));
+    assert_eq!(rep["clean"], true);
+    assert_eq!(rep["rebuilt_index"], true);
+    assert!(rep["errors"].as_array().unwrap().is_empty());
+    assert_eq!(rep["data_blocks"].as_u64().unwrap() as usize, nonzero_blocks(&a));
+    assert_eq!(export(&env, &v, "after"), before);
+
+    let seg = largest_segment(&env.path("v"));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&seg, bytes).unwrap();
+    let out = run(HLFS, &["fsck", "--output", "json", &v]);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    let rep = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(rep["clean"], false);
+    assert!(!rep["errors"].as_array().unwrap().is_empty());
+    assert_eq!(fails(&["export", &v, env.path("bad").to_str().unwrap()]).0, 5);
+}
+
+#[test]
+fn export_is_sparse() {
+    // Property: exporting a mostly empty volume writes a file of the full
+    // virtual size whose allocated blocks cover little more than the data.
+    let env = Env::new();
+    let v = env.uri("v");
+    let a = raw_with_holes(MIB, 10);
+    ok(&["create", &v, "64M"]);
+    ok(&["import", "-n", &env.write_raw("a.raw", &a), &v]);
+    let out = env.path("sparse.raw");
+    ok(&["export", &v, out.to_str().unwrap()]);
+    let meta = std::fs::metadata(&out).unwrap();
+    assert_eq!(meta.len(), 64 << 20);
+    let allocated = meta.blocks() * 512;
+    assert!(allocated <= 2 << 20, "export allocated {allocated} bytes for 1 MiB of data");
+    assert_eq!(std::fs::read(&out).unwrap(), expected(64 * MIB, &[&a]));
+}
+
+#[test]
+fn seed_tools_snapshot_and_clone() {
+    // Property: the seed guide's commands work as written:
+    // `snapshot.hlfs -u URI -s NAME` takes a snapshot, `-l` lists it,
+    // `clone.hlfs -f URI%NAME -s URI2` clones into a created, never-written
+    // volume that then reads as the snapshot, and the `%shopshot1` typo fails
+    // with exit 3 naming the snapshot that exists.
+    let env = Env::new();
+    // The tools are installed under the seed's dotted names; run them so.
+    let snap_tool = env.path("snapshot.hlfs");
+    let clone_tool = env.path("clone.hlfs");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_snapshot_hlfs"), &snap_tool).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_clone_hlfs"), &clone_tool).unwrap();
+    let (snap_tool, clone_tool) = (snap_tool.to_str().unwrap(), clone_tool.to_str().unwrap());
+    let (fs1, fs2) = (env.uri("testfs"), env.uri("testfs2"));
+    let a = raw_with_holes(MIB, 11);
+    ok(&["create", &fs1, "10M"]);
+    ok(&["import", "-n", &env.write_raw("a.raw", &a), &fs1]);
+
+    let out = run(snap_tool, &["-u", &fs1, "-s", "snapshot1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(snap_tool, &["-u", &fs1, "-l"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("snapshot1"));
+
+    let out = run(clone_tool, &["-f", &format!("{fs1}%shopshot1"), "-s", &fs2]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("clone.hlfs: error: ") && err.contains("it has: snapshot1"), "{err}");
+
+    ok(&["create", &fs2, "10M"]);
+    let out = run(clone_tool, &["-f", &format!("hlfs:{fs1}%snapshot1"), "-s", &fs2]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(export(&env, &fs2, "fs2.raw"), expected(10 * MIB, &[&a]));
+    assert_eq!(json(&ok(&["info", "--output", "json", &fs2]))["base"], format!("{fs1}%snapshot1"));
+
+    let out = run(snap_tool, &["-u", &fs1, "-d", "snapshot1"]);
+    assert_eq!(out.status.code(), Some(6), "a snapshot with a clone cannot be deleted");
+    let out = run(snap_tool, &["-u", &fs1]);
+    assert_eq!(out.status.code(), Some(2), "no action is a usage error");
+}
+
+#[test]
+fn every_command_has_help() {
+    // Property: every command and subcommand answers --help with a
+    // description, and the top-level help documents the exit codes.
+    let top = ok(&["--help"]);
+    assert!(top.contains("Exit codes:") && top.contains("4  locked"), "{top}");
+    for cmd in [
+        &["create"][..],
+        &["info"],
+        &["delete"],
+        &["resize"],
+        &["snapshot"],
+        &["snapshot", "create"],
+        &["snapshot", "list"],
+        &["snapshot", "delete"],
+        &["snapshot", "revert"],
+        &["clone"],
+        &["import"],
+        &["export"],
+        &["fsck"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let h = ok(&args);
+        assert!(h.lines().next().is_some_and(|l| l.len() > 10), "{cmd:?}: {h}");
+    }
+    assert!(ok(&["info", "--help"]).contains("live_bytes"));
+    for bin in [env!("CARGO_BIN_EXE_snapshot_hlfs"), env!("CARGO_BIN_EXE_clone_hlfs")] {
+        let out = run(bin, &["--help"]);
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Exit codes:"));
+    }
+}
+
+#[test]
+fn delete_removes_the_volume() {
+    // Property: after `delete`, the volume is gone (info exits 3) and its
+    // name can be created again.
+    let env = Env::new();
+    let v = env.uri("v");
+    ok(&["create", &v, "1M"]);
+    ok(&["delete", &v]);
+    assert_eq!(fails(&["info", &v]).0, 3);
+    assert!(!env.path("v").exists());
+    ok(&["create", &v, "1M"]);
+}
