@@ -31,3 +31,10 @@ need_cargo() {
 export HLFS_CACHE=${HLFS_CACHE:-/var/cache/hlfs-build}
 
 step() { printf '\n==> %s\n' "$*" >&2; }
+
+# Cargo cannot name a binary with a dot: give the seed's tools their names
+# next to hlfs (cli/install.sh does the same for an installed copy).
+link_seed_tools() {
+    ln -sf snapshot_hlfs "$1/snapshot.hlfs"
+    ln -sf clone_hlfs "$1/clone.hlfs"
+}

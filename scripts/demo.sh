@@ -18,6 +18,7 @@ hlfs="$bin/hlfs"
 
 step "building hlfs (cargo build --release)"
 cargo build --release -p hlfs-cli
+link_seed_tools "$bin"
 
 step "making a 64 MiB raw disk image with data and holes"
 python3 - "$work/disk.raw" <<'PY'

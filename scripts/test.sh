@@ -13,6 +13,7 @@ need_apt gcc libc6-dev pkg-config e2fsprogs
 
 step "building (release)"
 cargo build --workspace --release --all-targets || exit 1
+link_seed_tools "${CARGO_TARGET_DIR:-$root/target}/release"
 
 step "cargo test"
 log=$(mktemp)
