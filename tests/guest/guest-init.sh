@@ -1,0 +1,100 @@
+#!/bin/sh
+# /sbin/init of the HLFS test guest's root filesystem (busybox sh).
+# It reports on the serial console in lines "HLFS-GUEST: key=value" that a
+# test harness parses, runs at most one command list, makes every write
+# durable and powers the VM off. See README.md for the protocol.
+
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+# The initramfs moved these mounts here; mount them if booted some other way.
+[ -e /proc/self ] || mount -t proc proc /proc
+[ -d /sys/kernel ] || mount -t sysfs sysfs /sys
+[ -c /dev/null ] || mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+
+say() { echo "HLFS-GUEST: $*"; }
+
+MARKER=/var/hlfs-marker
+FILL=/var/hlfs-fill
+FWCFG=/sys/firmware/qemu_fw_cfg/by_name/opt/hlfs/cmd/raw
+
+# Firmware may leave the cursor mid-line: start the protocol on a fresh line.
+echo
+say boot
+if [ -f "$MARKER" ]; then
+    say "marker=$(cat "$MARKER")"
+else
+    say "marker=NONE"
+fi
+if [ -f "$FILL" ]; then
+    sum=$(sha256sum "$FILL")
+    say "fill-sha256=${sum%% *}"
+fi
+
+# fw_cfg wins over the kernel command line (which only -kernel boots can set).
+cmd=""
+if [ -r "$FWCFG" ]; then
+    cmd=$(cat "$FWCFG")
+else
+    # shellcheck disable=SC2013 # the command line is words, not lines
+    for arg in $(cat /proc/cmdline); do
+        case "$arg" in hlfs.cmd=*) cmd="${arg#hlfs.cmd=}" ;; esac
+    done
+fi
+say "cmd=${cmd:-NONE}"
+
+# Replace a file atomically and durably: data synced before the rename,
+# rename synced before we report success.
+put_file() { # path content
+    printf '%s' "$2" >"$1.tmp" && sync && mv "$1.tmp" "$1" && sync
+}
+
+run_one() {
+    case "$1" in
+        write:*)
+            token="${1#write:}"
+            if put_file "$MARKER" "$token"; then
+                say "wrote=$token"
+            else
+                say "error=write-failed"
+            fi
+            ;;
+        fill:*)
+            # N MiB of random data, to check data integrity across
+            # snapshots/clones; its checksum is printed on every later boot.
+            mib="${1#fill:}"
+            if dd if=/dev/urandom of="$FILL.tmp" bs=1048576 count="$mib" 2>/dev/null &&
+                sync && mv "$FILL.tmp" "$FILL" && sync; then
+                sum=$(sha256sum "$FILL")
+                say "filled=$mib sha256=${sum%% *}"
+            else
+                rm -f "$FILL.tmp"
+                say "error=fill-failed"
+            fi
+            ;;
+        rm-fill)
+            rm -f "$FILL" && sync && say "removed=fill"
+            ;;
+        "") ;;
+        *) say "error=unknown-cmd:$1" ;;
+    esac
+}
+
+# Several commands may be joined with ';' (tokens contain no ';' or spaces).
+IFS=';'
+set -f
+for c in $cmd; do
+    run_one "$c"
+done
+unset IFS
+set +f
+
+sync
+# Read-only remount flushes the journal so the image is clean when QEMU exits.
+mount -o remount,ro / 2>/dev/null || say "error=remount-ro-failed"
+sync
+read -r up _ </proc/uptime
+say "uptime=$up"
+say poweroff
+poweroff -f
+reboot -f # with -no-reboot QEMU exits on reboot too
+sleep 10
