@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# Build QEMU 10.0.2 with the HLFS block driver (qemu-patch/patches/*.patch).
+#
+#   qemu-patch/build.sh            # build (or reuse) and print the bin dir
+#   eval "PATH=$(qemu-patch/build.sh | tail -n1):\$PATH"
+#
+# Environment:
+#   HLFS_CACHE        cache root                [/var/cache/hlfs-build]
+#   HLFS_INCLUDE_DIR  directory with hlfs.h     [<checkout>/engine/include]
+#   HLFS_LIB_DIR      directory with libhlfs.so [<checkout>/target/release]
+#   JOBS              parallel build jobs       [nproc]
+#   HLFS_SKIP_DEPS=1  do not touch apt/pip (everything already installed)
+#
+# Layout (everything outside the checkout):
+#   $HLFS_CACHE/dist/qemu_10.0.2+ds.orig.tar.xz   downloaded once, sha256-checked
+#   $HLFS_CACHE/venv/                            python venv with meson, pycotap
+#   $HLFS_CACHE/qemu-<key>/src/                  pristine tree + patch series
+#   $HLFS_CACHE/qemu-<key>/build/                meson/ninja build tree
+#   $HLFS_CACHE/qemu-<key>/bin/                  qemu-img qemu-io qemu-nbd
+#                                                qemu-system-x86_64
+#   $HLFS_CACHE/qemu-<key>/share/qemu/           keymaps, option ROMs
+#   $HLFS_CACHE/qemu-<key>/stamp                 inputs of the last good build
+#   $HLFS_CACHE/qemu-<key>/build.log             output of the last build
+# <key> hashes the QEMU version, the patches and hlfs.h.  The stamp also
+# records the hashes of libhlfs.so and of this script: when only the
+# library changed the binaries are just relinked (they load libhlfs.so
+# through their rpath anyway); configure reruns only when its arguments
+# changed.  With unchanged inputs a run takes a moment.
+#
+# The last line printed on stdout is the bin dir; progress goes to stderr.
+set -euo pipefail
+
+QEMU_VERSION=10.0.2
+QEMU_ORIG=qemu_${QEMU_VERSION}+ds.orig.tar.xz
+QEMU_ORIG_SHA256=0901da33844a331bf8b3602b9c1fbd178e60b737c8e3ade678255bd090c9b9f1
+TARGETS=(qemu-img qemu-io qemu-nbd qemu-system-x86_64)
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+HLFS_INCLUDE_DIR=$(cd "${HLFS_INCLUDE_DIR:-$ROOT/engine/include}" && pwd)
+HLFS_LIB_DIR=${HLFS_LIB_DIR:-$ROOT/target/release}
+CACHE=${HLFS_CACHE:-/var/cache/hlfs-build}
+JOBS=${JOBS:-$(nproc)}
+
+log() { printf '[qemu-hlfs] %s\n' "$*" >&2; }
+die() { printf '[qemu-hlfs] error: %s\n' "$*" >&2; exit 1; }
+
+[ -f "$HLFS_INCLUDE_DIR/hlfs.h" ] || die "no hlfs.h in $HLFS_INCLUDE_DIR"
+[ -f "$HLFS_LIB_DIR/libhlfs.so" ] ||
+    die "no libhlfs.so in $HLFS_LIB_DIR (build the engine first: cargo build --release -p engine)"
+HLFS_LIB_DIR=$(cd "$HLFS_LIB_DIR" && pwd)
+shopt -s nullglob
+PATCHES=("$HERE"/patches/*.patch)
+shopt -u nullglob
+[ ${#PATCHES[@]} -gt 0 ] || die "no patches in $HERE/patches"
+
+mkdir -p "$CACHE"
+# One build at a time per cache.
+exec 9>"$CACHE/.lock"
+flock 9
+
+sha() { sha256sum "$@" | awk '{print $1}'; }
+SRC_KEY=$( { echo "qemu $QEMU_VERSION"; sha "${PATCHES[@]}" "$HLFS_INCLUDE_DIR/hlfs.h"; } |
+           sha256sum | cut -c1-16)
+LIB_SHA=$(sha "$HLFS_LIB_DIR/libhlfs.so")
+SCRIPT_SHA=$(sha "$HERE/build.sh" | cut -c1-16)
+WORK=$CACHE/qemu-$SRC_KEY
+BIN=$WORK/bin
+STAMP_WANT="src=$SRC_KEY lib=$LIB_SHA script=$SCRIPT_SHA libdir=$HLFS_LIB_DIR incdir=$HLFS_INCLUDE_DIR"
+
+have_bins() { local t; for t in "${TARGETS[@]}"; do [ -x "$BIN/$t" ] || return 1; done; }
+
+if [ -f "$WORK/stamp" ] && [ "$(cat "$WORK/stamp")" = "$STAMP_WANT" ] && have_bins; then
+    touch "$WORK"
+    log "up to date: $WORK"
+    echo "$BIN"
+    exit 0
+fi
+
+# ---- dependencies ---------------------------------------------------------
+APT_PKGS=(build-essential ninja-build pkg-config flex bison python3-venv
+          libglib2.0-dev libpixman-1-dev libfdt-dev libslirp-dev zlib1g-dev
+          xz-utils dpkg-dev patch seabios ipxe-qemu)
+BACKPORTS=/etc/apt/sources.list.d/hlfs-bookworm-backports.sources
+
+apt_updated=0
+apt_update() {
+    [ $apt_updated = 1 ] && return 0
+    log "apt-get update"
+    apt-get update -qq >&2
+    apt_updated=1
+}
+
+# deb + deb-src lines for bookworm-backports: the QEMU 10.0.2 source and the
+# matching firmware data (qemu-system-data) come from there.
+ensure_backports() {
+    apt-cache showsrc qemu 2>/dev/null | grep -q "^Version: 1:$QEMU_VERSION" && return 0
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        log "adding bookworm-backports (deb, deb-src) as $BACKPORTS"
+        cat >"$BACKPORTS" <<'EOF'
+Types: deb deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+EOF
+    fi
+    apt_updated=0
+    apt_update
+}
+
+install_deps() {
+    local missing=() p
+    for p in "${APT_PKGS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt_update
+        log "apt-get install ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >&2
+    fi
+    # Option ROMs, keymaps etc. matching QEMU 10 (the +ds tarball has none).
+    if ! dpkg-query -W -f='${Version}' qemu-system-data 2>/dev/null | grep -q "^1:$QEMU_VERSION"; then
+        apt_update
+        log "apt-get install -t bookworm-backports qemu-system-data"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            -t bookworm-backports qemu-system-data >&2
+    fi
+    if ! "$CACHE/venv/bin/python3" -c '
+import sys, mesonbuild.coredata as c, pycotap
+v = tuple(int(x) for x in c.version.split(".")[:2])
+sys.exit(0 if v >= (1, 5) else 1)' 2>/dev/null; then
+        log "python venv with meson>=1.5, pycotap"
+        python3 -m venv "$CACHE/venv" >&2
+        "$CACHE/venv/bin/pip" install -q --disable-pip-version-check \
+            'meson>=1.5' pycotap==1.3.1 >&2
+    fi
+}
+
+fetch_source() {
+    local dist=$CACHE/dist
+    mkdir -p "$dist"
+    if [ -f "$dist/$QEMU_ORIG" ] && [ "$(sha "$dist/$QEMU_ORIG")" = "$QEMU_ORIG_SHA256" ]; then
+        return 0
+    fi
+    rm -f "$dist/$QEMU_ORIG"
+    ensure_backports
+    log "fetching QEMU $QEMU_VERSION source (bookworm-backports)"
+    # Only the orig tarball is needed; the .dsc/.debian parts may 404.
+    (cd "$dist" && apt-get source --download-only -t bookworm-backports qemu) \
+        >"$dist/fetch.log" 2>&1 || true
+    [ -f "$dist/$QEMU_ORIG" ] ||
+        die "apt-get source did not deliver $QEMU_ORIG (see $dist/fetch.log)"
+    [ "$(sha "$dist/$QEMU_ORIG")" = "$QEMU_ORIG_SHA256" ] ||
+        die "$QEMU_ORIG: sha256 mismatch"
+    rm -f "$dist"/*.dsc "$dist"/*.debian.tar.*
+}
+
+if [ "${HLFS_SKIP_DEPS:-0}" != 1 ]; then
+    ensure_backports
+    install_deps
+fi
+fetch_source
+
+# ---- source tree ----------------------------------------------------------
+mkdir -p "$WORK"
+if [ ! -f "$WORK/src/.hlfs-patched" ]; then
+    log "unpacking and patching into $WORK/src"
+    rm -rf "$WORK/src" "$WORK/build"
+    mkdir -p "$WORK/src"
+    tar -xf "$CACHE/dist/$QEMU_ORIG" -C "$WORK/src" --strip-components=1 --no-same-owner
+    for p in "${PATCHES[@]}"; do
+        log "  applying $(basename "$p")"
+        patch -d "$WORK/src" -p1 --batch --forward --quiet <"$p" >&2 ||
+            die "patch $(basename "$p") does not apply"
+    done
+    touch "$WORK/src/.hlfs-patched"
+fi
+
+# ---- configure --------------------------------------------------------------
+CONFIGURE_ARGS=(
+    --prefix="$WORK"
+    --python="$CACHE/venv/bin/python3"
+    --target-list=x86_64-softmmu
+    --enable-kvm
+    --enable-hlfs
+    --hlfs-include-dir="$HLFS_INCLUDE_DIR"
+    --hlfs-lib-dir="$HLFS_LIB_DIR"
+    --enable-tools
+    --disable-install-blobs
+    --firmwarepath=/usr/share/seabios:/usr/lib/ipxe/qemu:/usr/share/qemu
+    --disable-docs --disable-gtk --disable-sdl --disable-opengl
+    --disable-virglrenderer --disable-guest-agent --disable-plugins
+    --disable-capstone --disable-werror
+)
+if [ "${HLFS_SKIP_DEPS:-0}" = 1 ] && [ ! -x "$CACHE/venv/bin/python3" ]; then
+    CONFIGURE_ARGS[1]=--python=python3
+fi
+ARGS_SIG=$(printf '%s\n' "${CONFIGURE_ARGS[@]}" | sha256sum | cut -c1-16)
+LOGF=$WORK/build.log
+: >"$LOGF"
+
+if [ ! -f "$WORK/build/build.ninja" ] || [ "$(cat "$WORK/build/.hlfs-args" 2>/dev/null)" != "$ARGS_SIG" ]; then
+    log "configuring (log: $LOGF)"
+    rm -rf "$WORK/build"
+    mkdir -p "$WORK/build"
+    if ! (cd "$WORK/build" && "$WORK/src/configure" "${CONFIGURE_ARGS[@]}") >>"$LOGF" 2>&1; then
+        tail -n 40 "$LOGF" >&2
+        die "configure failed (full log: $LOGF)"
+    fi
+    echo "$ARGS_SIG" >"$WORK/build/.hlfs-args"
+fi
+
+# ---- build ----------------------------------------------------------------
+# libhlfs.so is not a ninja dependency: force a relink when it changed.
+if [ -f "$WORK/stamp" ] && ! grep -q "lib=$LIB_SHA " "$WORK/stamp"; then
+    log "libhlfs.so changed: relinking"
+    for t in "${TARGETS[@]}"; do rm -f "$WORK/build/$t"; done
+fi
+log "building ${TARGETS[*]} with $JOBS jobs (log: $LOGF)"
+start=$(date +%s)
+if ! ninja -C "$WORK/build" -j "$JOBS" "${TARGETS[@]}" >>"$LOGF" 2>&1; then
+    grep -E 'error|Error' "$LOGF" | tail -n 30 >&2 || true
+    die "build failed (full log: $LOGF)"
+fi
+log "built in $(( $(date +%s) - start ))s"
+
+# ---- install ----------------------------------------------------------------
+# Firmware: SeaBIOS, iPXE and qemu-system-data (option ROMs such as
+# kvmvapic.bin) are found through --firmwarepath; keymaps also from
+# $WORK/share/qemu, the data dir relative to $BIN.
+mkdir -p "$BIN" "$WORK/share/qemu"
+for t in "${TARGETS[@]}"; do
+    install -m 0755 "$WORK/build/$t" "$BIN/$t.new"
+    mv -f "$BIN/$t.new" "$BIN/$t"
+done
+rm -rf "$WORK/share/qemu/keymaps"
+cp -r "$WORK/src/pc-bios/keymaps" "$WORK/share/qemu/"
+
+# ---- smoke test ---------------------------------------------------------------
+"$BIN/qemu-img" --help | grep -q 'Supported formats:.* hlfs' ||
+    die "$BIN/qemu-img lacks the hlfs driver"
+echo "$STAMP_WANT" >"$WORK/stamp"
+touch "$WORK"
+# Keep the two most recently built trees (about 0.9 GB each).
+ls -dt "$CACHE"/qemu-*/ 2>/dev/null | tail -n +3 | while read -r old; do
+    log "removing old tree $old"
+    rm -rf -- "$old"
+done
+log "QEMU $QEMU_VERSION with HLFS: $BIN"
+echo "$BIN"
