@@ -33,19 +33,31 @@ pub fn name(seq: u64) -> String {
 
 fn parse_name(n: &str) -> Option<u64> {
     let hex = n.strip_prefix("ckpt-")?;
-    (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok()).flatten()
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
 }
 
 /// Checkpoints present in `dir`, newest first.
 pub fn list(backend: &dyn Backend, dir: &str) -> Result<Vec<u64>> {
-    let mut v: Vec<u64> = backend.list(dir)?.iter().filter_map(|n| parse_name(n)).collect();
+    let mut v: Vec<u64> = backend
+        .list(dir)?
+        .iter()
+        .filter_map(|n| parse_name(n))
+        .collect();
     v.sort_unstable_by(|a, b| b.cmp(a));
     Ok(v)
 }
 
 /// Writes a checkpoint of `index` + `st` at `pos`, then deletes older ones
 /// (keeping one spare). Returns the bytes written.
-pub fn write(backend: &dyn Backend, dir: &str, pos: LogPos, st: &VolState, index: &Index) -> Result<u64> {
+pub fn write(
+    backend: &dyn Backend,
+    dir: &str,
+    pos: LogPos,
+    st: &VolState,
+    index: &Index,
+) -> Result<u64> {
     let final_path = format!("{dir}/{}", name(pos.next_seq));
     if backend.exists(&final_path)? {
         return Ok(0);
@@ -110,7 +122,13 @@ pub struct Loaded {
 
 /// Loads checkpoint `seq` into `index` (which must be empty), verifying
 /// every checksum. On error the index may hold part of it.
-pub fn load(backend: &dyn Backend, dir: &str, seq: u64, uuid: &[u8; 16], index: &Index) -> Result<Loaded> {
+pub fn load(
+    backend: &dyn Backend,
+    dir: &str,
+    seq: u64,
+    uuid: &[u8; 16],
+    index: &Index,
+) -> Result<Loaded> {
     let path = format!("{dir}/{}", name(seq));
     let file = backend.open_read(&path)?;
     let len = file.len()?;
@@ -132,7 +150,11 @@ pub fn load(backend: &dyn Backend, dir: &str, seq: u64, uuid: &[u8; 16], index: 
     if &cuuid != uuid {
         return Err(ctx("belongs to another volume".into()));
     }
-    let pos = LogPos { segment: d.u64()?, offset: d.u64()?, next_seq: d.u64()? };
+    let pos = LogPos {
+        segment: d.u64()?,
+        offset: d.u64()?,
+        next_seq: d.u64()?,
+    };
     let state_len = d.u32()? as u64;
     let state_crc = d.u32()?;
     if HEADER_LEN as u64 + state_len > len {
@@ -172,7 +194,10 @@ pub fn load(backend: &dyn Backend, dir: &str, seq: u64, uuid: &[u8; 16], index: 
         }
         off += buf.len() as u64;
         for e in buf.chunks_exact(ENTRY_LEN) {
-            index.put_raw(e[..16].try_into().expect("16"), e[16..].try_into().expect("16"))?;
+            index.put_raw(
+                e[..16].try_into().expect("16"),
+                e[16..].try_into().expect("16"),
+            )?;
         }
         total += n as u64;
     }
@@ -187,7 +212,12 @@ pub fn verify(backend: &dyn Backend, dir: &str, seq: u64, uuid: &[u8; 16]) -> Re
 
 /// Loads the newest checkpoint that verifies; older ones are tried when a
 /// newer one is damaged. None if there is no usable checkpoint.
-pub fn load_newest(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], index: &Index) -> Result<Option<Loaded>> {
+pub fn load_newest(
+    backend: &dyn Backend,
+    dir: &str,
+    uuid: &[u8; 16],
+    index: &Index,
+) -> Result<Option<Loaded>> {
     for seq in list(backend, dir)? {
         match load(backend, dir, seq, uuid, index) {
             Ok(l) => return Ok(Some(l)),
@@ -200,4 +230,3 @@ pub fn load_newest(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], index: &In
     }
     Ok(None)
 }
-

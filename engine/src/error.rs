@@ -69,7 +69,11 @@ impl fmt::Display for Error {
 impl Error {
     /// A new error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), source: None }
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// Wraps an I/O error, classifying ENOSPC, ENOENT and EEXIST.
@@ -82,7 +86,11 @@ impl Error {
             _ if err.raw_os_error() == Some(libc::ENOSPC) => ErrorKind::NoSpace,
             _ => ErrorKind::Backend,
         };
-        Error { kind, message: context.into(), source: Some(err) }
+        Error {
+            kind,
+            message: context.into(),
+            source: Some(err),
+        }
     }
 
     /// The kind to match on.

@@ -84,17 +84,26 @@ fn guard(errp: *mut *mut c_char, f: impl FnOnce() -> Result<c_int, Error>) -> c_
 
 fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
     if p.is_null() {
-        return Err(Error::new(ErrorKind::InvalidArgument, format!("{what} is NULL")));
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("{what} is NULL"),
+        ));
     }
     // SAFETY: non-NULL, and the caller guarantees a NUL-terminated string valid for the call.
-    unsafe { CStr::from_ptr(p) }
-        .to_str()
-        .map_err(|_| Error::new(ErrorKind::InvalidArgument, format!("{what} is not valid UTF-8")))
+    unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!("{what} is not valid UTF-8"),
+        )
+    })
 }
 
 fn vol<'a>(v: *mut HlfsVolume) -> Result<&'a Volume, Error> {
     if v.is_null() {
-        return Err(Error::new(ErrorKind::InvalidArgument, "volume handle is NULL"));
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            "volume handle is NULL",
+        ));
     }
     // SAFETY: non-NULL handles come from `hlfs_open` and stay valid until `hlfs_close`,
     // which the caller must not race with other calls.
@@ -122,7 +131,11 @@ pub extern "C" fn hlfs_version() -> *const c_char {
 /// # Safety
 /// `uri` must be a valid C string; `errp` NULL or a valid `char **`.
 #[no_mangle]
-pub unsafe extern "C" fn hlfs_create(uri: *const c_char, size: u64, errp: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn hlfs_create(
+    uri: *const c_char,
+    size: u64,
+    errp: *mut *mut c_char,
+) -> c_int {
     guard(errp, || {
         Volume::create(str_arg(uri, "uri")?, size)?;
         Ok(0)
@@ -134,9 +147,18 @@ pub unsafe extern "C" fn hlfs_create(uri: *const c_char, size: u64, errp: *mut *
 /// # Safety
 /// `base` and `uri` must be valid C strings; `errp` NULL or a valid `char **`.
 #[no_mangle]
-pub unsafe extern "C" fn hlfs_clone(base: *const c_char, uri: *const c_char, size: u64, errp: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn hlfs_clone(
+    base: *const c_char,
+    uri: *const c_char,
+    size: u64,
+    errp: *mut *mut c_char,
+) -> c_int {
     guard(errp, || {
-        clone_volume(str_arg(base, "base")?, str_arg(uri, "uri")?, (size != 0).then_some(size))?;
+        clone_volume(
+            str_arg(base, "base")?,
+            str_arg(uri, "uri")?,
+            (size != 0).then_some(size),
+        )?;
         Ok(0)
     })
 }
@@ -146,12 +168,20 @@ pub unsafe extern "C" fn hlfs_clone(base: *const c_char, uri: *const c_char, siz
 /// # Safety
 /// `uri` must be a valid C string, `out` a valid `hlfs_volume **`, `errp` NULL or a valid `char **`.
 #[no_mangle]
-pub unsafe extern "C" fn hlfs_open(uri: *const c_char, flags: u32, out: *mut *mut HlfsVolume, errp: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn hlfs_open(
+    uri: *const c_char,
+    flags: u32,
+    out: *mut *mut HlfsVolume,
+    errp: *mut *mut c_char,
+) -> c_int {
     guard(errp, || {
         if out.is_null() {
             return Err(Error::new(ErrorKind::InvalidArgument, "out is NULL"));
         }
-        let opts = OpenOptions { read_only: flags & HLFS_OPEN_RDWR == 0, ..Default::default() };
+        let opts = OpenOptions {
+            read_only: flags & HLFS_OPEN_RDWR == 0,
+            ..Default::default()
+        };
         let v = Volume::open(str_arg(uri, "uri")?, &opts)?;
         // SAFETY: `out` is non-NULL and valid for writes per the contract.
         unsafe { *out = Box::into_raw(Box::new(HlfsVolume(v))) };
@@ -182,7 +212,12 @@ pub unsafe extern "C" fn hlfs_close(v: *mut HlfsVolume) {
 /// # Safety
 /// `v` a live handle; `buf` valid for `len` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn hlfs_pread(v: *mut HlfsVolume, buf: *mut libc::c_void, len: u64, offset: u64) -> c_int {
+pub unsafe extern "C" fn hlfs_pread(
+    v: *mut HlfsVolume,
+    buf: *mut libc::c_void,
+    len: u64,
+    offset: u64,
+) -> c_int {
     guard(std::ptr::null_mut(), || {
         let vol = vol(v)?;
         if len == 0 {
@@ -190,7 +225,8 @@ pub unsafe extern "C" fn hlfs_pread(v: *mut HlfsVolume, buf: *mut libc::c_void, 
         }
         // SAFETY: the caller guarantees `buf` is valid for `len` writable bytes for the call.
         let b = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, len as usize) };
-        vol.read(offset, b).inspect_err(|e| tracing::error!("{e}"))?;
+        vol.read(offset, b)
+            .inspect_err(|e| tracing::error!("{e}"))?;
         Ok(0)
     })
 }
@@ -200,7 +236,12 @@ pub unsafe extern "C" fn hlfs_pread(v: *mut HlfsVolume, buf: *mut libc::c_void, 
 /// # Safety
 /// `v` a live handle; `buf` valid for `len` readable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn hlfs_pwrite(v: *mut HlfsVolume, buf: *const libc::c_void, len: u64, offset: u64) -> c_int {
+pub unsafe extern "C" fn hlfs_pwrite(
+    v: *mut HlfsVolume,
+    buf: *const libc::c_void,
+    len: u64,
+    offset: u64,
+) -> c_int {
     guard(std::ptr::null_mut(), || {
         let vol = vol(v)?;
         if len == 0 {
@@ -208,7 +249,8 @@ pub unsafe extern "C" fn hlfs_pwrite(v: *mut HlfsVolume, buf: *const libc::c_voi
         }
         // SAFETY: the caller guarantees `buf` is valid for `len` readable bytes for the call.
         let b = unsafe { std::slice::from_raw_parts(buf as *const u8, len as usize) };
-        vol.write(offset, b).inspect_err(|e| tracing::error!("{e}"))?;
+        vol.write(offset, b)
+            .inspect_err(|e| tracing::error!("{e}"))?;
         Ok(0)
     })
 }
@@ -268,7 +310,11 @@ pub unsafe extern "C" fn hlfs_get_length(v: *mut HlfsVolume, out: *mut u64) -> c
 /// # Safety
 /// `v` a live handle; `errp` NULL or a valid `char **`.
 #[no_mangle]
-pub unsafe extern "C" fn hlfs_truncate(v: *mut HlfsVolume, size: u64, errp: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn hlfs_truncate(
+    v: *mut HlfsVolume,
+    size: u64,
+    errp: *mut *mut c_char,
+) -> c_int {
     guard(errp, || {
         vol(v)?.resize(size)?;
         Ok(0)
@@ -324,7 +370,11 @@ pub unsafe extern "C" fn hlfs_block_status(
 /// # Safety
 /// `v` a live handle; `name` a valid C string; `errp` NULL or a valid `char **`.
 #[no_mangle]
-pub unsafe extern "C" fn hlfs_snapshot_create(v: *mut HlfsVolume, name: *const c_char, errp: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn hlfs_snapshot_create(
+    v: *mut HlfsVolume,
+    name: *const c_char,
+    errp: *mut *mut c_char,
+) -> c_int {
     guard(errp, || {
         vol(v)?.snapshot_create(str_arg(name, "name")?)?;
         Ok(0)
@@ -336,7 +386,11 @@ pub unsafe extern "C" fn hlfs_snapshot_create(v: *mut HlfsVolume, name: *const c
 /// # Safety
 /// `v` a live handle; `name` a valid C string; `errp` NULL or a valid `char **`.
 #[no_mangle]
-pub unsafe extern "C" fn hlfs_snapshot_delete(v: *mut HlfsVolume, name: *const c_char, errp: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn hlfs_snapshot_delete(
+    v: *mut HlfsVolume,
+    name: *const c_char,
+    errp: *mut *mut c_char,
+) -> c_int {
     guard(errp, || {
         vol(v)?.snapshot_delete(str_arg(name, "name")?)?;
         Ok(0)
@@ -348,7 +402,11 @@ pub unsafe extern "C" fn hlfs_snapshot_delete(v: *mut HlfsVolume, name: *const c
 /// # Safety
 /// `v` a live handle; `name` a valid C string; `errp` NULL or a valid `char **`.
 #[no_mangle]
-pub unsafe extern "C" fn hlfs_snapshot_goto(v: *mut HlfsVolume, name: *const c_char, errp: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn hlfs_snapshot_goto(
+    v: *mut HlfsVolume,
+    name: *const c_char,
+    errp: *mut *mut c_char,
+) -> c_int {
     guard(errp, || {
         vol(v)?.snapshot_revert(str_arg(name, "name")?)?;
         Ok(0)
@@ -360,14 +418,22 @@ pub unsafe extern "C" fn hlfs_snapshot_goto(v: *mut HlfsVolume, name: *const c_c
 /// # Safety
 /// `v` a live handle; `out` valid for a write; `errp` NULL or a valid `char **`.
 #[no_mangle]
-pub unsafe extern "C" fn hlfs_snapshot_list(v: *mut HlfsVolume, out: *mut *mut HlfsSnapshotInfo, errp: *mut *mut c_char) -> c_int {
+pub unsafe extern "C" fn hlfs_snapshot_list(
+    v: *mut HlfsVolume,
+    out: *mut *mut HlfsSnapshotInfo,
+    errp: *mut *mut c_char,
+) -> c_int {
     guard(errp, || {
         let list = vol(v)?.snapshots()?;
         let n = list.len();
         // SAFETY: calloc of n (+1 to avoid a zero-size request) elements, checked for NULL.
-        let arr = unsafe { libc::calloc(n.max(1), std::mem::size_of::<HlfsSnapshotInfo>()) } as *mut HlfsSnapshotInfo;
+        let arr = unsafe { libc::calloc(n.max(1), std::mem::size_of::<HlfsSnapshotInfo>()) }
+            as *mut HlfsSnapshotInfo;
         if arr.is_null() {
-            return Err(Error::new(ErrorKind::Backend, "out of memory listing snapshots"));
+            return Err(Error::new(
+                ErrorKind::Backend,
+                "out of memory listing snapshots",
+            ));
         }
         for (i, s) in list.iter().enumerate() {
             // SAFETY: `arr` has room for n zero-initialised elements and i < n.

@@ -105,24 +105,58 @@ pub struct BaseRef {
 pub enum Record {
     /// `uuid[16] segment:u64 prev_segment:u64 prev_valid_len:u64 created_unix:u64`
     /// `prev_segment` is 0 for the first segment.
-    SegmentHeader { uuid: [u8; 16], segment: u64, prev_segment: u64, prev_valid_len: u64, created: u64 },
+    SegmentHeader {
+        uuid: [u8; 16],
+        segment: u64,
+        prev_segment: u64,
+        prev_valid_len: u64,
+        created: u64,
+    },
     /// `uuid[16] virtual_size:u64 block_size:u32 reserved:u32 created_unix:u64`
-    VolumeCreate { uuid: [u8; 16], virtual_size: u64, block_size: u32, created: u64 },
+    VolumeCreate {
+        uuid: [u8; 16],
+        virtual_size: u64,
+        block_size: u32,
+        created: u64,
+    },
     /// `timeline:u64 first_block:u64 count:u32 reserved:u32 crc32c[count]:u32 data[count*4096]`
-    Data { timeline: u64, first_block: u64, crcs: Vec<u32> },
+    Data {
+        timeline: u64,
+        first_block: u64,
+        crcs: Vec<u32>,
+    },
     /// `timeline:u64 first_block:u64 count:u64`
-    Zero { timeline: u64, first_block: u64, count: u64 },
+    Zero {
+        timeline: u64,
+        first_block: u64,
+        count: u64,
+    },
     /// `id:u64 timeline:u64 new_head:u64 virtual_size:u64 secs:u64 nsecs:u32 name:str`
     /// Freezes `timeline` (the old head) as the snapshot; `new_head` is a new,
     /// empty timeline whose parent is `timeline`.
-    SnapshotCreate { id: u64, timeline: u64, new_head: u64, virtual_size: u64, secs: u64, nsecs: u32, name: String },
+    SnapshotCreate {
+        id: u64,
+        timeline: u64,
+        new_head: u64,
+        virtual_size: u64,
+        secs: u64,
+        nsecs: u32,
+        name: String,
+    },
     /// `id:u64`
     SnapshotDelete { id: u64 },
     /// `target_id:u64 auto_id:u64 new_head:u64 secs:u64 nsecs:u32 auto_name:str`
     /// The old head becomes snapshot `auto_id` (0: the old head is dropped, as
     /// it held nothing); `new_head` is a new timeline whose parent is the
     /// target snapshot's timeline.
-    Revert { target_id: u64, auto_id: u64, new_head: u64, secs: u64, nsecs: u32, auto_name: String },
+    Revert {
+        target_id: u64,
+        auto_id: u64,
+        new_head: u64,
+        secs: u64,
+        nsecs: u32,
+        auto_name: String,
+    },
     /// `uri:str snapshot:str snapshot_id:u64 volume_uuid[16]`
     SetBase(BaseRef),
     /// `virtual_size:u64`
@@ -198,7 +232,10 @@ impl<'a> Dec<'a> {
     /// Takes `n` raw bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.buf.len() - self.pos < n {
-            return Err(corrupt(format!("{} is truncated at byte {} (needs {n} more)", self.what, self.pos)));
+            return Err(corrupt(format!(
+                "{} is truncated at byte {} (needs {n} more)",
+                self.what, self.pos
+            )));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -210,15 +247,21 @@ impl<'a> Dec<'a> {
     }
     /// Reads a u16.
     pub fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     /// Reads a u32.
     pub fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     /// Reads a u64.
     pub fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     /// Reads 16 bytes.
     pub fn uuid(&mut self) -> Result<[u8; 16]> {
@@ -228,7 +271,8 @@ impl<'a> Dec<'a> {
     pub fn str(&mut self) -> Result<String> {
         let n = self.u16()? as usize;
         let b = self.take(n)?;
-        String::from_utf8(b.to_vec()).map_err(|_| corrupt(format!("{}: string is not UTF-8", self.what)))
+        String::from_utf8(b.to_vec())
+            .map_err(|_| corrupt(format!("{}: string is not UTF-8", self.what)))
     }
     /// Bytes not yet read.
     pub fn remaining(&self) -> usize {
@@ -240,32 +284,91 @@ impl<'a> Dec<'a> {
 /// caller appends the block data).
 fn encode_payload(rec: &Record, e: &mut Enc) {
     match rec {
-        Record::SegmentHeader { uuid, segment, prev_segment, prev_valid_len, created } => {
-            e.bytes(uuid).u64(*segment).u64(*prev_segment).u64(*prev_valid_len).u64(*created);
+        Record::SegmentHeader {
+            uuid,
+            segment,
+            prev_segment,
+            prev_valid_len,
+            created,
+        } => {
+            e.bytes(uuid)
+                .u64(*segment)
+                .u64(*prev_segment)
+                .u64(*prev_valid_len)
+                .u64(*created);
         }
-        Record::VolumeCreate { uuid, virtual_size, block_size, created } => {
-            e.bytes(uuid).u64(*virtual_size).u32(*block_size).u32(0).u64(*created);
+        Record::VolumeCreate {
+            uuid,
+            virtual_size,
+            block_size,
+            created,
+        } => {
+            e.bytes(uuid)
+                .u64(*virtual_size)
+                .u32(*block_size)
+                .u32(0)
+                .u64(*created);
         }
-        Record::Data { timeline, first_block, crcs } => {
-            e.u64(*timeline).u64(*first_block).u32(crcs.len() as u32).u32(0);
+        Record::Data {
+            timeline,
+            first_block,
+            crcs,
+        } => {
+            e.u64(*timeline)
+                .u64(*first_block)
+                .u32(crcs.len() as u32)
+                .u32(0);
             for c in crcs {
                 e.u32(*c);
             }
         }
-        Record::Zero { timeline, first_block, count } => {
+        Record::Zero {
+            timeline,
+            first_block,
+            count,
+        } => {
             e.u64(*timeline).u64(*first_block).u64(*count);
         }
-        Record::SnapshotCreate { id, timeline, new_head, virtual_size, secs, nsecs, name } => {
-            e.u64(*id).u64(*timeline).u64(*new_head).u64(*virtual_size).u64(*secs).u32(*nsecs).str(name);
+        Record::SnapshotCreate {
+            id,
+            timeline,
+            new_head,
+            virtual_size,
+            secs,
+            nsecs,
+            name,
+        } => {
+            e.u64(*id)
+                .u64(*timeline)
+                .u64(*new_head)
+                .u64(*virtual_size)
+                .u64(*secs)
+                .u32(*nsecs)
+                .str(name);
         }
         Record::SnapshotDelete { id } => {
             e.u64(*id);
         }
-        Record::Revert { target_id, auto_id, new_head, secs, nsecs, auto_name } => {
-            e.u64(*target_id).u64(*auto_id).u64(*new_head).u64(*secs).u32(*nsecs).str(auto_name);
+        Record::Revert {
+            target_id,
+            auto_id,
+            new_head,
+            secs,
+            nsecs,
+            auto_name,
+        } => {
+            e.u64(*target_id)
+                .u64(*auto_id)
+                .u64(*new_head)
+                .u64(*secs)
+                .u32(*nsecs)
+                .str(auto_name);
         }
         Record::SetBase(b) => {
-            e.str(&b.uri).str(&b.snapshot).u64(b.snapshot_id).bytes(&b.volume_uuid);
+            e.str(&b.uri)
+                .str(&b.snapshot)
+                .u64(b.snapshot_id)
+                .bytes(&b.volume_uuid);
         }
         Record::Resize { virtual_size } => {
             e.u64(*virtual_size);
@@ -279,7 +382,14 @@ fn encode_payload(rec: &Record, e: &mut Enc) {
 pub fn encode_record(out: &mut Vec<u8>, seq: u64, rec: &Record, data: &[u8]) -> usize {
     let start = out.len();
     let mut e = Enc(std::mem::take(out));
-    e.bytes(&MAGIC).u8(VERSION).u8(rec.kind() as u8).u16(0).u32(0).u32(0).u64(seq).u64(0);
+    e.bytes(&MAGIC)
+        .u8(VERSION)
+        .u8(rec.kind() as u8)
+        .u16(0)
+        .u32(0)
+        .u32(0)
+        .u64(seq)
+        .u64(0);
     encode_payload(rec, &mut e);
     let data_off = e.0.len() - start;
     e.bytes(data);
@@ -289,6 +399,44 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, rec: &Record, data: &[u8]) -> 
     let crc = crc32c::crc32c(&out[start..]);
     out[start + OFF_CRC..start + OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
     data_off
+}
+
+/// Encodes a `Data` record for `data` (whole blocks) into `out`, taking the
+/// per-block checksums from the bytes as copied into `out`, so a caller that
+/// changes its buffer meanwhile (guest memory) can never log a block whose
+/// checksum does not match it. Returns the record as logged.
+pub fn encode_data_record(
+    out: &mut Vec<u8>,
+    seq: u64,
+    timeline: u64,
+    first_block: u64,
+    data: &[u8],
+) -> Record {
+    let count = data.len() / BLOCK_SIZE as usize;
+    debug_assert!(count > 0 && data.len() % BLOCK_SIZE as usize == 0);
+    let start = out.len();
+    let placeholder = Record::Data {
+        timeline,
+        first_block,
+        crcs: vec![0; count],
+    };
+    let data_off = encode_record(out, seq, &placeholder, data);
+    let crcs: Vec<u32> = out[start + data_off..]
+        .chunks(BLOCK_SIZE as usize)
+        .map(crc32c::crc32c)
+        .collect();
+    let crc_at = start + RECORD_HEADER_LEN + DATA_PREFIX_LEN;
+    for (i, c) in crcs.iter().enumerate() {
+        out[crc_at + 4 * i..crc_at + 4 * i + 4].copy_from_slice(&c.to_le_bytes());
+    }
+    out[start + OFF_CRC..start + OFF_CRC + 4].fill(0);
+    let crc = crc32c::crc32c(&out[start..]);
+    out[start + OFF_CRC..start + OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    Record::Data {
+        timeline,
+        first_block,
+        crcs,
+    }
 }
 
 /// A record header as read from the log, before the payload is checked.
@@ -313,16 +461,25 @@ pub fn decode_header(b: &[u8]) -> Result<Header> {
         return Err(corrupt("bad record magic"));
     }
     if b[OFF_VERSION] != VERSION {
-        return Err(corrupt(format!("unsupported record format version {}", b[OFF_VERSION])));
+        return Err(corrupt(format!(
+            "unsupported record format version {}",
+            b[OFF_VERSION]
+        )));
     }
-    let kind = Kind::from_u8(b[OFF_KIND]).ok_or_else(|| corrupt(format!("unknown record kind {}", b[OFF_KIND])))?;
+    let kind = Kind::from_u8(b[OFF_KIND])
+        .ok_or_else(|| corrupt(format!("unknown record kind {}", b[OFF_KIND])))?;
     let len = u32::from_le_bytes(b[OFF_LEN..OFF_LEN + 4].try_into().expect("4"));
     if len > MAX_PAYLOAD {
         return Err(corrupt(format!("record length {len} exceeds the maximum")));
     }
     let crc = u32::from_le_bytes(b[OFF_CRC..OFF_CRC + 4].try_into().expect("4"));
     let seq = u64::from_le_bytes(b[OFF_SEQ..OFF_SEQ + 8].try_into().expect("8"));
-    Ok(Header { kind, len, crc, seq })
+    Ok(Header {
+        kind,
+        len,
+        crc,
+        seq,
+    })
 }
 
 /// Checks the crc of a full record (header + payload) in `b`.
@@ -331,7 +488,9 @@ pub fn verify_crc(b: &[u8], stored: u32) -> Result<()> {
     c = crc32c::crc32c_append(c, &[0u8; 4]);
     c = crc32c::crc32c_append(c, &b[OFF_CRC + 4..]);
     if c != stored {
-        return Err(corrupt(format!("record checksum mismatch (stored {stored:#010x}, computed {c:#010x})")));
+        return Err(corrupt(format!(
+            "record checksum mismatch (stored {stored:#010x}, computed {c:#010x})"
+        )));
     }
     Ok(())
 }
@@ -352,7 +511,12 @@ pub fn decode_payload(kind: Kind, payload: &[u8]) -> Result<Record> {
             let virtual_size = d.u64()?;
             let block_size = d.u32()?;
             d.u32()?;
-            Record::VolumeCreate { uuid, virtual_size, block_size, created: d.u64()? }
+            Record::VolumeCreate {
+                uuid,
+                virtual_size,
+                block_size,
+                created: d.u64()?,
+            }
         }
         Kind::Data => {
             let timeline = d.u64()?;
@@ -369,9 +533,17 @@ pub fn decode_payload(kind: Kind, payload: &[u8]) -> Result<Record> {
             if d.remaining() != count as usize * BLOCK_SIZE as usize {
                 return Err(corrupt("data record length does not match its block count"));
             }
-            Record::Data { timeline, first_block, crcs }
+            Record::Data {
+                timeline,
+                first_block,
+                crcs,
+            }
         }
-        Kind::Zero => Record::Zero { timeline: d.u64()?, first_block: d.u64()?, count: d.u64()? },
+        Kind::Zero => Record::Zero {
+            timeline: d.u64()?,
+            first_block: d.u64()?,
+            count: d.u64()?,
+        },
         Kind::SnapshotCreate => Record::SnapshotCreate {
             id: d.u64()?,
             timeline: d.u64()?,
@@ -396,7 +568,9 @@ pub fn decode_payload(kind: Kind, payload: &[u8]) -> Result<Record> {
             snapshot_id: d.u64()?,
             volume_uuid: d.uuid()?,
         }),
-        Kind::Resize => Record::Resize { virtual_size: d.u64()? },
+        Kind::Resize => Record::Resize {
+            virtual_size: d.u64()?,
+        },
     };
     Ok(rec)
 }
@@ -441,7 +615,10 @@ mod tests {
         let h = decode_header(&out).unwrap();
         assert_eq!(h.seq, 42);
         verify_crc(&out, h.crc).unwrap();
-        assert_eq!(decode_payload(h.kind, &out[RECORD_HEADER_LEN..]).unwrap(), rec);
+        assert_eq!(
+            decode_payload(h.kind, &out[RECORD_HEADER_LEN..]).unwrap(),
+            rec
+        );
         out[40] ^= 1;
         assert!(verify_crc(&out, h.crc).is_err());
     }
@@ -450,12 +627,19 @@ mod tests {
     fn data_record_layout() {
         let data = vec![7u8; 2 * BLOCK_SIZE as usize];
         let crc = crc32c::crc32c(&data[..4096]);
-        let rec = Record::Data { timeline: 1, first_block: 10, crcs: vec![crc, crc] };
+        let rec = Record::Data {
+            timeline: 1,
+            first_block: 10,
+            crcs: vec![crc, crc],
+        };
         let mut out = Vec::new();
         let off = encode_record(&mut out, 1, &rec, &data);
         assert_eq!(off, data_block_offset(2, 0));
         let h = decode_header(&out).unwrap();
         verify_crc(&out, h.crc).unwrap();
-        assert_eq!(decode_payload(h.kind, &out[RECORD_HEADER_LEN..]).unwrap(), rec);
+        assert_eq!(
+            decode_payload(h.kind, &out[RECORD_HEADER_LEN..]).unwrap(),
+            rec
+        );
     }
 }

@@ -45,7 +45,10 @@ impl Entry {
     /// Decodes a 16-byte value.
     pub fn decode(v: &[u8]) -> Result<Entry> {
         if v.len() != 16 {
-            return Err(Error::new(ErrorKind::Corrupt, format!("index value has {} bytes, expected 16", v.len())));
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("index value has {} bytes, expected 16", v.len()),
+            ));
         }
         let seg = u64::from_le_bytes(v[..8].try_into().expect("8"));
         if seg == ZERO_SEG {
@@ -71,7 +74,10 @@ fn split_key(k: &[u8]) -> Result<(u64, u64)> {
     if k.len() != 16 {
         return Err(Error::new(ErrorKind::Corrupt, "index key is not 16 bytes"));
     }
-    Ok((u64::from_be_bytes(k[..8].try_into().expect("8")), u64::from_be_bytes(k[8..].try_into().expect("8"))))
+    Ok((
+        u64::from_be_bytes(k[..8].try_into().expect("8")),
+        u64::from_be_bytes(k[8..].try_into().expect("8")),
+    ))
 }
 
 fn sled_err(what: &str, e: sled::Error) -> Error {
@@ -94,17 +100,42 @@ impl Index {
     /// Opens (or creates) the index at `dir`. Fails with `Locked` if another
     /// process has it open.
     pub fn open(dir: &Path) -> Result<Index> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(libc::EAGAIN) => {
-                    Error::new(ErrorKind::Locked, format!("index {} is in use by another process", dir.display()))
+        // sled reports a held lock as an `Other` I/O error whose text says
+        // so (sled 0.34 config.rs), not as WouldBlock.
+        let is_locked = |e: &sled::Error| match e {
+            sled::Error::Io(io) => {
+                io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.raw_os_error() == Some(libc::EAGAIN)
+                    || io.to_string().contains("could not acquire lock")
+            }
+            _ => false,
+        };
+        // sled releases its file lock only when its background threads let
+        // go of the file, shortly after the last handle is dropped; so a
+        // close followed at once by an open in the same process can find it
+        // still locked. Wait a little before calling it in use.
+        let mut waited = 0;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(SLED_CACHE_BYTES)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(e) if is_locked(&e) && waited < 200 => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    waited += 1;
                 }
-                e => sled_err(&format!("opening {}", dir.display()), e),
-            })?;
+                Err(e) if is_locked(&e) => {
+                    return Err(Error::new(
+                        ErrorKind::Locked,
+                        format!("index {} is in use by another process", dir.display()),
+                    ))
+                }
+                Err(e) => return Err(sled_err(&format!("opening {}", dir.display()), e)),
+            }
+        };
         Self::from_db(db)
     }
 
@@ -119,7 +150,9 @@ impl Index {
     }
 
     fn from_db(db: sled::Db) -> Result<Index> {
-        let map = db.open_tree("map").map_err(|e| sled_err("opening map tree", e))?;
+        let map = db
+            .open_tree("map")
+            .map_err(|e| sled_err("opening map tree", e))?;
         Ok(Index { db, map })
     }
 
@@ -131,12 +164,18 @@ impl Index {
 
     /// Reads a metadata value.
     pub fn meta_get(&self, k: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get(k).map_err(|e| sled_err("reading metadata", e))?.map(|v| v.to_vec()))
+        Ok(self
+            .db
+            .get(k)
+            .map_err(|e| sled_err("reading metadata", e))?
+            .map(|v| v.to_vec()))
     }
 
     /// Writes a metadata value.
     pub fn meta_put(&self, k: &str, v: &[u8]) -> Result<()> {
-        self.db.insert(k, v).map_err(|e| sled_err("writing metadata", e))?;
+        self.db
+            .insert(k, v)
+            .map_err(|e| sled_err("writing metadata", e))?;
         Ok(())
     }
 
@@ -148,14 +187,23 @@ impl Index {
 
     /// The entry for (tl, block), if any.
     pub fn get(&self, tl: u64, block: u64) -> Result<Option<Entry>> {
-        match self.map.get(key(tl, block)).map_err(|e| sled_err("lookup", e))? {
+        match self
+            .map
+            .get(key(tl, block))
+            .map_err(|e| sled_err("lookup", e))?
+        {
             None => Ok(None),
             Some(v) => Entry::decode(&v).map(Some),
         }
     }
 
     /// Entries of `tl` with block in `[from, to)`, in block order.
-    pub fn range(&self, tl: u64, from: u64, to: u64) -> impl Iterator<Item = Result<(u64, Entry)>> + '_ {
+    pub fn range(
+        &self,
+        tl: u64,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<(u64, Entry)>> + '_ {
         self.map.range(key(tl, from)..key(tl, to)).map(|r| {
             let (k, v) = r.map_err(|e| sled_err("range scan", e))?;
             let (_, b) = split_key(&k)?;
@@ -167,8 +215,14 @@ impl Index {
     pub fn iter_all(&self) -> impl Iterator<Item = Result<([u8; 16], [u8; 16])>> + '_ {
         self.map.iter().map(|r| {
             let (k, v) = r.map_err(|e| sled_err("scan", e))?;
-            let k: [u8; 16] = k.as_ref().try_into().map_err(|_| Error::new(ErrorKind::Corrupt, "index key size"))?;
-            let v: [u8; 16] = v.as_ref().try_into().map_err(|_| Error::new(ErrorKind::Corrupt, "index value size"))?;
+            let k: [u8; 16] = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::new(ErrorKind::Corrupt, "index key size"))?;
+            let v: [u8; 16] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::new(ErrorKind::Corrupt, "index value size"))?;
             Ok((k, v))
         })
     }
@@ -181,7 +235,10 @@ impl Index {
 
     /// Sets (tl, block) to `e`, keeping the counters in `st` right.
     pub fn set(&self, st: &mut VolState, tl: u64, block: u64, e: Entry) -> Result<()> {
-        let old = self.map.insert(key(tl, block), &e.encode()).map_err(|e| sled_err("insert", e))?;
+        let old = self
+            .map
+            .insert(key(tl, block), &e.encode())
+            .map_err(|e| sled_err("insert", e))?;
         let old = old.map(|v| Entry::decode(&v)).transpose()?;
         account(st, tl, old, Some(e));
         Ok(())
@@ -189,7 +246,10 @@ impl Index {
 
     /// Removes (tl, block), keeping the counters right.
     pub fn remove(&self, st: &mut VolState, tl: u64, block: u64) -> Result<()> {
-        let old = self.map.remove(key(tl, block)).map_err(|e| sled_err("remove", e))?;
+        let old = self
+            .map
+            .remove(key(tl, block))
+            .map_err(|e| sled_err("remove", e))?;
         let old = old.map(|v| Entry::decode(&v)).transpose()?;
         account(st, tl, old, None);
         Ok(())
@@ -202,7 +262,10 @@ impl Index {
         let end = first.saturating_add(count);
         let chain = st.chain(tl);
         // Blocks already in this timeline: drop them first.
-        let own: Vec<u64> = self.range(tl, first, end).map(|r| r.map(|(b, _)| b)).collect::<Result<_>>()?;
+        let own: Vec<u64> = self
+            .range(tl, first, end)
+            .map(|r| r.map(|(b, _)| b))
+            .collect::<Result<_>>()?;
         for b in own {
             self.remove(st, tl, b)?;
         }
@@ -231,7 +294,10 @@ impl Index {
 
     /// Removes every entry of `tl` and the timeline itself.
     pub fn drop_timeline(&self, st: &mut VolState, tl: u64) -> Result<()> {
-        let keys: Vec<u64> = self.range(tl, 0, u64::MAX).map(|r| r.map(|(b, _)| b)).collect::<Result<_>>()?;
+        let keys: Vec<u64> = self
+            .range(tl, 0, u64::MAX)
+            .map(|r| r.map(|(b, _)| b))
+            .collect::<Result<_>>()?;
         for b in keys {
             self.remove(st, tl, b)?;
         }
@@ -262,7 +328,12 @@ impl Index {
     /// references, until none is left to collect.
     pub fn collect_hidden(&self, st: &mut VolState) -> Result<()> {
         loop {
-            let hidden: Vec<u64> = st.timelines.keys().copied().filter(|tl| !st.is_referenced(*tl)).collect();
+            let hidden: Vec<u64> = st
+                .timelines
+                .keys()
+                .copied()
+                .filter(|tl| !st.is_referenced(*tl))
+                .collect();
             let mut changed = false;
             for tl in hidden {
                 let children = st.children(tl);

@@ -23,4 +23,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use format::BLOCK_SIZE;
 pub use size::parse_size;
 pub use uri::{validate_snapshot_name, VolumeUri};
-pub use volume::{clone_volume, delete_volume, fsck, BlockState, FsckReport, OpenOptions, SnapshotInfo, Volume, VolumeInfo};
+pub use volume::{
+    clone_volume, delete_volume, fsck, BlockState, FsckReport, OpenOptions, SnapshotInfo, Volume,
+    VolumeInfo,
+};

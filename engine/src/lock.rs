@@ -20,15 +20,26 @@ pub struct Holder {
 impl Holder {
     fn me() -> Holder {
         let pid = std::process::id();
-        Holder { pid, host: hostname(), start: process_start(pid).unwrap_or(0) }
+        Holder {
+            pid,
+            host: hostname(),
+            start: process_start(pid).unwrap_or(0),
+        }
     }
 
     fn encode(&self) -> String {
-        format!("pid={}\nhost={}\nstart={}\n", self.pid, self.host, self.start)
+        format!(
+            "pid={}\nhost={}\nstart={}\n",
+            self.pid, self.host, self.start
+        )
     }
 
     fn parse(s: &str) -> Option<Holder> {
-        let mut h = Holder { pid: 0, host: String::new(), start: 0 };
+        let mut h = Holder {
+            pid: 0,
+            host: String::new(),
+            start: 0,
+        };
         for line in s.lines() {
             let (k, v) = line.split_once('=')?;
             match k {
@@ -72,6 +83,7 @@ fn process_start(pid: u32) -> Option<u64> {
 pub struct WriteLock {
     backend: Arc<dyn Backend>,
     path: String,
+    name: String,
     released: bool,
 }
 
@@ -92,22 +104,27 @@ fn read_holder(backend: &dyn Backend, path: &str) -> Result<Option<Holder>> {
     Ok(Holder::parse(&String::from_utf8_lossy(&b)))
 }
 
-/// Who holds the write lock of the volume in `dir`, if anyone alive does.
-pub fn holder(backend: &dyn Backend, dir: &str) -> Result<Option<Holder>> {
+/// Who holds the write lock of the volume `name` in `dir`, if anyone alive does.
+pub fn holder(backend: &dyn Backend, dir: &str, name: &str) -> Result<Option<Holder>> {
     let path = lock_path(dir);
-    Ok(read_holder(backend, &path)?.filter(|h| !h.is_stale(&path)))
+    Ok(read_holder(backend, &path)?.filter(|h| !h.is_stale(name)))
 }
 
+/// Volumes this process holds, by canonical URI. Keyed by URI, not by
+/// backend path: two backends (two HDFS clusters, two memory backends) can
+/// hold volumes at the same path, and one of them holding its lock must not
+/// make a lock our own crashed handle left in the other look alive.
 fn held() -> &'static parking_lot::Mutex<std::collections::HashSet<String>> {
-    static H: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashSet<String>>> = std::sync::OnceLock::new();
+    static H: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
     H.get_or_init(Default::default)
 }
 
 impl Holder {
     /// Gone, or this very process without a live handle (a simulated crash).
-    fn is_stale(&self, path: &str) -> bool {
+    fn is_stale(&self, name: &str) -> bool {
         if self.pid == std::process::id() && self.host == hostname() {
-            return !held().lock().contains(path);
+            return !held().lock().contains(name);
         }
         self.is_dead()
     }
@@ -128,8 +145,13 @@ impl WriteLock {
             let renamed = backend.rename(&tmp, &path);
             match renamed {
                 Ok(()) => {
-                    held().lock().insert(path.clone());
-                    return Ok(WriteLock { backend, path, released: false });
+                    held().lock().insert(name.to_string());
+                    return Ok(WriteLock {
+                        backend,
+                        path,
+                        name: name.to_string(),
+                        released: false,
+                    });
                 }
                 Err(e) if e.kind() == ErrorKind::Exists => {
                     let _ = backend.delete(&tmp);
@@ -141,7 +163,7 @@ impl WriteLock {
             }
             let h = read_holder(&*backend, &path)?;
             match h {
-                Some(h) if !h.is_stale(&path) => {
+                Some(h) if !h.is_stale(name) => {
                     return Err(Error::new(
                         ErrorKind::Locked,
                         format!(
@@ -176,13 +198,16 @@ impl WriteLock {
                 }
             }
         }
-        Err(Error::new(ErrorKind::Locked, format!("volume {name}: could not take the write lock (contended); try again")))
+        Err(Error::new(
+            ErrorKind::Locked,
+            format!("volume {name}: could not take the write lock (contended); try again"),
+        ))
     }
 
     /// Releases the lock now.
     pub fn release(mut self) -> Result<()> {
         self.released = true;
-        held().lock().remove(&self.path);
+        held().lock().remove(&self.name);
         self.backend.delete(&self.path)
     }
 }
@@ -190,7 +215,7 @@ impl WriteLock {
 impl Drop for WriteLock {
     fn drop(&mut self) {
         if !self.released {
-            held().lock().remove(&self.path);
+            held().lock().remove(&self.name);
             let _ = self.backend.delete(&self.path);
         }
     }

@@ -33,7 +33,11 @@ impl LogPos {
     /// Decodes `encode`'s output.
     pub fn decode(b: &[u8]) -> Result<LogPos> {
         let mut d = format::Dec::new(b, "log position");
-        Ok(LogPos { segment: d.u64()?, offset: d.u64()?, next_seq: d.u64()? })
+        Ok(LogPos {
+            segment: d.u64()?,
+            offset: d.u64()?,
+            next_seq: d.u64()?,
+        })
     }
 }
 
@@ -59,7 +63,11 @@ pub fn segment_path(dir: &str, n: u64) -> String {
 
 /// Segment numbers present in `dir`, ascending.
 pub fn list_segments(backend: &dyn Backend, dir: &str) -> Result<Vec<u64>> {
-    let mut v: Vec<u64> = backend.list(dir)?.iter().filter_map(|n| format::parse_segment_name(n)).collect();
+    let mut v: Vec<u64> = backend
+        .list(dir)?
+        .iter()
+        .filter_map(|n| format::parse_segment_name(n))
+        .collect();
     v.sort_unstable();
     Ok(v)
 }
@@ -77,7 +85,12 @@ const READ_AHEAD: usize = 1 << 20;
 impl SegReader {
     fn new(file: Arc<dyn ReadFile>) -> Result<Self> {
         let len = file.len()?;
-        Ok(SegReader { file, len, buf: Vec::new(), buf_start: 0 })
+        Ok(SegReader {
+            file,
+            len,
+            buf: Vec::new(),
+            buf_start: 0,
+        })
     }
 
     /// Returns `n` bytes at `off`, or None if the file is shorter.
@@ -85,7 +98,8 @@ impl SegReader {
         if off + n as u64 > self.len {
             return Ok(None);
         }
-        let have = off >= self.buf_start && off + n as u64 <= self.buf_start + self.buf.len() as u64;
+        let have =
+            off >= self.buf_start && off + n as u64 <= self.buf_start + self.buf.len() as u64;
         if !have {
             let want = (n.max(READ_AHEAD) as u64).min(self.len - off) as usize;
             self.buf.resize(want, 0);
@@ -99,7 +113,10 @@ impl SegReader {
 
 /// Why a scan stopped before its bound.
 fn bad_record(dir: &str, seg: u64, off: u64, why: impl std::fmt::Display) -> Error {
-    corrupt(format!("{dir}: segment {} offset {off}: {why}", format::segment_name(seg)))
+    corrupt(format!(
+        "{dir}: segment {} offset {off}: {why}",
+        format::segment_name(seg)
+    ))
 }
 
 /// Scans segment `seg` from `start`. With `bound = Some(end)` every record up
@@ -119,24 +136,44 @@ pub fn scan_segment(
     let mut off = start;
     let limit = bound.unwrap_or(r.len);
     if limit > r.len {
-        return Err(bad_record(dir, seg, r.len, format!("segment is shorter than its recorded valid length {limit}")));
+        return Err(bad_record(
+            dir,
+            seg,
+            r.len,
+            format!("segment is shorter than its recorded valid length {limit}"),
+        ));
     }
     while off < limit {
         let outcome = (|| -> Result<Option<Scanned>> {
-            let Some(hb) = r.get(off, RECORD_HEADER_LEN)? else { return Ok(None) };
+            let Some(hb) = r.get(off, RECORD_HEADER_LEN)? else {
+                return Ok(None);
+            };
             let h = format::decode_header(hb)?;
             let total = RECORD_HEADER_LEN + h.len as usize;
-            let Some(rb) = r.get(off, total)? else { return Ok(None) };
+            let Some(rb) = r.get(off, total)? else {
+                return Ok(None);
+            };
             format::verify_crc(rb, h.crc)?;
             let record = format::decode_payload(h.kind, &rb[RECORD_HEADER_LEN..])?;
-            Ok(Some(Scanned { seq: h.seq, segment: seg, offset: off, len: total as u64, record }))
+            Ok(Some(Scanned {
+                seq: h.seq,
+                segment: seg,
+                offset: off,
+                len: total as u64,
+                record,
+            }))
         })();
         match outcome {
             Ok(Some(s)) => {
                 let next = off + s.len;
                 if next > limit {
                     if bound.is_some() {
-                        return Err(bad_record(dir, seg, off, "record crosses the segment's valid length"));
+                        return Err(bad_record(
+                            dir,
+                            seg,
+                            off,
+                            "record crosses the segment's valid length",
+                        ));
                     }
                     break;
                 }
@@ -157,7 +194,11 @@ pub fn scan_segment(
 }
 
 /// The header of segment `seg`, or None if it is missing or torn.
-pub fn segment_header(backend: &dyn Backend, dir: &str, seg: u64) -> Result<Option<(u64, u64, [u8; 16])>> {
+pub fn segment_header(
+    backend: &dyn Backend,
+    dir: &str,
+    seg: u64,
+) -> Result<Option<(u64, u64, [u8; 16])>> {
     let mut found = None;
     let file = match backend.open_read(&segment_path(dir, seg)) {
         Ok(f) => f,
@@ -170,7 +211,9 @@ pub fn segment_header(backend: &dyn Backend, dir: &str, seg: u64) -> Result<Opti
     }
     let mut hb = [0u8; RECORD_HEADER_LEN];
     file.read_exact_at(0, &mut hb)?;
-    let Ok(h) = format::decode_header(&hb) else { return Ok(None) };
+    let Ok(h) = format::decode_header(&hb) else {
+        return Ok(None);
+    };
     if h.kind != format::Kind::SegmentHeader || RECORD_HEADER_LEN as u64 + h.len as u64 > len {
         return Ok(None);
     }
@@ -179,8 +222,13 @@ pub fn segment_header(backend: &dyn Backend, dir: &str, seg: u64) -> Result<Opti
     if format::verify_crc(&rb, h.crc).is_err() {
         return Ok(None);
     }
-    if let Ok(Record::SegmentHeader { uuid, segment, prev_segment, prev_valid_len, .. }) =
-        format::decode_payload(h.kind, &rb[RECORD_HEADER_LEN..])
+    if let Ok(Record::SegmentHeader {
+        uuid,
+        segment,
+        prev_segment,
+        prev_valid_len,
+        ..
+    }) = format::decode_payload(h.kind, &rb[RECORD_HEADER_LEN..])
     {
         if segment == seg {
             found = Some((prev_segment, prev_valid_len, uuid));
@@ -202,9 +250,17 @@ pub struct Layout {
 
 /// Works out the chain of segments from `from_segment` (inclusive; 0 = the
 /// very first) to the newest valid one, reading only their headers.
-pub fn layout(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], from_segment: u64) -> Result<Layout> {
+pub fn layout(
+    backend: &dyn Backend,
+    dir: &str,
+    uuid: &[u8; 16],
+    from_segment: u64,
+) -> Result<Layout> {
     let segs = list_segments(backend, dir)?;
-    let mut out = Layout { max_segment: segs.last().copied().unwrap_or(0), ..Default::default() };
+    let mut out = Layout {
+        max_segment: segs.last().copied().unwrap_or(0),
+        ..Default::default()
+    };
     let mut rev: Vec<(u64, Option<u64>)> = Vec::new();
     let mut next_bound: Option<u64> = None;
     let mut want: Option<u64> = None; // the segment the previous header pointed at
@@ -233,9 +289,19 @@ pub fn layout(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], from_segment: u
                 }
                 want = Some(prev);
             }
-            Some(_) => return Err(corrupt(format!("{dir}: segment {} belongs to another volume", format::segment_name(s)))),
+            Some(_) => {
+                return Err(corrupt(format!(
+                    "{dir}: segment {} belongs to another volume",
+                    format::segment_name(s)
+                )))
+            }
             None if want.is_none() => out.abandoned.push(s),
-            None => return Err(corrupt(format!("{dir}: segment {} has a damaged header", format::segment_name(s)))),
+            None => {
+                return Err(corrupt(format!(
+                    "{dir}: segment {} has a damaged header",
+                    format::segment_name(s)
+                )))
+            }
         }
     }
     rev.reverse();
@@ -311,7 +377,10 @@ impl LogWriter {
             None => Ok(()),
             Some(m) => Err(Error::new(
                 ErrorKind::Backend,
-                format!("{}: an earlier write to the log failed ({m}); close and reopen the volume", self.dir),
+                format!(
+                    "{}: an earlier write to the log failed ({m}); close and reopen the volume",
+                    self.dir
+                ),
             )),
         }
     }
@@ -326,8 +395,16 @@ impl LogWriter {
     /// Where the next record will go (after the active segment, if any).
     pub fn position(&self) -> LogPos {
         match &self.active {
-            Some(a) => LogPos { segment: a.n, offset: a.len, next_seq: self.next_seq },
-            None => LogPos { segment: self.prev.0, offset: self.prev.1, next_seq: self.next_seq },
+            Some(a) => LogPos {
+                segment: a.n,
+                offset: a.len,
+                next_seq: self.next_seq,
+            },
+            None => LogPos {
+                segment: self.prev.0,
+                offset: self.prev.1,
+                next_seq: self.next_seq,
+            },
         }
     }
 
@@ -339,7 +416,14 @@ impl LogWriter {
     fn open_segment(&mut self) -> Result<()> {
         let n = self.next_segment;
         let file = self.backend.create(&segment_path(&self.dir, n))?;
-        let mut a = Active { n, file, len: 0, pushed: 0, mem_start: 0, mem: Vec::with_capacity(PUSH_THRESHOLD + (1 << 20)) };
+        let mut a = Active {
+            n,
+            file,
+            len: 0,
+            pushed: 0,
+            mem_start: 0,
+            mem: Vec::with_capacity(PUSH_THRESHOLD + (1 << 20)),
+        };
         let hdr = Record::SegmentHeader {
             uuid: self.uuid,
             segment: n,
@@ -359,8 +443,22 @@ impl LogWriter {
     /// Appends one record (with block `data` for `Data`). Returns the
     /// segment, the record's offset, and the offset of its data.
     pub fn append(&mut self, rec: &Record, data: &[u8]) -> Result<(u64, u64, u64)> {
+        let mut data_off = 0;
+        let (seg, off, _) = self.append_with(data.len(), &mut |out, seq| {
+            data_off = format::encode_record(out, seq, rec, data) as u64;
+        })?;
+        Ok((seg, off, off + data_off))
+    }
+
+    /// Appends whatever `encode(out, seq)` writes (about `data_len` bytes
+    /// plus a header) as the next record.
+    fn append_with(
+        &mut self,
+        data_len: usize,
+        encode: &mut dyn FnMut(&mut Vec<u8>, u64),
+    ) -> Result<(u64, u64, u64)> {
         self.check()?;
-        let need = RECORD_HEADER_LEN as u64 + 64 + data.len() as u64 + 1024;
+        let need = RECORD_HEADER_LEN as u64 + 64 + data_len as u64 + 1024;
         if let Some(a) = &self.active {
             if a.len + need > self.segment_size && a.len > 128 {
                 let r = self.seal();
@@ -376,7 +474,7 @@ impl LogWriter {
         let a = self.active.as_mut().expect("active segment");
         let rec_off = a.len;
         let before = a.mem.len();
-        let data_off = format::encode_record(&mut a.mem, seq, rec, data) as u64;
+        encode(&mut a.mem, seq);
         let added = (a.mem.len() - before) as u64;
         a.len += added;
         self.since_checkpoint += added;
@@ -385,7 +483,29 @@ impl LogWriter {
             let r = self.push();
             self.poison(r)?;
         }
-        Ok((self.active.as_ref().expect("active").n, rec_off, rec_off + data_off))
+        Ok((self.active.as_ref().expect("active").n, rec_off, 0))
+    }
+
+    /// Appends a data record for whole blocks `data`; the checksums are
+    /// computed from the log's own copy. Returns the segment, the record's
+    /// offset and the record as logged.
+    pub fn append_data(
+        &mut self,
+        timeline: u64,
+        first_block: u64,
+        data: &[u8],
+    ) -> Result<(u64, u64, Record)> {
+        let mut logged = None;
+        let (seg, off, _) = self.append_with(data.len(), &mut |out, seq| {
+            logged = Some(format::encode_data_record(
+                out,
+                seq,
+                timeline,
+                first_block,
+                data,
+            ));
+        })?;
+        Ok((seg, off, logged.expect("encoded")))
     }
 
     /// Hands buffered bytes to the backend (not yet durable).
@@ -420,11 +540,17 @@ impl LogWriter {
     /// Makes everything durable and closes the active segment.
     pub fn seal(&mut self) -> Result<()> {
         self.check()?;
-        self.push()?;
-        if let Some(a) = self.active.take() {
-            self.prev = (a.n, a.len);
-            a.file.close()?;
-        }
+        // Poison on failure: `prev` then names a segment whose tail may not
+        // be durable (or, after a partial append, not where we think), and
+        // the next segment's header would vouch for it.
+        let r = self.push().and_then(|()| match self.active.take() {
+            Some(a) => {
+                self.prev = (a.n, a.len);
+                a.file.close()
+            }
+            None => Ok(()),
+        });
+        self.poison(r)?;
         self.active_segment.store(u64::MAX, Ordering::SeqCst);
         self.dirty = false;
         Ok(())
@@ -445,6 +571,8 @@ impl LogWriter {
 
 /// Wall-clock time as (seconds, nanoseconds) since the epoch.
 pub fn now() -> (u64, u32) {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     (d.as_secs(), d.subsec_nanos())
 }

@@ -6,14 +6,23 @@ use crate::error::{invalid, Result};
 /// insensitive; `k`/`KiB` style accepted). Fractions are allowed with a suffix.
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
-    let err = || invalid(format!("size {s:?} is not a number with an optional suffix such as 512, 64M, 10G or 1T"));
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let err = || {
+        invalid(format!(
+            "size {s:?} is not a number with an optional suffix such as 512, 64M, 10G or 1T"
+        ))
+    };
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, suf) = t.split_at(split);
     if num.is_empty() {
         return Err(err());
     }
     let suf = suf.trim();
-    let suf = suf.strip_suffix("iB").or_else(|| suf.strip_suffix("ib")).unwrap_or(suf);
+    let suf = suf
+        .strip_suffix("iB")
+        .or_else(|| suf.strip_suffix("ib"))
+        .unwrap_or(suf);
     let mult: u64 = match suf.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" => 1 << 10,
@@ -36,7 +45,8 @@ pub fn parse_size(s: &str) -> Result<u64> {
         return Ok(v as u64);
     }
     let n: u64 = num.parse().map_err(|_| err())?;
-    n.checked_mul(mult).ok_or_else(|| invalid(format!("size {s:?} is too large")))
+    n.checked_mul(mult)
+        .ok_or_else(|| invalid(format!("size {s:?} is too large")))
 }
 
 #[cfg(test)]

@@ -86,29 +86,48 @@ impl VolState {
 
     /// Children of `tl`.
     pub fn children(&self, tl: u64) -> Vec<u64> {
-        self.timelines.iter().filter(|(_, t)| t.parent == Some(tl)).map(|(id, _)| *id).collect()
+        self.timelines
+            .iter()
+            .filter(|(_, t)| t.parent == Some(tl))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Encodes the whole state.
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Enc::default();
         e.bytes(STATE_MAGIC).u8(STATE_VERSION);
-        e.bytes(&self.uuid).u64(self.virtual_size).u64(self.created).u64(self.head);
+        e.bytes(&self.uuid)
+            .u64(self.virtual_size)
+            .u64(self.created)
+            .u64(self.head);
         e.u64(self.next_timeline).u64(self.next_snapshot);
         e.u32(self.timelines.len() as u32);
         for (id, t) in &self.timelines {
-            e.u64(*id).u64(t.parent.unwrap_or(0)).u64(t.entries).u64(t.blocks);
+            e.u64(*id)
+                .u64(t.parent.unwrap_or(0))
+                .u64(t.entries)
+                .u64(t.blocks);
         }
         e.u32(self.snapshots.len() as u32);
         for s in self.snapshots.values() {
-            e.u64(s.id).u64(s.timeline).u64(s.secs).u32(s.nsecs).u64(s.virtual_size).str(&s.name);
+            e.u64(s.id)
+                .u64(s.timeline)
+                .u64(s.secs)
+                .u32(s.nsecs)
+                .u64(s.virtual_size)
+                .str(&s.name);
         }
         match &self.base {
             None => {
                 e.u8(0);
             }
             Some(b) => {
-                e.u8(1).str(&b.uri).str(&b.snapshot).u64(b.snapshot_id).bytes(&b.volume_uuid);
+                e.u8(1)
+                    .str(&b.uri)
+                    .str(&b.snapshot)
+                    .u64(b.snapshot_id)
+                    .bytes(&b.volume_uuid);
             }
         }
         e.u32(self.seg_live.len() as u32);
@@ -126,7 +145,9 @@ impl VolState {
         }
         let v = d.u8()?;
         if v != STATE_VERSION {
-            return Err(corrupt(format!("volume state version {v} is not supported")));
+            return Err(corrupt(format!(
+                "volume state version {v} is not supported"
+            )));
         }
         let mut st = VolState {
             uuid: d.uuid()?,
@@ -140,7 +161,11 @@ impl VolState {
         for _ in 0..d.u32()? {
             let id = d.u64()?;
             let parent = d.u64()?;
-            let t = Timeline { parent: (parent != 0).then_some(parent), entries: d.u64()?, blocks: d.u64()? };
+            let t = Timeline {
+                parent: (parent != 0).then_some(parent),
+                entries: d.u64()?,
+                blocks: d.u64()?,
+            };
             st.timelines.insert(id, t);
         }
         for _ in 0..d.u32()? {
@@ -150,7 +175,17 @@ impl VolState {
             let nsecs = d.u32()?;
             let virtual_size = d.u64()?;
             let name = d.str()?;
-            st.snapshots.insert(id, SnapshotMeta { id, name, timeline, secs, nsecs, virtual_size });
+            st.snapshots.insert(
+                id,
+                SnapshotMeta {
+                    id,
+                    name,
+                    timeline,
+                    secs,
+                    nsecs,
+                    virtual_size,
+                },
+            );
         }
         if d.u8()? == 1 {
             st.base = Some(BaseRef {
@@ -177,11 +212,47 @@ mod tests {
 
     #[test]
     fn state_round_trip() {
-        let mut st = VolState { uuid: [3; 16], virtual_size: 1 << 30, head: 2, next_timeline: 3, next_snapshot: 2, ..Default::default() };
-        st.timelines.insert(1, Timeline { parent: None, entries: 5, blocks: 4 });
-        st.timelines.insert(2, Timeline { parent: Some(1), entries: 0, blocks: 0 });
-        st.snapshots.insert(1, SnapshotMeta { id: 1, name: "s".into(), timeline: 1, secs: 9, nsecs: 1, virtual_size: 1 << 30 });
-        st.base = Some(BaseRef { uri: "local:///b".into(), snapshot: "x".into(), snapshot_id: 4, volume_uuid: [1; 16] });
+        let mut st = VolState {
+            uuid: [3; 16],
+            virtual_size: 1 << 30,
+            head: 2,
+            next_timeline: 3,
+            next_snapshot: 2,
+            ..Default::default()
+        };
+        st.timelines.insert(
+            1,
+            Timeline {
+                parent: None,
+                entries: 5,
+                blocks: 4,
+            },
+        );
+        st.timelines.insert(
+            2,
+            Timeline {
+                parent: Some(1),
+                entries: 0,
+                blocks: 0,
+            },
+        );
+        st.snapshots.insert(
+            1,
+            SnapshotMeta {
+                id: 1,
+                name: "s".into(),
+                timeline: 1,
+                secs: 9,
+                nsecs: 1,
+                virtual_size: 1 << 30,
+            },
+        );
+        st.base = Some(BaseRef {
+            uri: "local:///b".into(),
+            snapshot: "x".into(),
+            snapshot_id: 4,
+            volume_uuid: [1; 16],
+        });
         st.seg_live.insert(1, 8192);
         assert_eq!(VolState::decode(&st.encode()).unwrap(), st);
         assert_eq!(st.chain(2), vec![2, 1]);

@@ -36,7 +36,9 @@ const EXPECTED: &str = "expected local:///absolute/path/volume or hdfs://host:po
 /// Checks a snapshot name: non-empty, at most 255 bytes, no `%`, `/` or control characters.
 pub fn validate_snapshot_name(name: &str) -> Result<()> {
     if name.is_empty() {
-        return Err(invalid("snapshot name is empty; give a name such as snapshot1"));
+        return Err(invalid(
+            "snapshot name is empty; give a name such as snapshot1",
+        ));
     }
     if name.len() > 255 {
         return Err(invalid(format!(
@@ -44,7 +46,10 @@ pub fn validate_snapshot_name(name: &str) -> Result<()> {
             name.len()
         )));
     }
-    if let Some(c) = name.chars().find(|c| *c == '%' || *c == '/' || c.is_control()) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '%' || *c == '/' || c.is_control())
+    {
         return Err(invalid(format!(
             "snapshot name {name:?} contains {c:?}; names may not contain '%', '/' or control characters"
         )));
@@ -56,13 +61,17 @@ impl VolumeUri {
     /// Parses a URI as users type it (`hlfs:local:///tmp/testenv/testfs%snapshot1`).
     pub fn parse(input: &str) -> Result<VolumeUri> {
         if input.chars().any(|c| c.is_control()) {
-            return Err(invalid(format!("volume URI {input:?} contains control characters; {EXPECTED}")));
+            return Err(invalid(format!(
+                "volume URI {input:?} contains control characters; {EXPECTED}"
+            )));
         }
         let body = input.strip_prefix("hlfs:").unwrap_or(input);
         let (scheme, rest) = match body.find("://") {
             Some(i) => (&body[..i], &body[i + 3..]),
             None => {
-                return Err(invalid(format!("{input:?} is not a volume URI; {EXPECTED}")));
+                return Err(invalid(format!(
+                    "{input:?} is not a volume URI; {EXPECTED}"
+                )));
             }
         };
         let (rest, snapshot) = match rest.find('%') {
@@ -91,10 +100,16 @@ impl VolumeUri {
                 let (auth, path) = match rest.find('/') {
                     Some(i) => (&rest[..i], &rest[i..]),
                     None => {
-                        return Err(invalid(format!("{input:?}: HDFS URI has no path; {EXPECTED}")));
+                        return Err(invalid(format!(
+                            "{input:?}: HDFS URI has no path; {EXPECTED}"
+                        )));
                     }
                 };
-                let authority = if auth.is_empty() { None } else { Some(auth.to_string()) };
+                let authority = if auth.is_empty() {
+                    None
+                } else {
+                    Some(auth.to_string())
+                };
                 (Location::Hdfs { authority }, path)
             }
             "mem" => {
@@ -102,7 +117,12 @@ impl VolumeUri {
                     Some(i) if i > 0 => (&rest[..i], &rest[i..]),
                     _ => return Err(invalid(format!("{input:?}: expected mem://name/path"))),
                 };
-                (Location::Mem { name: name.to_string() }, path)
+                (
+                    Location::Mem {
+                        name: name.to_string(),
+                    },
+                    path,
+                )
             }
             s if s.contains(':') => {
                 return Err(invalid(format!(
@@ -110,21 +130,33 @@ impl VolumeUri {
                 )));
             }
             s => {
-                return Err(invalid(format!("{input:?}: unknown scheme {s:?}; {EXPECTED}")));
+                return Err(invalid(format!(
+                    "{input:?}: unknown scheme {s:?}; {EXPECTED}"
+                )));
             }
         };
         let path = normalize_path(input, path)?;
-        Ok(VolumeUri { location, path, snapshot })
+        Ok(VolumeUri {
+            location,
+            path,
+            snapshot,
+        })
     }
 
     /// The same volume without the snapshot part.
     pub fn without_snapshot(&self) -> VolumeUri {
-        VolumeUri { snapshot: None, ..self.clone() }
+        VolumeUri {
+            snapshot: None,
+            ..self.clone()
+        }
     }
 
     /// The same volume with `snapshot` selected.
     pub fn with_snapshot(&self, snapshot: &str) -> VolumeUri {
-        VolumeUri { snapshot: Some(snapshot.to_string()), ..self.clone() }
+        VolumeUri {
+            snapshot: Some(snapshot.to_string()),
+            ..self.clone()
+        }
     }
 
     /// The last path component: the volume's name.
@@ -139,7 +171,9 @@ fn normalize_path(input: &str, path: &str) -> Result<String> {
         match comp {
             "" | "." => continue,
             ".." => {
-                return Err(invalid(format!("{input:?}: '..' is not allowed in volume paths")));
+                return Err(invalid(format!(
+                    "{input:?}: '..' is not allowed in volume paths"
+                )));
             }
             c => {
                 out.push('/');
@@ -148,7 +182,9 @@ fn normalize_path(input: &str, path: &str) -> Result<String> {
         }
     }
     if out.is_empty() {
-        return Err(invalid(format!("{input:?} names no volume; add a volume name after the directory")));
+        return Err(invalid(format!(
+            "{input:?} names no volume; add a volume name after the directory"
+        )));
     }
     Ok(out)
 }
@@ -157,9 +193,12 @@ impl fmt::Display for VolumeUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.location {
             Location::Local => write!(f, "local://{}", self.path)?,
-            Location::Hdfs { authority } => {
-                write!(f, "hdfs://{}{}", authority.as_deref().unwrap_or(""), self.path)?
-            }
+            Location::Hdfs { authority } => write!(
+                f,
+                "hdfs://{}{}",
+                authority.as_deref().unwrap_or(""),
+                self.path
+            )?,
             Location::Mem { name } => write!(f, "mem://{}{}", name, self.path)?,
         }
         if let Some(s) = &self.snapshot {
@@ -181,14 +220,27 @@ mod tests {
         assert_eq!(u.snapshot.as_deref(), Some("snapshot1"));
         assert_eq!(u.to_string(), "local:///tmp/testenv/testfs%snapshot1");
         let h = VolumeUri::parse("hdfs://nn:9000/x/y").unwrap();
-        assert_eq!(h.location, Location::Hdfs { authority: Some("nn:9000".into()) });
+        assert_eq!(
+            h.location,
+            Location::Hdfs {
+                authority: Some("nn:9000".into())
+            }
+        );
         let h = VolumeUri::parse("hlfs:hdfs:///x/y").unwrap();
         assert_eq!(h.location, Location::Hdfs { authority: None });
     }
 
     #[test]
     fn rejects_typos_with_guidance() {
-        for bad in ["hdfs:local:///x", "local://rel/x", "local:///x%", "/tmp/x", "local:///", "local:///a/../b", "ftp:///x"] {
+        for bad in [
+            "hdfs:local:///x",
+            "local://rel/x",
+            "local:///x%",
+            "/tmp/x",
+            "local:///",
+            "local:///a/../b",
+            "ftp:///x",
+        ] {
             let e = VolumeUri::parse(bad).unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{bad}");
             assert!(e.to_string().contains(bad), "{e}");

@@ -25,6 +25,11 @@ use std::sync::Arc;
 const SECTOR: u64 = 512;
 const BS: usize = BLOCK_SIZE as usize;
 
+thread_local! {
+    /// Per-thread buffer where read blocks are verified before being copied out.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// How to open a volume.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
@@ -56,7 +61,10 @@ impl Default for OpenOptions {
 impl OpenOptions {
     /// Read-only defaults.
     pub fn read_only() -> Self {
-        OpenOptions { read_only: true, ..Default::default() }
+        OpenOptions {
+            read_only: true,
+            ..Default::default()
+        }
     }
 }
 
@@ -177,7 +185,9 @@ fn check_size(size: u64, what: &str) -> Result<()> {
         return Err(invalid(format!("{what} is 0; give a size such as 10G")));
     }
     if size % SECTOR != 0 {
-        return Err(invalid(format!("{what} {size} is not a multiple of 512 bytes")));
+        return Err(invalid(format!(
+            "{what} {size} is not a multiple of 512 bytes"
+        )));
     }
     if size > MAX_VIRTUAL_SIZE {
         return Err(invalid(format!("{what} {size} exceeds the largest volume HLFS supports ({MAX_VIRTUAL_SIZE} bytes, 1 PiB)")));
@@ -196,7 +206,9 @@ fn default_index_root() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(d).join("hlfs/index");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache/hlfs/index")
 }
 
@@ -239,7 +251,12 @@ fn read_uuid(backend: &dyn Backend, uri: &VolumeUri) -> Result<[u8; 16]> {
 fn apply(index: &Index, st: &mut VolState, seg: u64, rec_off: u64, rec: &Record) -> Result<()> {
     match rec {
         Record::SegmentHeader { .. } => {}
-        Record::VolumeCreate { uuid, virtual_size, created, .. } => {
+        Record::VolumeCreate {
+            uuid,
+            virtual_size,
+            created,
+            ..
+        } => {
             *st = VolState {
                 uuid: *uuid,
                 virtual_size: *virtual_size,
@@ -251,21 +268,60 @@ fn apply(index: &Index, st: &mut VolState, seg: u64, rec_off: u64, rec: &Record)
             };
             st.timelines.insert(1, Timeline::default());
         }
-        Record::Data { timeline, first_block, crcs } => {
+        Record::Data {
+            timeline,
+            first_block,
+            crcs,
+        } => {
             let n = crcs.len();
             for (i, crc) in crcs.iter().enumerate() {
                 let off = rec_off + format::data_block_offset(n, i) as u64;
-                let off = u32::try_from(off).map_err(|_| corrupt("data offset beyond 4 GiB in a segment"))?;
-                index.set(st, *timeline, first_block + i as u64, Entry::Data { seg, off, crc: *crc })?;
+                let off = u32::try_from(off)
+                    .map_err(|_| corrupt("data offset beyond 4 GiB in a segment"))?;
+                index.set(
+                    st,
+                    *timeline,
+                    first_block + i as u64,
+                    Entry::Data {
+                        seg,
+                        off,
+                        crc: *crc,
+                    },
+                )?;
             }
         }
-        Record::Zero { timeline, first_block, count } => index.zero_range(st, *timeline, *first_block, *count)?,
-        Record::SnapshotCreate { id, timeline, new_head, virtual_size, secs, nsecs, name } => {
+        Record::Zero {
+            timeline,
+            first_block,
+            count,
+        } => index.zero_range(st, *timeline, *first_block, *count)?,
+        Record::SnapshotCreate {
+            id,
+            timeline,
+            new_head,
+            virtual_size,
+            secs,
+            nsecs,
+            name,
+        } => {
             st.snapshots.insert(
                 *id,
-                SnapshotMeta { id: *id, name: name.clone(), timeline: *timeline, secs: *secs, nsecs: *nsecs, virtual_size: *virtual_size },
+                SnapshotMeta {
+                    id: *id,
+                    name: name.clone(),
+                    timeline: *timeline,
+                    secs: *secs,
+                    nsecs: *nsecs,
+                    virtual_size: *virtual_size,
+                },
             );
-            st.timelines.insert(*new_head, Timeline { parent: Some(*timeline), ..Default::default() });
+            st.timelines.insert(
+                *new_head,
+                Timeline {
+                    parent: Some(*timeline),
+                    ..Default::default()
+                },
+            );
             st.head = *new_head;
             st.next_timeline = st.next_timeline.max(new_head + 1);
             st.next_snapshot = st.next_snapshot.max(id + 1);
@@ -274,7 +330,14 @@ fn apply(index: &Index, st: &mut VolState, seg: u64, rec_off: u64, rec: &Record)
             st.snapshots.remove(id);
             index.collect_hidden(st)?;
         }
-        Record::Revert { target_id, auto_id, new_head, secs, nsecs, auto_name } => {
+        Record::Revert {
+            target_id,
+            auto_id,
+            new_head,
+            secs,
+            nsecs,
+            auto_name,
+        } => {
             let target = st
                 .snapshots
                 .get(target_id)
@@ -294,7 +357,13 @@ fn apply(index: &Index, st: &mut VolState, seg: u64, rec_off: u64, rec: &Record)
                 );
                 st.next_snapshot = st.next_snapshot.max(auto_id + 1);
             }
-            st.timelines.insert(*new_head, Timeline { parent: Some(target.timeline), ..Default::default() });
+            st.timelines.insert(
+                *new_head,
+                Timeline {
+                    parent: Some(target.timeline),
+                    ..Default::default()
+                },
+            );
             st.head = *new_head;
             st.virtual_size = target.virtual_size;
             st.next_timeline = st.next_timeline.max(new_head + 1);
@@ -313,11 +382,25 @@ struct ReplayEnd {
     max_segment: u64,
 }
 
-fn replay(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], index: &Index, st: &mut VolState, from: LogPos) -> Result<ReplayEnd> {
+fn replay(
+    backend: &dyn Backend,
+    dir: &str,
+    uuid: &[u8; 16],
+    index: &Index,
+    st: &mut VolState,
+    from: LogPos,
+) -> Result<ReplayEnd> {
     let layout = log::layout(backend, dir, uuid, from.segment)?;
-    let mut end = ReplayEnd { last: (from.segment, from.offset), next_seq: from.next_seq, max_segment: layout.max_segment };
+    let mut end = ReplayEnd {
+        last: (from.segment, from.offset),
+        next_seq: from.next_seq,
+        max_segment: layout.max_segment,
+    };
     if layout.chain.is_empty() && from.segment != 0 {
-        return Err(corrupt(format!("{dir}: the log after segment {} is missing", format::segment_name(from.segment))));
+        return Err(corrupt(format!(
+            "{dir}: the log after segment {} is missing",
+            format::segment_name(from.segment)
+        )));
     }
     for (seg, bound) in layout.chain {
         let start = if seg == from.segment { from.offset } else { 0 };
@@ -395,7 +478,12 @@ fn live_clones(backend: &dyn Backend, dir: &str, base_uri: &str) -> Result<Vec<(
             Ok((b, u)) => match volume_exists(&*b, &u.path) {
                 Ok(false) => false,
                 Ok(true) => match Volume::open(&child, &OpenOptions::read_only()) {
-                    Ok(v) => v.state.read().base.as_ref().is_some_and(|b| b.uri == base_uri),
+                    Ok(v) => v
+                        .state
+                        .read()
+                        .base
+                        .as_ref()
+                        .is_some_and(|b| b.uri == base_uri),
                     Err(_) => true,
                 },
                 Err(_) => true,
@@ -406,7 +494,9 @@ fn live_clones(backend: &dyn Backend, dir: &str, base_uri: &str) -> Result<Vec<(
         if alive {
             out.push((id, child));
         } else {
-            tracing::info!("dropping stale clone reference {path} ({child} no longer uses {base_uri})");
+            tracing::info!(
+                "dropping stale clone reference {path} ({child} no longer uses {base_uri})"
+            );
             let _ = backend.delete(&path);
         }
     }
@@ -422,17 +512,44 @@ impl Volume {
     fn create_inner(uri: &str, size: u64, base: Option<BaseRef>) -> Result<()> {
         let u = parse_uri(uri)?;
         if u.snapshot.is_some() {
-            return Err(invalid(format!("{uri}: a new volume cannot name a snapshot; drop the %{}", u.snapshot.as_deref().unwrap_or(""))));
+            return Err(invalid(format!(
+                "{uri}: a new volume cannot name a snapshot; drop the %{}",
+                u.snapshot.as_deref().unwrap_or("")
+            )));
         }
         check_size(size, "volume size")?;
         let backend = backend::for_uri(&u)?;
         if volume_exists(&*backend, &u.path)? {
-            return Err(Error::new(ErrorKind::Exists, format!("volume {u} already exists; delete it first or pick another name")));
-        }
-        if backend.exists(&u.path)? && backend.list(&u.path).map(|l| !l.is_empty()).unwrap_or(false) {
             return Err(Error::new(
                 ErrorKind::Exists,
-                format!("{u}: {} exists and is not an empty directory; pick another name", u.path),
+                format!("volume {u} already exists; delete it first or pick another name"),
+            ));
+        }
+        // Segment 1 is written under a temporary name and renamed into
+        // place, so a crash during creation leaves a whole volume (with its
+        // base, for a clone) or none, never a log cut before its
+        // VolumeCreate or SetBase record. Temporaries of crashed creations
+        // are removed here (a racing creator then fails its rename).
+        let creating = format!("{}.creating-", format::segment_name(1));
+        if backend.exists(&u.path)? {
+            for n in backend.list(&u.path).unwrap_or_default() {
+                if n.starts_with(&creating) {
+                    let _ = backend.delete(&format!("{}/{n}", u.path));
+                }
+            }
+        }
+        if backend.exists(&u.path)?
+            && backend
+                .list(&u.path)
+                .map(|l| !l.is_empty())
+                .unwrap_or(false)
+        {
+            return Err(Error::new(
+                ErrorKind::Exists,
+                format!(
+                    "{u}: {} exists and is not an empty directory; pick another name",
+                    u.path
+                ),
             ));
         }
         let uuid: [u8; 16] = rand::random();
@@ -441,16 +558,43 @@ impl Volume {
         format::encode_record(
             &mut buf,
             0,
-            &Record::SegmentHeader { uuid, segment: 1, prev_segment: 0, prev_valid_len: 0, created },
+            &Record::SegmentHeader {
+                uuid,
+                segment: 1,
+                prev_segment: 0,
+                prev_valid_len: 0,
+                created,
+            },
             &[],
         );
-        format::encode_record(&mut buf, 1, &Record::VolumeCreate { uuid, virtual_size: size, block_size: BS as u32, created }, &[]);
+        format::encode_record(
+            &mut buf,
+            1,
+            &Record::VolumeCreate {
+                uuid,
+                virtual_size: size,
+                block_size: BS as u32,
+                created,
+            },
+            &[],
+        );
         if let Some(b) = base {
             format::encode_record(&mut buf, 2, &Record::SetBase(b), &[]);
         }
-        let mut f = backend.create(&log::segment_path(&u.path, 1))?;
+        let tmp = format!("{}/{creating}{:08x}", u.path, rand::random::<u32>());
+        let mut f = backend.create(&tmp)?;
         f.append(&buf)?;
         f.close()?;
+        if let Err(e) = backend.rename(&tmp, &log::segment_path(&u.path, 1)) {
+            let _ = backend.delete(&tmp);
+            return Err(match e.kind() {
+                ErrorKind::Exists => Error::new(
+                    ErrorKind::Exists,
+                    format!("volume {u} already exists (created concurrently)"),
+                ),
+                _ => e,
+            });
+        }
         tracing::info!("created volume {u} ({size} bytes)");
         Ok(())
     }
@@ -462,7 +606,11 @@ impl Volume {
         let backend = backend::for_uri(&u)?;
         require_exists(&*backend, &u)?;
         let name = u.without_snapshot().to_string();
-        let lock = if opts.read_only { None } else { Some(WriteLock::acquire(backend.clone(), &u.path, &name)?) };
+        let lock = if opts.read_only {
+            None
+        } else {
+            Some(WriteLock::acquire(backend.clone(), &u.path, &name)?)
+        };
         let uuid = read_uuid(&*backend, &u)?;
         let dir = u.path.clone();
 
@@ -477,9 +625,12 @@ impl Volume {
                 (None, None) => default_index_root().join(hex(&uuid)),
             };
             if opts.rebuild_index && idir.exists() {
-                std::fs::remove_dir_all(&idir).map_err(|e| Error::io(format!("removing index {}", idir.display()), e))?;
+                std::fs::remove_dir_all(&idir)
+                    .map_err(|e| Error::io(format!("removing index {}", idir.display()), e))?;
             }
-            std::fs::create_dir_all(&idir).map_err(|e| Error::io(format!("creating index directory {}", idir.display()), e))?;
+            std::fs::create_dir_all(&idir).map_err(|e| {
+                Error::io(format!("creating index directory {}", idir.display()), e)
+            })?;
             let index = Index::open(&idir)?;
             let clean = index.meta_get("clean")?.as_deref() == Some(&[1u8][..])
                 && index.meta_get("uuid")?.as_deref() == Some(&uuid[..]);
@@ -509,21 +660,44 @@ impl Volume {
 
         let end = replay(&*backend, &dir, &uuid, &index, &mut st, from)?;
         if st.uuid != uuid {
-            return Err(corrupt(format!("volume {name}: the log does not start with a volume record")));
+            return Err(corrupt(format!(
+                "volume {name}: the log does not start with a volume record"
+            )));
         }
         let writer = (!opts.read_only).then(|| {
-            let mut w = LogWriter::new(backend.clone(), &dir, uuid, opts.segment_size, end.max_segment + 1, end.last, end.next_seq);
-            w.since_checkpoint = if end.last != (from.segment, from.offset) { 1 } else { 0 };
+            let mut w = LogWriter::new(
+                backend.clone(),
+                &dir,
+                uuid,
+                opts.segment_size,
+                end.max_segment + 1,
+                end.last,
+                end.next_seq,
+            );
+            w.since_checkpoint = if end.last != (from.segment, from.offset) {
+                1
+            } else {
+                0
+            };
             w
         });
-        let active_segment = writer.as_ref().map(|w| w.active_segment.clone()).unwrap_or_else(|| Arc::new(AtomicU64::new(u64::MAX)));
+        let active_segment = writer
+            .as_ref()
+            .map(|w| w.active_segment.clone())
+            .unwrap_or_else(|| Arc::new(AtomicU64::new(u64::MAX)));
 
         let base = match &st.base {
             None => None,
             Some(b) => {
                 let bu = format!("{}%{}", b.uri, b.snapshot);
-                let bv = Volume::open(&bu, &OpenOptions { read_only: true, ..opts.clone() })
-                    .map_err(|e| e.context(format!("opening base {bu} of clone {name}")))?;
+                let bv = Volume::open(
+                    &bu,
+                    &OpenOptions {
+                        read_only: true,
+                        ..opts.clone()
+                    },
+                )
+                .map_err(|e| e.context(format!("opening base {bu} of clone {name}")))?;
                 if bv.state.read().uuid != b.volume_uuid {
                     return Err(corrupt(format!(
                         "clone {name}: the volume at {} is not the one it was cloned from (UUID differs)",
@@ -536,7 +710,9 @@ impl Volume {
 
         let view = match (&u.snapshot, opts.read_only) {
             (Some(s), true) => {
-                let snap = st.snapshot_by_name(s).ok_or_else(|| Self::no_snapshot(&st, &name, s))?;
+                let snap = st
+                    .snapshot_by_name(s)
+                    .ok_or_else(|| Self::no_snapshot(&st, &name, s))?;
                 Some((snap.timeline, snap.virtual_size))
             }
             _ => None,
@@ -566,11 +742,21 @@ impl Volume {
     fn no_snapshot(st: &VolState, vol: &str, name: &str) -> Error {
         let mut names: Vec<&str> = st.snapshots.values().map(|s| s.name.as_str()).collect();
         names.sort_unstable();
-        let list = if names.is_empty() { "it has none".to_string() } else { format!("it has: {}", names.join(", ")) };
+        let list = if names.is_empty() {
+            "it has none".to_string()
+        } else {
+            format!("it has: {}", names.join(", "))
+        };
         not_found(format!("volume {vol} has no snapshot {name:?}; {list}"))
     }
 
-    fn load_checkpoint(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], index: &Index, opts: &OpenOptions) -> Result<(VolState, LogPos)> {
+    fn load_checkpoint(
+        backend: &dyn Backend,
+        dir: &str,
+        uuid: &[u8; 16],
+        index: &Index,
+        opts: &OpenOptions,
+    ) -> Result<(VolState, LogPos)> {
         if !opts.rebuild_index {
             if let Some(l) = checkpoint::load_newest(backend, dir, uuid, index)? {
                 return Ok((l.state, l.pos));
@@ -615,10 +801,16 @@ impl Volume {
 
     fn check_writable(&self) -> Result<()> {
         if self.read_only {
-            return Err(Error::new(ErrorKind::ReadOnly, format!("{} is open read-only", self.uri)));
+            return Err(Error::new(
+                ErrorKind::ReadOnly,
+                format!("{} is open read-only", self.uri),
+            ));
         }
         if self.closed.load(Ordering::Acquire) {
-            return Err(Error::new(ErrorKind::InvalidArgument, format!("{} is closed", self.uri)));
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("{} is closed", self.uri),
+            ));
         }
         Ok(())
     }
@@ -642,14 +834,22 @@ impl Volume {
         if self.active_segment.load(Ordering::SeqCst) == seg {
             let found = match held {
                 Some(w) => w.read_mem(seg, off, buf),
-                None => self.writer.lock().as_ref().is_some_and(|w| w.read_mem(seg, off, buf)),
+                None => self
+                    .writer
+                    .lock()
+                    .as_ref()
+                    .is_some_and(|w| w.read_mem(seg, off, buf)),
             };
             if found {
                 return Ok(());
             }
         }
         self.reader(seg)?.read_exact_at(off, buf).map_err(|e| {
-            e.context(format!("{}: reading segment {} at offset {off}", self.uri, format::segment_name(seg)))
+            e.context(format!(
+                "{}: reading segment {} at offset {off}",
+                self.uri,
+                format::segment_name(seg)
+            ))
         })
     }
 
@@ -684,16 +884,23 @@ impl Volume {
                     let mut j = i + 1;
                     while j < entries.len() {
                         match entries[j] {
-                            Some(Entry::Data { seg: s2, off: o2, .. })
-                                if s2 == seg && o2 as u64 == off as u64 + ((j - i) * BS) as u64 => j += 1,
+                            Some(Entry::Data {
+                                seg: s2, off: o2, ..
+                            }) if s2 == seg && o2 as u64 == off as u64 + ((j - i) * BS) as u64 => {
+                                j += 1
+                            }
                             _ => break,
                         }
                     }
-                    let dst = &mut buf[i * BS..j * BS];
-                    self.read_log(seg, off as u64, dst, held)?;
-                    for k in i..j {
-                        let Some(Entry::Data { seg, off, crc }) = entries[k] else { unreachable!() };
-                        let got = crc32c::crc32c(&buf[k * BS..(k + 1) * BS]);
+                    // Verify in a private buffer, then copy out: the caller's
+                    // buffer may be guest memory that changes under us, or
+                    // shared by concurrent reads (qemu-img bench does that).
+                    SCRATCH.with_borrow_mut(|scratch| -> Result<()> {
+                        scratch.resize((j - i) * BS, 0);
+                        self.read_log(seg, off as u64, scratch, held)?;
+                        for k in i..j {
+                            let Some(Entry::Data { seg, off, crc }) = entries[k] else { unreachable!() };
+                            let got = crc32c::crc32c(&scratch[(k - i) * BS..(k - i + 1) * BS]);
                         if got != crc {
                             return Err(corrupt(format!(
                                 "{}: block {} (segment {} offset {off}) fails its checksum; run `hlfs fsck`",
@@ -702,7 +909,10 @@ impl Volume {
                                 format::segment_name(seg)
                             )));
                         }
-                    }
+                        }
+                        buf[i * BS..j * BS].copy_from_slice(scratch);
+                        Ok(())
+                    })?;
                     i = j;
                 }
                 Some(Entry::Zero) => {
@@ -725,16 +935,18 @@ impl Volume {
     /// Reads blocks that no timeline of this volume maps: from the base, or zeros.
     fn read_base(&self, first: u64, buf: &mut [u8]) -> Result<()> {
         buf.fill(0);
-        let Some(base) = &self.base else { return Ok(()) };
-        let base_blocks = base.size() / BLOCK_SIZE;
+        let Some(base) = &self.base else {
+            return Ok(());
+        };
+        // Round up: a base whose size is not a multiple of the block size
+        // still holds its last, partial block whole in the log (the bytes
+        // past its end read as zeros), so the clone reads it from there.
+        let base_blocks = base.size().div_ceil(BLOCK_SIZE);
         if first >= base_blocks {
             return Ok(());
         }
         let n = ((buf.len() / BS) as u64).min(base_blocks - first) as usize;
-        base.read_blocks(first, &mut buf[..n * BS], None)?;
-        // A base whose size is not a multiple of the block size: its last
-        // partial block is read through the byte interface.
-        Ok(())
+        base.read_blocks(first, &mut buf[..n * BS], None)
     }
 
     /// Reads `buf.len()` bytes at `offset`. Offset and length must be
@@ -772,7 +984,9 @@ impl Volume {
         if data.is_empty() {
             return Ok(());
         }
-        let w = wguard.as_mut().ok_or_else(|| Error::new(ErrorKind::ReadOnly, "read-only"))?;
+        let w = wguard
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::ReadOnly, "read-only"))?;
         let end = offset + data.len() as u64;
         let first = offset / BLOCK_SIZE;
         let aligned = offset % BLOCK_SIZE == 0 && end % BLOCK_SIZE == 0;
@@ -788,7 +1002,10 @@ impl Volume {
             if offset % BLOCK_SIZE != 0 && readable(first) {
                 self.read_blocks(first, &mut b[..BS], Some(w))?;
             }
-            if end % BLOCK_SIZE != 0 && readable(last - 1) && (last - 1 != first || offset % BLOCK_SIZE == 0) {
+            if end % BLOCK_SIZE != 0
+                && readable(last - 1)
+                && (last - 1 != first || offset % BLOCK_SIZE == 0)
+            {
                 let l = b.len();
                 self.read_blocks(last - 1, &mut b[l - BS..], Some(w))?;
             }
@@ -798,21 +1015,14 @@ impl Volume {
             &owned
         };
         let head = self.state.read().head;
-        let mut crcs = Vec::with_capacity(MAX_BLOCKS_PER_RECORD as usize);
-        for (ci, chunk) in blocks.chunks(MAX_BLOCKS_PER_RECORD as usize * BS).enumerate() {
-            crcs.clear();
-            crcs.extend(chunk.chunks(BS).map(crc32c::crc32c));
-            let rec = Record::Data {
-                timeline: head,
-                first_block: first + (ci * MAX_BLOCKS_PER_RECORD as usize) as u64,
-                crcs: std::mem::take(&mut crcs),
-            };
-            let (seg, rec_off, _) = w.append(&rec, chunk)?;
+        for (ci, chunk) in blocks
+            .chunks(MAX_BLOCKS_PER_RECORD as usize * BS)
+            .enumerate()
+        {
+            let first_block = first + (ci * MAX_BLOCKS_PER_RECORD as usize) as u64;
+            let (seg, rec_off, rec) = w.append_data(head, first_block, chunk)?;
             let mut st = self.state.write();
             apply(&self.index, &mut st, seg, rec_off, &rec)?;
-            if let Record::Data { crcs: c, .. } = rec {
-                crcs = c;
-            }
         }
         Ok(())
     }
@@ -828,21 +1038,34 @@ impl Volume {
         }
         let end = offset + len;
         let first_full = offset.div_ceil(BLOCK_SIZE);
-        let end_full = if end == size { end.div_ceil(BLOCK_SIZE) } else { end / BLOCK_SIZE };
+        let end_full = if end == size {
+            end.div_ceil(BLOCK_SIZE)
+        } else {
+            end / BLOCK_SIZE
+        };
         if first_full >= end_full {
             return self.write(offset, &vec![0u8; len as usize]);
         }
         if offset < first_full * BLOCK_SIZE {
-            self.write(offset, &vec![0u8; (first_full * BLOCK_SIZE - offset) as usize])?;
+            self.write(
+                offset,
+                &vec![0u8; (first_full * BLOCK_SIZE - offset) as usize],
+            )?;
         }
         let tail_start = (end_full * BLOCK_SIZE).min(end);
         if tail_start < end {
             self.write(tail_start, &vec![0u8; (end - tail_start) as usize])?;
         }
         let mut wguard = self.writer.lock();
-        let w = wguard.as_mut().ok_or_else(|| Error::new(ErrorKind::ReadOnly, "read-only"))?;
+        let w = wguard
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::ReadOnly, "read-only"))?;
         let head = self.state.read().head;
-        let rec = Record::Zero { timeline: head, first_block: first_full, count: end_full - first_full };
+        let rec = Record::Zero {
+            timeline: head,
+            first_block: first_full,
+            count: end_full - first_full,
+        };
         let (seg, off, _) = w.append(&rec, &[])?;
         let mut st = self.state.write();
         apply(&self.index, &mut st, seg, off, &rec)
@@ -861,7 +1084,9 @@ impl Volume {
             return Ok(());
         }
         let mut wguard = self.writer.lock();
-        let Some(w) = wguard.as_mut() else { return Ok(()) };
+        let Some(w) = wguard.as_mut() else {
+            return Ok(());
+        };
         w.flush()?;
         if w.since_checkpoint >= self.opts.checkpoint_every {
             self.checkpoint_locked(w)?;
@@ -870,7 +1095,10 @@ impl Volume {
     }
 
     fn checkpoint_locked(&self, w: &mut LogWriter) -> Result<()> {
-        w.flush()?;
+        // A checkpoint names a log position; on a backend whose readers see
+        // only closed files (HDFS), a position inside the open segment would
+        // make every other opener fail with "the log after … is missing".
+        self.sync_visible(w)?;
         let st = self.state.read();
         checkpoint::write(&*self.backend, &self.dir, w.position(), &st, &self.index)?;
         w.since_checkpoint = 0;
@@ -884,13 +1112,31 @@ impl Volume {
             let mut st = self.state.write();
             apply(&self.index, &mut st, seg, off, &rec)?;
         }
-        w.flush()
+        // Snapshots, reverts and resizes must be visible to other openers
+        // (`vol%snap` views, `clone_volume`), not only durable.
+        self.sync_visible(w)
+    }
+
+    /// Makes the log durable and readable by other openers: on backends
+    /// whose readers see only closed files, the active segment is sealed
+    /// (the next write starts a new one); elsewhere a flush is enough.
+    fn sync_visible(&self, w: &mut LogWriter) -> Result<()> {
+        if self.backend.reads_see_unclosed_appends() {
+            w.flush()
+        } else {
+            w.seal()
+        }
     }
 
     fn with_writer<T>(&self, f: impl FnOnce(&mut LogWriter) -> Result<T>) -> Result<T> {
         self.check_writable()?;
         let mut g = self.writer.lock();
-        let w = g.as_mut().ok_or_else(|| Error::new(ErrorKind::ReadOnly, format!("{} is open read-only", self.uri)))?;
+        let w = g.as_mut().ok_or_else(|| {
+            Error::new(
+                ErrorKind::ReadOnly,
+                format!("{} is open read-only", self.uri),
+            )
+        })?;
         f(w)
     }
 
@@ -920,7 +1166,10 @@ impl Volume {
             let rec = {
                 let st = self.state.read();
                 if st.snapshot_by_name(name).is_some() {
-                    return Err(Error::new(ErrorKind::Exists, format!("volume {} already has a snapshot named {name:?}", self.uri)));
+                    return Err(Error::new(
+                        ErrorKind::Exists,
+                        format!("volume {} already has a snapshot named {name:?}", self.uri),
+                    ));
                 }
                 let (secs, nsecs) = log::now();
                 Record::SnapshotCreate {
@@ -944,13 +1193,19 @@ impl Volume {
         self.with_writer(|w| {
             let id = {
                 let st = self.state.read();
-                st.snapshot_by_name(name).ok_or_else(|| Self::no_snapshot(&st, &self.uri.to_string(), name))?.id
+                st.snapshot_by_name(name)
+                    .ok_or_else(|| Self::no_snapshot(&st, &self.uri.to_string(), name))?
+                    .id
             };
-            let clones: Vec<String> = live_clones(&*self.backend, &self.dir, &self.uri.without_snapshot().to_string())?
-                .into_iter()
-                .filter(|(sid, _)| *sid == id)
-                .map(|(_, c)| c)
-                .collect();
+            let clones: Vec<String> = live_clones(
+                &*self.backend,
+                &self.dir,
+                &self.uri.without_snapshot().to_string(),
+            )?
+            .into_iter()
+            .filter(|(sid, _)| *sid == id)
+            .map(|(_, c)| c)
+            .collect();
             if !clones.is_empty() {
                 return Err(Error::new(
                     ErrorKind::InUse,
@@ -973,7 +1228,9 @@ impl Volume {
         self.with_writer(|w| {
             let rec = {
                 let st = self.state.read();
-                let target = st.snapshot_by_name(name).ok_or_else(|| Self::no_snapshot(&st, &self.uri.to_string(), name))?;
+                let target = st
+                    .snapshot_by_name(name)
+                    .ok_or_else(|| Self::no_snapshot(&st, &self.uri.to_string(), name))?;
                 let head = st.timelines.get(&st.head).cloned().unwrap_or_default();
                 let parent_size = head
                     .parent
@@ -993,11 +1250,24 @@ impl Volume {
                     (0, String::new())
                 };
                 let (secs, nsecs) = log::now();
-                Record::Revert { target_id: target.id, auto_id, new_head: st.next_timeline, secs, nsecs, auto_name }
+                Record::Revert {
+                    target_id: target.id,
+                    auto_id,
+                    new_head: st.next_timeline,
+                    secs,
+                    nsecs,
+                    auto_name,
+                }
             };
-            if let Record::Revert { auto_id, auto_name, .. } = &rec {
+            if let Record::Revert {
+                auto_id, auto_name, ..
+            } = &rec
+            {
                 if *auto_id != 0 {
-                    tracing::info!("{}: keeping the previous head as snapshot {auto_name:?}", self.uri);
+                    tracing::info!(
+                        "{}: keeping the previous head as snapshot {auto_name:?}",
+                        self.uri
+                    );
                 }
             }
             self.log_meta(w, rec)
@@ -1006,7 +1276,12 @@ impl Volume {
 
     /// Snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
-        let clones = live_clones(&*self.backend, &self.dir, &self.uri.without_snapshot().to_string()).unwrap_or_default();
+        let clones = live_clones(
+            &*self.backend,
+            &self.dir,
+            &self.uri.without_snapshot().to_string(),
+        )
+        .unwrap_or_default();
         let st = self.state.read();
         Ok(st
             .snapshots
@@ -1018,7 +1293,11 @@ impl Volume {
                 nsecs: s.nsecs,
                 virtual_size: s.virtual_size,
                 bytes: st.timelines.get(&s.timeline).map(|t| t.blocks).unwrap_or(0) * BLOCK_SIZE,
-                clones: clones.iter().filter(|(id, _)| *id == s.id).map(|(_, c)| c.clone()).collect(),
+                clones: clones
+                    .iter()
+                    .filter(|(id, _)| *id == s.id)
+                    .map(|(_, c)| c.clone())
+                    .collect(),
             })
             .collect())
     }
@@ -1028,7 +1307,10 @@ impl Volume {
     pub fn block_status(&self, offset: u64, len: u64) -> Result<(BlockState, u64)> {
         let size = self.size();
         if offset >= size || len == 0 {
-            return Err(invalid(format!("{}: block status at {offset} is past the end ({size} bytes)", self.uri)));
+            return Err(invalid(format!(
+                "{}: block status at {offset} is past the end ({size} bytes)",
+                self.uri
+            )));
         }
         let len = len.min(size - offset);
         let first = offset / BLOCK_SIZE;
@@ -1083,9 +1365,18 @@ impl Volume {
         let segments = log::list_segments(&*self.backend, &self.dir)?.len() as u64;
         let snapshots = self.snapshots()?;
         let writer = if self.read_only {
-            lock::holder(&*self.backend, &self.dir)?.map(|h| format!("pid {} on host {}", h.pid, h.host))
+            lock::holder(
+                &*self.backend,
+                &self.dir,
+                &self.uri.without_snapshot().to_string(),
+            )?
+            .map(|h| format!("pid {} on host {}", h.pid, h.host))
         } else {
-            Some(format!("pid {} on host {} (this process)", std::process::id(), lock::hostname()))
+            Some(format!(
+                "pid {} on host {} (this process)",
+                std::process::id(),
+                lock::hostname()
+            ))
         };
         let st = self.state.read();
         Ok(VolumeInfo {
@@ -1103,7 +1394,10 @@ impl Volume {
             live_bytes: st.seg_live.values().sum(),
             segments,
             snapshots,
-            base: st.base.as_ref().map(|b| format!("{}%{}", b.uri, b.snapshot)),
+            base: st
+                .base
+                .as_ref()
+                .map(|b| format!("{}%{}", b.uri, b.snapshot)),
             head_bytes: st.timelines.get(&st.head).map(|t| t.blocks).unwrap_or(0) * BLOCK_SIZE,
             created: st.created,
             writer,
@@ -1166,7 +1460,9 @@ pub fn clone_volume(src: &str, dst: &str, size: Option<u64>) -> Result<()> {
     };
     let du = parse_uri(dst)?;
     if du.snapshot.is_some() {
-        return Err(invalid(format!("clone target {dst} must not name a snapshot")));
+        return Err(invalid(format!(
+            "clone target {dst} must not name a snapshot"
+        )));
     }
     if su.without_snapshot() == du {
         return Err(invalid(format!("cannot clone {src} onto itself")));
@@ -1174,24 +1470,35 @@ pub fn clone_volume(src: &str, dst: &str, size: Option<u64>) -> Result<()> {
     let base = Volume::open(src, &OpenOptions::read_only())?;
     let (snap_id, snap_size, base_uuid) = {
         let st = base.state.read();
-        let s = st.snapshot_by_name(&snap).expect("view resolved the snapshot");
+        let s = st
+            .snapshot_by_name(&snap)
+            .expect("view resolved the snapshot");
         (s.id, s.virtual_size, st.uuid)
     };
     drop(base);
     if let Some(sz) = size {
         check_size(sz, "clone size")?;
         if sz < snap_size {
-            return Err(invalid(format!("clone size {sz} is smaller than the base snapshot ({snap_size} bytes)")));
+            return Err(invalid(format!(
+                "clone size {sz} is smaller than the base snapshot ({snap_size} bytes)"
+            )));
         }
     }
-    let base_ref = BaseRef { uri: su.without_snapshot().to_string(), snapshot: snap.clone(), snapshot_id: snap_id, volume_uuid: base_uuid };
+    let base_ref = BaseRef {
+        uri: su.without_snapshot().to_string(),
+        snapshot: snap.clone(),
+        snapshot_id: snap_id,
+        volume_uuid: base_uuid,
+    };
     let dbackend = backend::for_uri(&du)?;
     let exists = volume_exists(&*dbackend, &du.path)?;
     let existing = if exists {
         let v = Volume::open(&du.to_string(), &OpenOptions::default())?;
         {
             let st = v.state.read();
-            let written = st.timelines.values().any(|t| t.entries > 0) || !st.snapshots.is_empty() || st.base.is_some();
+            let written = st.timelines.values().any(|t| t.entries > 0)
+                || !st.snapshots.is_empty()
+                || st.base.is_some();
             if written {
                 return Err(Error::new(
                     ErrorKind::Exists,
@@ -1212,7 +1519,11 @@ pub fn clone_volume(src: &str, dst: &str, size: Option<u64>) -> Result<()> {
     // Register with the base first: a reference without a clone is harmless
     // (it is dropped when found stale), a clone without a reference is not.
     let sbackend = backend::for_uri(&su)?;
-    let ref_path = format!("{}/{}", clones_dir(&su.path), clone_ref_name(&du.to_string()));
+    let ref_path = format!(
+        "{}/{}",
+        clones_dir(&su.path),
+        clone_ref_name(&du.to_string())
+    );
     if sbackend.exists(&ref_path)? {
         sbackend.delete(&ref_path)?;
     }
@@ -1249,7 +1560,10 @@ pub fn delete_volume(uri: &str) -> Result<()> {
         let list: Vec<String> = clones.into_iter().map(|(_, c)| c).collect();
         return Err(Error::new(
             ErrorKind::InUse,
-            format!("volume {name} has clones: {}; delete or flatten them first", list.join(", ")),
+            format!(
+                "volume {name} has clones: {}; delete or flatten them first",
+                list.join(", ")
+            ),
         ));
     }
     // Drop our reference in the base, if we are a clone.
@@ -1274,7 +1588,8 @@ pub fn delete_volume(uri: &str) -> Result<()> {
     }
     if let Some(idir) = backend.local_index_dir(&u.path) {
         if idir.exists() {
-            std::fs::remove_dir_all(&idir).map_err(|e| Error::io(format!("removing index {}", idir.display()), e))?;
+            std::fs::remove_dir_all(&idir)
+                .map_err(|e| Error::io(format!("removing index {}", idir.display()), e))?;
         }
     }
     let lock_file = lock::lock_path(&u.path);
@@ -1309,7 +1624,10 @@ pub fn fsck(uri: &str, rebuild_index: bool) -> Result<FsckReport> {
     let mut rep = FsckReport::default();
     let layout = log::layout(&*backend, dir, &uuid, 0)?;
     for a in &layout.abandoned {
-        rep.notes.push(format!("segment {} is not part of the log (abandoned after a crash)", format::segment_name(*a)));
+        rep.notes.push(format!(
+            "segment {} is not part of the log (abandoned after a crash)",
+            format::segment_name(*a)
+        ));
     }
     let mut next_seq = 0u64;
     let n = layout.chain.len();
@@ -1352,12 +1670,20 @@ pub fn fsck(uri: &str, rebuild_index: bool) -> Result<FsckReport> {
     for seq in checkpoint::list(&*backend, dir)? {
         match checkpoint::verify(&*backend, dir, seq, &uuid) {
             Ok(()) => rep.checkpoints += 1,
-            Err(e) if e.kind() == ErrorKind::Corrupt => rep.notes.push(format!("{e} (it will be skipped; the log is intact)")),
+            Err(e) if e.kind() == ErrorKind::Corrupt => rep
+                .notes
+                .push(format!("{e} (it will be skipped; the log is intact)")),
             Err(e) => return Err(e),
         }
     }
     if rebuild_index {
-        let v = Volume::open(uri, &OpenOptions { rebuild_index: true, ..Default::default() })?;
+        let v = Volume::open(
+            uri,
+            &OpenOptions {
+                rebuild_index: true,
+                ..Default::default()
+            },
+        )?;
         v.close()?;
         rep.rebuilt_index = true;
     }
@@ -1377,7 +1703,10 @@ mod tests {
     }
 
     fn opts(dir: &tempfile::TempDir) -> OpenOptions {
-        OpenOptions { index_root: Some(dir.path().to_path_buf()), ..Default::default() }
+        OpenOptions {
+            index_root: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -19,8 +19,10 @@ struct LocalAppend {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    let d = File::open(dir).map_err(|e| Error::io(format!("opening directory {}", dir.display()), e))?;
-    d.sync_all().map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
+    let d = File::open(dir)
+        .map_err(|e| Error::io(format!("opening directory {}", dir.display()), e))?;
+    d.sync_all()
+        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
 }
 
 impl AppendFile for LocalAppend {
@@ -59,10 +61,17 @@ impl ReadFile for LocalRead {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::new(
                     ErrorKind::Corrupt,
-                    format!("{}: short read of {} bytes at offset {offset}", self.path.display(), buf.len()),
+                    format!(
+                        "{}: short read of {} bytes at offset {offset}",
+                        self.path.display(),
+                        buf.len()
+                    ),
                 )
             } else {
-                Error::io(format!("reading {} at offset {offset}", self.path.display()), e)
+                Error::io(
+                    format!("reading {} at offset {offset}", self.path.display()),
+                    e,
+                )
             }
         })
     }
@@ -81,8 +90,9 @@ impl Backend for LocalBackend {
         let p = PathBuf::from(path);
         if let Some(parent) = p.parent() {
             if !parent.exists() {
-                fs::create_dir_all(parent)
-                    .map_err(|e| Error::io(format!("creating directory {}", parent.display()), e))?;
+                fs::create_dir_all(parent).map_err(|e| {
+                    Error::io(format!("creating directory {}", parent.display()), e)
+                })?;
                 if let Some(pp) = parent.parent() {
                     sync_dir(pp)?;
                 }
@@ -93,12 +103,19 @@ impl Backend for LocalBackend {
             .create_new(true)
             .open(&p)
             .map_err(|e| Error::io(format!("creating {path}"), e))?;
-        Ok(Box::new(LocalAppend { file, path: p, dir_synced: false }))
+        Ok(Box::new(LocalAppend {
+            file,
+            path: p,
+            dir_synced: false,
+        }))
     }
 
     fn open_read(&self, path: &str) -> Result<Arc<dyn ReadFile>> {
         let file = File::open(path).map_err(|e| Error::io(format!("opening {path}"), e))?;
-        Ok(Arc::new(LocalRead { file, path: PathBuf::from(path) }))
+        Ok(Arc::new(LocalRead {
+            file,
+            path: PathBuf::from(path),
+        }))
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>> {
@@ -114,14 +131,24 @@ impl Backend for LocalBackend {
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {
         // renameat2(RENAME_NOREPLACE) keeps the "never replace" rule atomic.
-        let cfrom = std::ffi::CString::new(from).map_err(|_| crate::error::invalid("NUL in path"))?;
+        let cfrom =
+            std::ffi::CString::new(from).map_err(|_| crate::error::invalid("NUL in path"))?;
         let cto = std::ffi::CString::new(to).map_err(|_| crate::error::invalid("NUL in path"))?;
         // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
         let rc = unsafe {
-            libc::renameat2(libc::AT_FDCWD, cfrom.as_ptr(), libc::AT_FDCWD, cto.as_ptr(), libc::RENAME_NOREPLACE)
+            libc::renameat2(
+                libc::AT_FDCWD,
+                cfrom.as_ptr(),
+                libc::AT_FDCWD,
+                cto.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
         };
         if rc != 0 {
-            return Err(Error::io(format!("renaming {from} to {to}"), std::io::Error::last_os_error()));
+            return Err(Error::io(
+                format!("renaming {from} to {to}"),
+                std::io::Error::last_os_error(),
+            ));
         }
         if let Some(parent) = Path::new(to).parent() {
             sync_dir(parent)?;

@@ -57,19 +57,28 @@ pub fn registry_put(name: &str, backend: MemBackend) {
 }
 
 pub(super) fn registry_get(name: &str) -> Option<Arc<dyn Backend>> {
-    registry().lock().get(name).map(|b| Arc::new(b.clone()) as Arc<dyn Backend>)
+    registry()
+        .lock()
+        .get(name)
+        .map(|b| Arc::new(b.clone()) as Arc<dyn Backend>)
 }
 
 impl MemBackend {
     /// A new, empty backend whose readers see appends at once (like local files).
     pub fn new() -> Self {
-        MemBackend { state: Arc::default(), visible_before_close: true }
+        MemBackend {
+            state: Arc::default(),
+            visible_before_close: true,
+        }
     }
 
     /// A new, empty backend whose readers see a file's bytes only once the
     /// writer closes it, as on HDFS.
     pub fn visible_after_close() -> Self {
-        MemBackend { state: Arc::default(), visible_before_close: false }
+        MemBackend {
+            state: Arc::default(),
+            visible_before_close: false,
+        }
     }
 
     /// Simulates a crash after `n` more mutating operations (append, sync,
@@ -114,10 +123,15 @@ impl MemBackend {
         st.crashed = false;
         st.ops_left = None;
         st.generation += 1;
-        st.files.retain(|_, f| f.durable_exists || rng.gen_bool(0.3));
+        st.files
+            .retain(|_, f| f.durable_exists || rng.gen_bool(0.3));
         for f in st.files.values_mut() {
             let extra = f.data.len() - f.durable_len;
-            let keep = if extra == 0 { 0 } else { rng.gen_range(0..=extra) };
+            let keep = if extra == 0 {
+                0
+            } else {
+                rng.gen_range(0..=extra)
+            };
             f.data.truncate(f.durable_len + keep);
             if keep > 0 && rng.gen_bool(0.5) {
                 let n = keep.min(rng.gen_range(1..64));
@@ -147,13 +161,19 @@ impl MemBackend {
 
     fn tick(st: &mut State) -> Result<()> {
         if st.crashed {
-            return Err(Error::new(ErrorKind::Backend, "memory backend: simulated crash"));
+            return Err(Error::new(
+                ErrorKind::Backend,
+                "memory backend: simulated crash",
+            ));
         }
         st.ops += 1;
         if let Some(n) = st.ops_left.as_mut() {
             if *n == 0 {
                 st.crashed = true;
-                return Err(Error::new(ErrorKind::Backend, "memory backend: simulated crash"));
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    "memory backend: simulated crash",
+                ));
             }
             *n -= 1;
         }
@@ -172,7 +192,10 @@ impl MemAppend {
         let mut st = self.backend.state.lock();
         MemBackend::tick(&mut st)?;
         if st.generation != self.generation {
-            return Err(Error::new(ErrorKind::Backend, format!("{}: stale handle after crash", self.path)));
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("{}: stale handle after crash", self.path),
+            ));
         }
         f(&mut st, &self.path)
     }
@@ -191,7 +214,10 @@ impl AppendFile for MemAppend {
                 }
             }
             st.bytes_appended += data.len() as u64;
-            let f = st.files.get_mut(path).ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} vanished")))?;
+            let f = st
+                .files
+                .get_mut(path)
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} vanished")))?;
             f.data.extend_from_slice(data);
             Ok(())
         })
@@ -199,7 +225,10 @@ impl AppendFile for MemAppend {
 
     fn sync(&mut self) -> Result<()> {
         self.with(|st, path| {
-            let f = st.files.get_mut(path).ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} vanished")))?;
+            let f = st
+                .files
+                .get_mut(path)
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} vanished")))?;
             f.durable_len = f.data.len();
             f.durable_exists = true;
             Ok(())
@@ -225,16 +254,23 @@ struct MemRead {
 impl ReadFile for MemRead {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let st = self.backend.state.lock();
-        let f = st
-            .files
-            .get(&self.path)
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{} does not exist", self.path)))?;
-        let visible = if self.backend.visible_before_close || f.closed { f.data.len() } else { 0 };
+        let f = st.files.get(&self.path).ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("{} does not exist", self.path))
+        })?;
+        let visible = if self.backend.visible_before_close || f.closed {
+            f.data.len()
+        } else {
+            0
+        };
         let end = offset as usize + buf.len();
         if end > visible {
             return Err(Error::new(
                 ErrorKind::Corrupt,
-                format!("{}: short read of {} bytes at offset {offset}", self.path, buf.len()),
+                format!(
+                    "{}: short read of {} bytes at offset {offset}",
+                    self.path,
+                    buf.len()
+                ),
             ));
         }
         buf.copy_from_slice(&f.data[offset as usize..end]);
@@ -243,11 +279,14 @@ impl ReadFile for MemRead {
 
     fn len(&self) -> Result<u64> {
         let st = self.backend.state.lock();
-        let f = st
-            .files
-            .get(&self.path)
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{} does not exist", self.path)))?;
-        Ok(if self.backend.visible_before_close || f.closed { f.data.len() as u64 } else { 0 })
+        let f = st.files.get(&self.path).ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("{} does not exist", self.path))
+        })?;
+        Ok(if self.backend.visible_before_close || f.closed {
+            f.data.len() as u64
+        } else {
+            0
+        })
     }
 }
 
@@ -256,17 +295,30 @@ impl Backend for MemBackend {
         let mut st = self.state.lock();
         MemBackend::tick(&mut st)?;
         if st.files.contains_key(path) {
-            return Err(Error::new(ErrorKind::Exists, format!("creating {path}: file exists")));
+            return Err(Error::new(
+                ErrorKind::Exists,
+                format!("creating {path}: file exists"),
+            ));
         }
         st.files.insert(path.to_string(), MemFile::default());
-        Ok(Box::new(MemAppend { backend: self.clone(), path: path.to_string(), generation: st.generation }))
+        Ok(Box::new(MemAppend {
+            backend: self.clone(),
+            path: path.to_string(),
+            generation: st.generation,
+        }))
     }
 
     fn open_read(&self, path: &str) -> Result<Arc<dyn ReadFile>> {
         if !self.state.lock().files.contains_key(path) {
-            return Err(Error::new(ErrorKind::NotFound, format!("opening {path}: no such file")));
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("opening {path}: no such file"),
+            ));
         }
-        Ok(Arc::new(MemRead { backend: self.clone(), path: path.to_string() }))
+        Ok(Arc::new(MemRead {
+            backend: self.clone(),
+            path: path.to_string(),
+        }))
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>> {
@@ -280,7 +332,10 @@ impl Backend for MemBackend {
             .collect();
         names.dedup();
         if names.is_empty() {
-            return Err(Error::new(ErrorKind::NotFound, format!("listing {dir}: no such directory")));
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("listing {dir}: no such directory"),
+            ));
         }
         Ok(names)
     }
@@ -289,12 +344,17 @@ impl Backend for MemBackend {
         let mut st = self.state.lock();
         MemBackend::tick(&mut st)?;
         if st.files.contains_key(to) {
-            return Err(Error::new(ErrorKind::Exists, format!("renaming {from} to {to}: target exists")));
+            return Err(Error::new(
+                ErrorKind::Exists,
+                format!("renaming {from} to {to}: target exists"),
+            ));
         }
-        let f = st
-            .files
-            .remove(from)
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("renaming {from}: no such file")))?;
+        let f = st.files.remove(from).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("renaming {from}: no such file"),
+            )
+        })?;
         st.files.insert(to.to_string(), f);
         Ok(())
     }
@@ -302,10 +362,12 @@ impl Backend for MemBackend {
     fn delete(&self, path: &str) -> Result<()> {
         let mut st = self.state.lock();
         MemBackend::tick(&mut st)?;
-        st.files
-            .remove(path)
-            .map(|_| ())
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("deleting {path}: no such file")))
+        st.files.remove(path).map(|_| ()).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("deleting {path}: no such file"),
+            )
+        })
     }
 
     fn remove_dir(&self, _dir: &str) -> Result<()> {
@@ -315,7 +377,12 @@ impl Backend for MemBackend {
     fn exists(&self, path: &str) -> Result<bool> {
         let st = self.state.lock();
         let prefix = format!("{}/", path.trim_end_matches('/'));
-        Ok(st.files.contains_key(path) || st.files.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix)))
+        Ok(st.files.contains_key(path)
+            || st
+                .files
+                .range(prefix.clone()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(&prefix)))
     }
 
     fn reads_see_unclosed_appends(&self) -> bool {
@@ -328,6 +395,7 @@ impl Backend for MemBackend {
 
     fn available_bytes(&self, _dir: &str) -> Option<u64> {
         let st = self.state.lock();
-        st.capacity.map(|c| c.saturating_sub(st.files.values().map(|f| f.data.len() as u64).sum()))
+        st.capacity
+            .map(|c| c.saturating_sub(st.files.values().map(|f| f.data.len() as u64).sum()))
     }
 }

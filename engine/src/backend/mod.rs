@@ -65,7 +65,10 @@ pub fn for_uri(uri: &VolumeUri) -> Result<Arc<dyn Backend>> {
             format!("{uri}: HDFS backend not built yet; use a local:/// volume for now"),
         )),
         Location::Mem { name } => mem::registry_get(name).ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, format!("{uri}: no memory backend named {name:?} is registered"))
+            Error::new(
+                ErrorKind::NotFound,
+                format!("{uri}: no memory backend named {name:?} is registered"),
+            )
         }),
     }
 }
