@@ -1,30 +1,50 @@
 //! Checkpoints: the whole index at one log position, saved in the backend so
-//! that opening needs only the newest checkpoint plus the log after it.
+//! that opening needs only the newest checkpoint plus the log after it, and
+//! searchable in place, so read-only openers never copy it.
 //!
 //! ```text
-//! ckpt-<seq:016x>, written as ckpt-<seq>.tmp, synced, then renamed.
+//! ckpt-<next_seq:016x>, written as ckpt-<next_seq>.tmp, synced, then renamed.
+//!
 //! Header (HEADER_LEN = 64 bytes)
-//!  0       4      5        8        24       32        40          48          52         56        64
-//!  +-------+------+--------+--------+--------+---------+-----------+-----------+----------+---------+
-//!  |"HLFC" |ver=1 |pad[3]  |uuid[16]|segment |offset   |next_seq   |state_len  |state_crc |hdr_crc  | reserved u32
-//!  +-------+------+--------+--------+--------+---------+-----------+-----------+----------+---------+
-//!  then state_len bytes of encoded VolState,
-//!  then chunks: count:u32 crc32c:u32 then count × (key[16] value[16]); a chunk with count 0 ends the
-//!  map, and its crc field holds crc32c of the total entry count (u64 LE).
+//!  0      4     5      8         24        32       40         48          52          56        60
+//!  +------+-----+------+---------+---------+--------+----------+-----------+-----------+---------+----------+
+//!  |"HLFC"|ver=1|pad[3]|uuid[16] |segment  |offset  |next_seq  |state_len  |state_crc  |hdr_crc  |reserved  |
+//!  |      | u8  |      |         |u64      |u64     |u64       |u32        |u32        |u32      |u32 = 0   |
+//!  +------+-----+------+---------+---------+--------+----------+-----------+-----------+---------+----------+
+//!  hdr_crc = crc32c of bytes 0..56.
+//! State: state_len bytes of encoded VolState (state.rs).
+//! Chunks, in key order: count:u32 crc32c:u32, then count × entry, where
+//!   entry = key[16] value[16] exactly as in the sled map (index.rs);
+//!   at most CHUNK_ENTRIES entries; crc32c covers the entries.
+//! End marker: count 0, crc = crc32c(total entries as u64 LE).
+//! Directory: one 32-byte row per chunk:
+//!   first_key[16] offset:u64 (of the chunk's count field) count:u32 crc32c:u32
+//! Trailer (TRAILER_LEN = 32 bytes, the file's last):
+//!   dir_offset:u64 chunks:u64 total_entries:u64 dir_crc:u32 magic "HLFD"
 //! ```
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ReadFile};
 use crate::error::{corrupt, ErrorKind, Result};
 use crate::format::{Dec, Enc};
 use crate::index::Index;
 use crate::log::LogPos;
 use crate::state::VolState;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 const MAGIC: &[u8; 4] = b"HLFC";
+const TRAILER_MAGIC: &[u8; 4] = b"HLFD";
 const VERSION: u8 = 1;
 const HEADER_LEN: usize = 64;
-const CHUNK_ENTRIES: usize = 4096;
+const TRAILER_LEN: usize = 32;
+const DIR_ROW: usize = 32;
+/// Entries per chunk: 16 KiB chunks keep a lookup's read small and the
+/// directory at 64 KiB per million entries.
+const CHUNK_ENTRIES: usize = 512;
 const ENTRY_LEN: usize = 32;
+/// Chunks a reader keeps decoded (2 MiB).
+const CACHE_CHUNKS: usize = 128;
 
 /// File name of the checkpoint at sequence `seq`.
 pub fn name(seq: u64) -> String {
@@ -33,31 +53,19 @@ pub fn name(seq: u64) -> String {
 
 fn parse_name(n: &str) -> Option<u64> {
     let hex = n.strip_prefix("ckpt-")?;
-    (hex.len() == 16)
-        .then(|| u64::from_str_radix(hex, 16).ok())
-        .flatten()
+    (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok()).flatten()
 }
 
 /// Checkpoints present in `dir`, newest first.
 pub fn list(backend: &dyn Backend, dir: &str) -> Result<Vec<u64>> {
-    let mut v: Vec<u64> = backend
-        .list(dir)?
-        .iter()
-        .filter_map(|n| parse_name(n))
-        .collect();
+    let mut v: Vec<u64> = backend.list(dir)?.iter().filter_map(|n| parse_name(n)).collect();
     v.sort_unstable_by(|a, b| b.cmp(a));
     Ok(v)
 }
 
 /// Writes a checkpoint of `index` + `st` at `pos`, then deletes older ones
 /// (keeping one spare). Returns the bytes written.
-pub fn write(
-    backend: &dyn Backend,
-    dir: &str,
-    pos: LogPos,
-    st: &VolState,
-    index: &Index,
-) -> Result<u64> {
+pub fn write(backend: &dyn Backend, dir: &str, pos: LogPos, st: &VolState, index: &Index) -> Result<u64> {
     let final_path = format!("{dir}/{}", name(pos.next_seq));
     if backend.exists(&final_path)? {
         return Ok(0);
@@ -76,12 +84,15 @@ pub fn write(
     debug_assert_eq!(e.0.len(), HEADER_LEN);
     e.bytes(&state);
     let mut f = backend.create(&tmp)?;
-    let mut written = 0u64;
+    let mut written = 0u64; // bytes already appended to `f`
     let mut total = 0u64;
+    let mut directory = Enc::default();
     let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK_ENTRIES * ENTRY_LEN);
-    let flush_chunk = |out: &mut Enc, chunk: &mut Vec<u8>| {
+    let emit = |out: &mut Enc, chunk: &mut Vec<u8>, written: u64, directory: &mut Enc| {
         let n = (chunk.len() / ENTRY_LEN) as u32;
-        out.u32(n).u32(crc32c::crc32c(chunk)).bytes(chunk);
+        let crc = crc32c::crc32c(chunk);
+        directory.bytes(&chunk[..16]).u64(written + out.0.len() as u64).u32(n).u32(crc);
+        out.u32(n).u32(crc).bytes(chunk);
         chunk.clear();
     };
     for r in index.iter_all() {
@@ -90,7 +101,7 @@ pub fn write(
         chunk.extend_from_slice(&v);
         total += 1;
         if chunk.len() == CHUNK_ENTRIES * ENTRY_LEN {
-            flush_chunk(&mut e, &mut chunk);
+            emit(&mut e, &mut chunk, written, &mut directory);
             if e.0.len() >= 1 << 20 {
                 f.append(&e.0)?;
                 written += e.0.len() as u64;
@@ -99,9 +110,13 @@ pub fn write(
         }
     }
     if !chunk.is_empty() {
-        flush_chunk(&mut e, &mut chunk);
+        emit(&mut e, &mut chunk, written, &mut directory);
     }
     e.u32(0).u32(crc32c::crc32c(&total.to_le_bytes()));
+    let dir_offset = written + e.0.len() as u64;
+    let chunks = (directory.0.len() / DIR_ROW) as u64;
+    let dir_crc = crc32c::crc32c(&directory.0);
+    e.bytes(&directory.0).u64(dir_offset).u64(chunks).u64(total).u32(dir_crc).bytes(TRAILER_MAGIC);
     f.append(&e.0)?;
     written += e.0.len() as u64;
     f.close()?;
@@ -110,6 +125,213 @@ pub fn write(
         let _ = backend.delete(&format!("{dir}/{}", name(old)));
     }
     Ok(written)
+}
+
+struct ChunkRef {
+    first_key: [u8; 16],
+    offset: u64,
+    count: u32,
+    crc: u32,
+}
+
+/// An open checkpoint, searched in place: lookups binary-search the chunk
+/// directory and read (and verify) one chunk, keeping recent ones cached.
+pub struct Reader {
+    path: String,
+    file: Arc<dyn ReadFile>,
+    /// Log position the checkpoint covers.
+    pub pos: LogPos,
+    /// The volume state at that position.
+    pub state: VolState,
+    /// Entries in the checkpoint.
+    pub total: u64,
+    chunks: Vec<ChunkRef>,
+    cache: Mutex<(u64, HashMap<usize, (u64, Arc<Vec<u8>>)>)>,
+}
+
+impl Reader {
+    /// Opens checkpoint `seq`, verifying header, state and directory.
+    pub fn open(backend: &dyn Backend, dir: &str, seq: u64, uuid: &[u8; 16]) -> Result<Reader> {
+        let path = format!("{dir}/{}", name(seq));
+        let file = backend.open_read(&path)?;
+        let len = file.len()?;
+        let ctx = |m: String| corrupt(format!("checkpoint {path}: {m}"));
+        if len < (HEADER_LEN + TRAILER_LEN) as u64 {
+            return Err(ctx("shorter than its header and trailer".into()));
+        }
+        let mut hb = [0u8; HEADER_LEN];
+        file.read_exact_at(0, &mut hb)?;
+        if &hb[..4] != MAGIC || hb[4] != VERSION {
+            return Err(ctx("bad magic or version".into()));
+        }
+        let hcrc = u32::from_le_bytes(hb[56..60].try_into().expect("4"));
+        if crc32c::crc32c(&hb[..56]) != hcrc {
+            return Err(ctx("header checksum mismatch".into()));
+        }
+        let mut d = Dec::new(&hb[8..56], "checkpoint header");
+        if &d.uuid()? != uuid {
+            return Err(ctx("belongs to another volume".into()));
+        }
+        let pos = LogPos { segment: d.u64()?, offset: d.u64()?, next_seq: d.u64()? };
+        let state_len = d.u32()? as u64;
+        let state_crc = d.u32()?;
+        if HEADER_LEN as u64 + state_len > len {
+            return Err(ctx("state runs past the end".into()));
+        }
+        let mut sb = vec![0u8; state_len as usize];
+        file.read_exact_at(HEADER_LEN as u64, &mut sb)?;
+        if crc32c::crc32c(&sb) != state_crc {
+            return Err(ctx("state checksum mismatch".into()));
+        }
+        let state = VolState::decode(&sb).map_err(|e| ctx(e.to_string()))?;
+        let mut tb = [0u8; TRAILER_LEN];
+        file.read_exact_at(len - TRAILER_LEN as u64, &mut tb)?;
+        if &tb[28..] != TRAILER_MAGIC {
+            return Err(ctx("bad trailer magic (incomplete checkpoint?)".into()));
+        }
+        let mut t = Dec::new(&tb, "checkpoint trailer");
+        let (dir_offset, nchunks, total, dir_crc) = (t.u64()?, t.u64()?, t.u64()?, t.u32()?);
+        if nchunks.checked_mul(DIR_ROW as u64).and_then(|n| n.checked_add(dir_offset)) != Some(len - TRAILER_LEN as u64) {
+            return Err(ctx("directory does not fit the file".into()));
+        }
+        let mut db = vec![0u8; (nchunks as usize) * DIR_ROW];
+        file.read_exact_at(dir_offset, &mut db)?;
+        if crc32c::crc32c(&db) != dir_crc {
+            return Err(ctx("directory checksum mismatch".into()));
+        }
+        let mut chunks = Vec::with_capacity(nchunks as usize);
+        let mut dd = Dec::new(&db, "checkpoint directory");
+        for _ in 0..nchunks {
+            let first_key: [u8; 16] = dd.uuid()?;
+            let (offset, count, crc) = (dd.u64()?, dd.u32()?, dd.u32()?);
+            if count == 0 || count as usize > CHUNK_ENTRIES || offset + 8 + count as u64 * ENTRY_LEN as u64 > dir_offset {
+                return Err(ctx(format!("bad chunk at byte {offset}")));
+            }
+            chunks.push(ChunkRef { first_key, offset, count, crc });
+        }
+        Ok(Reader { path, file, pos, state, total, chunks, cache: Mutex::new((0, HashMap::new())) })
+    }
+
+    /// Chunk `i`'s entries, read and verified (or from the cache).
+    fn chunk(&self, i: usize) -> Result<Arc<Vec<u8>>> {
+        {
+            let mut c = self.cache.lock();
+            c.0 += 1;
+            let tick = c.0;
+            if let Some(e) = c.1.get_mut(&i) {
+                e.0 = tick;
+                return Ok(e.1.clone());
+            }
+        }
+        let r = &self.chunks[i];
+        let mut b = vec![0u8; r.count as usize * ENTRY_LEN];
+        self.file.read_exact_at(r.offset + 8, &mut b)?;
+        if crc32c::crc32c(&b) != r.crc {
+            return Err(corrupt(format!("checkpoint {}: chunk at byte {} fails its checksum", self.path, r.offset)));
+        }
+        let b = Arc::new(b);
+        let mut c = self.cache.lock();
+        if c.1.len() >= CACHE_CHUNKS {
+            if let Some(oldest) = c.1.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k) {
+                c.1.remove(&oldest);
+            }
+        }
+        let tick = c.0;
+        c.1.insert(i, (tick, b.clone()));
+        Ok(b)
+    }
+
+    /// Index of the chunk that would hold `key`.
+    fn chunk_for(&self, key: &[u8; 16]) -> Option<usize> {
+        match self.chunks.partition_point(|c| &c.first_key <= key) {
+            0 => None,
+            n => Some(n - 1),
+        }
+    }
+
+    /// The value stored for `key`.
+    pub fn get(&self, key: &[u8; 16]) -> Result<Option<[u8; 16]>> {
+        let Some(i) = self.chunk_for(key) else { return Ok(None) };
+        let c = self.chunk(i)?;
+        let n = c.len() / ENTRY_LEN;
+        let (mut lo, mut hi) = (0usize, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let k = &c[mid * ENTRY_LEN..mid * ENTRY_LEN + 16];
+            match k.cmp(&key[..]) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    return Ok(Some(c[mid * ENTRY_LEN + 16..(mid + 1) * ENTRY_LEN].try_into().expect("16")));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Entries with `from <= key < to`, in order.
+    pub fn range(&self, from: [u8; 16], to: [u8; 16]) -> impl Iterator<Item = Result<([u8; 16], [u8; 16])>> + '_ {
+        let start = self.chunk_for(&from).unwrap_or(0);
+        let mut ci = start;
+        let mut cur: Option<(Arc<Vec<u8>>, usize)> = None;
+        let mut done = false;
+        std::iter::from_fn(move || loop {
+            if done {
+                return None;
+            }
+            if cur.is_none() {
+                if ci >= self.chunks.len() || self.chunks[ci].first_key >= to {
+                    done = true;
+                    return None;
+                }
+                match self.chunk(ci) {
+                    Ok(c) => cur = Some((c, 0)),
+                    Err(e) => {
+                        done = true;
+                        return Some(Err(e));
+                    }
+                }
+                ci += 1;
+            }
+            let (c, idx) = cur.as_mut().expect("chunk");
+            if *idx * ENTRY_LEN >= c.len() {
+                cur = None;
+                continue;
+            }
+            let e = &c[*idx * ENTRY_LEN..(*idx + 1) * ENTRY_LEN];
+            *idx += 1;
+            let k: [u8; 16] = e[..16].try_into().expect("16");
+            if k < from {
+                continue;
+            }
+            if k >= to {
+                done = true;
+                return None;
+            }
+            return Some(Ok((k, e[16..].try_into().expect("16"))));
+        })
+    }
+
+    /// Reads every chunk in order, verifying each.
+    fn for_each(&self, f: &mut dyn FnMut(&[u8; 16], &[u8; 16]) -> Result<()>) -> Result<()> {
+        let mut n = 0u64;
+        for i in 0..self.chunks.len() {
+            let r = &self.chunks[i];
+            let mut b = vec![0u8; r.count as usize * ENTRY_LEN];
+            self.file.read_exact_at(r.offset + 8, &mut b)?;
+            if crc32c::crc32c(&b) != r.crc {
+                return Err(corrupt(format!("checkpoint {}: chunk at byte {} fails its checksum", self.path, r.offset)));
+            }
+            for e in b.chunks_exact(ENTRY_LEN) {
+                f(e[..16].try_into().expect("16"), e[16..].try_into().expect("16"))?;
+                n += 1;
+            }
+        }
+        if n != self.total {
+            return Err(corrupt(format!("checkpoint {}: holds {n} entries, its trailer says {}", self.path, self.total)));
+        }
+        Ok(())
+    }
 }
 
 /// A checkpoint read back.
@@ -122,102 +344,28 @@ pub struct Loaded {
 
 /// Loads checkpoint `seq` into `index` (which must be empty), verifying
 /// every checksum. On error the index may hold part of it.
-pub fn load(
-    backend: &dyn Backend,
-    dir: &str,
-    seq: u64,
-    uuid: &[u8; 16],
-    index: &Index,
-) -> Result<Loaded> {
-    let path = format!("{dir}/{}", name(seq));
-    let file = backend.open_read(&path)?;
-    let len = file.len()?;
-    let ctx = |m: String| corrupt(format!("checkpoint {path}: {m}"));
-    if len < HEADER_LEN as u64 {
-        return Err(ctx("shorter than its header".into()));
-    }
-    let mut hb = [0u8; HEADER_LEN];
-    file.read_exact_at(0, &mut hb)?;
-    if &hb[..4] != MAGIC || hb[4] != VERSION {
-        return Err(ctx("bad magic or version".into()));
-    }
-    let hcrc = u32::from_le_bytes(hb[56..60].try_into().expect("4"));
-    if crc32c::crc32c(&hb[..56]) != hcrc {
-        return Err(ctx("header checksum mismatch".into()));
-    }
-    let mut d = Dec::new(&hb[8..56], "checkpoint header");
-    let cuuid = d.uuid()?;
-    if &cuuid != uuid {
-        return Err(ctx("belongs to another volume".into()));
-    }
-    let pos = LogPos {
-        segment: d.u64()?,
-        offset: d.u64()?,
-        next_seq: d.u64()?,
-    };
-    let state_len = d.u32()? as u64;
-    let state_crc = d.u32()?;
-    if HEADER_LEN as u64 + state_len > len {
-        return Err(ctx("state runs past the end".into()));
-    }
-    let mut sb = vec![0u8; state_len as usize];
-    file.read_exact_at(HEADER_LEN as u64, &mut sb)?;
-    if crc32c::crc32c(&sb) != state_crc {
-        return Err(ctx("state checksum mismatch".into()));
-    }
-    let state = VolState::decode(&sb).map_err(|e| ctx(e.to_string()))?;
-    let mut off = HEADER_LEN as u64 + state_len;
-    let mut total = 0u64;
-    let mut buf = Vec::new();
-    loop {
-        if off + 8 > len {
-            return Err(ctx(format!("truncated at byte {off}")));
-        }
-        let mut cb = [0u8; 8];
-        file.read_exact_at(off, &mut cb)?;
-        off += 8;
-        let n = u32::from_le_bytes(cb[..4].try_into().expect("4")) as usize;
-        let crc = u32::from_le_bytes(cb[4..].try_into().expect("4"));
-        if n == 0 {
-            if crc != crc32c::crc32c(&total.to_le_bytes()) {
-                return Err(ctx("entry count checksum mismatch".into()));
-            }
-            break;
-        }
-        if n > CHUNK_ENTRIES || off + (n * ENTRY_LEN) as u64 > len {
-            return Err(ctx(format!("bad chunk at byte {}", off - 8)));
-        }
-        buf.resize(n * ENTRY_LEN, 0);
-        file.read_exact_at(off, &mut buf)?;
-        if crc32c::crc32c(&buf) != crc {
-            return Err(ctx(format!("chunk checksum mismatch at byte {}", off - 8)));
-        }
-        off += buf.len() as u64;
-        for e in buf.chunks_exact(ENTRY_LEN) {
-            index.put_raw(
-                e[..16].try_into().expect("16"),
-                e[16..].try_into().expect("16"),
-            )?;
-        }
-        total += n as u64;
-    }
-    Ok(Loaded { pos, state })
+pub fn load(backend: &dyn Backend, dir: &str, seq: u64, uuid: &[u8; 16], index: &Index) -> Result<Loaded> {
+    let r = Reader::open(backend, dir, seq, uuid)?;
+    r.for_each(&mut |k, v| index.put_raw(k, v))?;
+    Ok(Loaded { pos: r.pos, state: r.state })
 }
 
-/// Verifies checkpoint `seq` without keeping it (fsck).
+/// Verifies checkpoint `seq` whole without keeping it (fsck).
 pub fn verify(backend: &dyn Backend, dir: &str, seq: u64, uuid: &[u8; 16]) -> Result<()> {
-    let tmp = Index::temporary()?;
-    load(backend, dir, seq, uuid, &tmp).map(|_| ())
+    let r = Reader::open(backend, dir, seq, uuid)?;
+    let mut prev: Option<[u8; 16]> = None;
+    r.for_each(&mut |k, _| {
+        if prev.is_some_and(|p| p >= *k) {
+            return Err(corrupt(format!("checkpoint {}: keys out of order", r.path)));
+        }
+        prev = Some(*k);
+        Ok(())
+    })
 }
 
 /// Loads the newest checkpoint that verifies; older ones are tried when a
 /// newer one is damaged. None if there is no usable checkpoint.
-pub fn load_newest(
-    backend: &dyn Backend,
-    dir: &str,
-    uuid: &[u8; 16],
-    index: &Index,
-) -> Result<Option<Loaded>> {
+pub fn load_newest(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], index: &Index) -> Result<Option<Loaded>> {
     for seq in list(backend, dir)? {
         match load(backend, dir, seq, uuid, index) {
             Ok(l) => return Ok(Some(l)),
@@ -230,3 +378,19 @@ pub fn load_newest(
     }
     Ok(None)
 }
+
+/// Opens the newest checkpoint whose header, state and directory verify,
+/// for searching in place. None if there is none.
+pub fn open_newest(backend: &dyn Backend, dir: &str, uuid: &[u8; 16]) -> Result<Option<Reader>> {
+    for seq in list(backend, dir)? {
+        match Reader::open(backend, dir, seq, uuid) {
+            Ok(r) => return Ok(Some(r)),
+            Err(e) if e.kind() == ErrorKind::Corrupt || e.kind() == ErrorKind::NotFound => {
+                tracing::warn!("skipping checkpoint: {e}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+

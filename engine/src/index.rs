@@ -5,9 +5,53 @@
 //!
 //! The index is a cache of the log: it can always be rebuilt by replay.
 
+use crate::checkpoint::Reader as Checkpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::state::VolState;
+use parking_lot::RwLock;
+use std::collections::BTreeMap;
+use std::iter::Peekable;
 use std::path::Path;
+
+fn corrupt_value(len: usize) -> Error {
+    Error::new(ErrorKind::Corrupt, format!("index value has {len} bytes, expected 16"))
+}
+
+/// Merges the checkpoint's ordered stream with the overlay's ordered slice;
+/// the overlay wins on equal keys, and its `None` hides the key.
+struct MergeIter<'a> {
+    base: Peekable<RawIter<'a>>,
+    over: Peekable<std::vec::IntoIter<([u8; 16], Option<[u8; 16]>)>>,
+}
+
+impl Iterator for MergeIter<'_> {
+    type Item = Result<RawEntry>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let bk = match self.base.peek() {
+                Some(Err(_)) => return self.base.next(),
+                Some(Ok((k, _))) => Some(*k),
+                None => None,
+            };
+            let ok = self.over.peek().map(|(k, _)| *k);
+            match (bk, ok) {
+                (None, None) => return None,
+                (Some(_), None) => return self.base.next(),
+                (b, Some(o)) if b.is_none_or(|b| o <= b) => {
+                    if b == Some(o) {
+                        self.base.next();
+                    }
+                    let (k, v) = self.over.next().expect("peeked");
+                    match v {
+                        Some(v) => return Some(Ok((k, v))),
+                        None => continue,
+                    }
+                }
+                _ => return self.base.next(),
+            }
+        }
+    }
+}
 
 /// Where a block lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,11 +131,26 @@ fn sled_err(what: &str, e: sled::Error) -> Error {
     }
 }
 
-/// The sled-backed block map plus a small metadata tree.
+/// The block map: sled for a writer, or, for read-only openers, the newest
+/// checkpoint searched in place with the log tail replayed into a small
+/// in-memory overlay (so opening costs nothing per mapped block).
 pub struct Index {
-    db: sled::Db,
-    map: sled::Tree,
+    store: Store,
 }
+
+enum Store {
+    Sled { db: sled::Db, map: sled::Tree },
+    Layered(Layered),
+}
+
+/// Checkpoint + overlay. `None` in the overlay hides a checkpoint entry.
+struct Layered {
+    base: Option<Checkpoint>,
+    overlay: RwLock<BTreeMap<[u8; 16], Option<[u8; 16]>>>,
+}
+
+type RawEntry = ([u8; 16], [u8; 16]);
+type RawIter<'a> = Box<dyn Iterator<Item = Result<RawEntry>> + 'a>;
 
 /// Cache memory sled may use for one volume.
 const SLED_CACHE_BYTES: u64 = 16 << 20;
@@ -136,76 +195,134 @@ impl Index {
                 Err(e) => return Err(sled_err(&format!("opening {}", dir.display()), e)),
             }
         };
-        Self::from_db(db)
+        let map = db.open_tree("map").map_err(|e| sled_err("opening map tree", e))?;
+        Ok(Index { store: Store::Sled { db, map } })
     }
 
-    /// A throw-away index in a temporary file (read-only openers).
-    pub fn temporary() -> Result<Index> {
-        let db = sled::Config::new()
-            .temporary(true)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .open()
-            .map_err(|e| sled_err("creating a temporary index", e))?;
-        Self::from_db(db)
-    }
-
-    fn from_db(db: sled::Db) -> Result<Index> {
-        let map = db
-            .open_tree("map")
-            .map_err(|e| sled_err("opening map tree", e))?;
-        Ok(Index { db, map })
+    /// A read-only opener's index: `base` searched in place (if any), with
+    /// changes kept in memory.
+    pub fn layered(base: Option<Checkpoint>) -> Index {
+        Index { store: Store::Layered(Layered { base, overlay: RwLock::new(BTreeMap::new()) }) }
     }
 
     /// Drops every entry and all metadata.
     pub fn clear(&self) -> Result<()> {
-        self.map.clear().map_err(|e| sled_err("clearing", e))?;
-        self.db.clear().map_err(|e| sled_err("clearing", e))
+        match &self.store {
+            Store::Sled { db, map } => {
+                map.clear().map_err(|e| sled_err("clearing", e))?;
+                db.clear().map_err(|e| sled_err("clearing", e))
+            }
+            Store::Layered(_) => Err(Error::new(ErrorKind::Unsupported, "a read-only index cannot be cleared")),
+        }
     }
 
-    /// Reads a metadata value.
+    /// Reads a metadata value (always None for a read-only index).
     pub fn meta_get(&self, k: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .db
-            .get(k)
-            .map_err(|e| sled_err("reading metadata", e))?
-            .map(|v| v.to_vec()))
+        match &self.store {
+            Store::Sled { db, .. } => Ok(db.get(k).map_err(|e| sled_err("reading metadata", e))?.map(|v| v.to_vec())),
+            Store::Layered(_) => Ok(None),
+        }
     }
 
-    /// Writes a metadata value.
+    /// Writes a metadata value (ignored by a read-only index).
     pub fn meta_put(&self, k: &str, v: &[u8]) -> Result<()> {
-        self.db
-            .insert(k, v)
-            .map_err(|e| sled_err("writing metadata", e))?;
+        if let Store::Sled { db, .. } = &self.store {
+            db.insert(k, v).map_err(|e| sled_err("writing metadata", e))?;
+        }
         Ok(())
     }
 
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(|e| sled_err("flushing", e))?;
+        if let Store::Sled { db, .. } = &self.store {
+            db.flush().map_err(|e| sled_err("flushing", e))?;
+        }
         Ok(())
+    }
+
+    fn get_raw(&self, k: &[u8; 16]) -> Result<Option<[u8; 16]>> {
+        match &self.store {
+            Store::Sled { map, .. } => match map.get(k).map_err(|e| sled_err("lookup", e))? {
+                None => Ok(None),
+                Some(v) => Ok(Some(v.as_ref().try_into().map_err(|_| corrupt_value(v.len()))?)),
+            },
+            Store::Layered(l) => {
+                if let Some(v) = l.overlay.read().get(k) {
+                    return Ok(*v);
+                }
+                match &l.base {
+                    Some(c) => c.get(k),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// Stores `v` (or removes the key), returning the old value.
+    fn put_raw_old(&self, k: &[u8; 16], v: Option<&[u8; 16]>) -> Result<Option<[u8; 16]>> {
+        match &self.store {
+            Store::Sled { map, .. } => {
+                let old = match v {
+                    Some(v) => map.insert(k, v).map_err(|e| sled_err("insert", e))?,
+                    None => map.remove(k).map_err(|e| sled_err("remove", e))?,
+                };
+                old.map(|o| o.as_ref().try_into().map_err(|_| corrupt_value(o.len()))).transpose()
+            }
+            Store::Layered(l) => {
+                let old = self.get_raw(k)?;
+                let in_base = match &l.base {
+                    Some(c) => c.get(k)?.is_some(),
+                    None => false,
+                };
+                let mut o = l.overlay.write();
+                match v {
+                    Some(v) => {
+                        o.insert(*k, Some(*v));
+                    }
+                    None if in_base => {
+                        o.insert(*k, None);
+                    }
+                    None => {
+                        o.remove(k);
+                    }
+                }
+                Ok(old)
+            }
+        }
+    }
+
+    /// Entries with `from <= key < to`, in key order.
+    fn range_raw(&self, from: [u8; 16], to: [u8; 16]) -> RawIter<'_> {
+        match &self.store {
+            Store::Sled { map, .. } => Box::new(map.range(from..to).map(|r| {
+                let (k, v) = r.map_err(|e| sled_err("range scan", e))?;
+                let k: [u8; 16] = k.as_ref().try_into().map_err(|_| Error::new(ErrorKind::Corrupt, "index key size"))?;
+                let v: [u8; 16] = v.as_ref().try_into().map_err(|_| corrupt_value(v.len()))?;
+                Ok((k, v))
+            })),
+            Store::Layered(l) => {
+                // The overlay holds only the log tail: copy its slice out and
+                // merge it with the checkpoint's stream.
+                let over: Vec<([u8; 16], Option<[u8; 16]>)> =
+                    l.overlay.read().range(from..to).map(|(k, v)| (*k, *v)).collect();
+                let base: RawIter<'_> = match &l.base {
+                    Some(c) => Box::new(c.range(from, to)),
+                    None => Box::new(std::iter::empty()),
+                };
+                Box::new(MergeIter { base: base.peekable(), over: over.into_iter().peekable() })
+            }
+        }
     }
 
     /// The entry for (tl, block), if any.
     pub fn get(&self, tl: u64, block: u64) -> Result<Option<Entry>> {
-        match self
-            .map
-            .get(key(tl, block))
-            .map_err(|e| sled_err("lookup", e))?
-        {
-            None => Ok(None),
-            Some(v) => Entry::decode(&v).map(Some),
-        }
+        self.get_raw(&key(tl, block))?.map(|v| Entry::decode(&v)).transpose()
     }
 
     /// Entries of `tl` with block in `[from, to)`, in block order.
-    pub fn range(
-        &self,
-        tl: u64,
-        from: u64,
-        to: u64,
-    ) -> impl Iterator<Item = Result<(u64, Entry)>> + '_ {
-        self.map.range(key(tl, from)..key(tl, to)).map(|r| {
-            let (k, v) = r.map_err(|e| sled_err("range scan", e))?;
+    pub fn range(&self, tl: u64, from: u64, to: u64) -> impl Iterator<Item = Result<(u64, Entry)>> + '_ {
+        self.range_raw(key(tl, from), key(tl, to)).map(|r| {
+            let (k, v) = r?;
             let (_, b) = split_key(&k)?;
             Ok((b, Entry::decode(&v)?))
         })
@@ -213,32 +330,17 @@ impl Index {
 
     /// Every entry, in key order (checkpoints).
     pub fn iter_all(&self) -> impl Iterator<Item = Result<([u8; 16], [u8; 16])>> + '_ {
-        self.map.iter().map(|r| {
-            let (k, v) = r.map_err(|e| sled_err("scan", e))?;
-            let k: [u8; 16] = k
-                .as_ref()
-                .try_into()
-                .map_err(|_| Error::new(ErrorKind::Corrupt, "index key size"))?;
-            let v: [u8; 16] = v
-                .as_ref()
-                .try_into()
-                .map_err(|_| Error::new(ErrorKind::Corrupt, "index value size"))?;
-            Ok((k, v))
-        })
+        self.range_raw([0; 16], [0xff; 16])
     }
 
     /// Inserts a raw entry (checkpoint load); counters come from the checkpoint.
     pub fn put_raw(&self, k: &[u8; 16], v: &[u8; 16]) -> Result<()> {
-        self.map.insert(k, v).map_err(|e| sled_err("insert", e))?;
-        Ok(())
+        self.put_raw_old(k, Some(v)).map(drop)
     }
 
     /// Sets (tl, block) to `e`, keeping the counters in `st` right.
     pub fn set(&self, st: &mut VolState, tl: u64, block: u64, e: Entry) -> Result<()> {
-        let old = self
-            .map
-            .insert(key(tl, block), &e.encode())
-            .map_err(|e| sled_err("insert", e))?;
+        let old = self.put_raw_old(&key(tl, block), Some(&e.encode()))?;
         let old = old.map(|v| Entry::decode(&v)).transpose()?;
         account(st, tl, old, Some(e));
         Ok(())
@@ -246,10 +348,7 @@ impl Index {
 
     /// Removes (tl, block), keeping the counters right.
     pub fn remove(&self, st: &mut VolState, tl: u64, block: u64) -> Result<()> {
-        let old = self
-            .map
-            .remove(key(tl, block))
-            .map_err(|e| sled_err("remove", e))?;
+        let old = self.put_raw_old(&key(tl, block), None)?;
         let old = old.map(|v| Entry::decode(&v)).transpose()?;
         account(st, tl, old, None);
         Ok(())

@@ -193,6 +193,32 @@ pub fn scan_segment(
     Ok(off)
 }
 
+/// The offset of the first whole, valid record that starts after `from` in
+/// segment `seg`, if any. A torn tail is garbage to the end of the file; a
+/// valid record beyond a bad one means the bad one is damage, not a tear.
+pub fn valid_record_after(backend: &dyn Backend, dir: &str, seg: u64, from: u64) -> Result<Option<u64>> {
+    let file = backend.open_read(&segment_path(dir, seg))?;
+    let len = file.len()?;
+    if from >= len {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; (len - from) as usize];
+    file.read_exact_at(from, &mut buf)?;
+    let mut i = 1;
+    while i + RECORD_HEADER_LEN <= buf.len() {
+        if buf[i..i + 4] == format::MAGIC {
+            if let Ok(h) = format::decode_header(&buf[i..]) {
+                let end = i + RECORD_HEADER_LEN + h.len as usize;
+                if end <= buf.len() && format::verify_crc(&buf[i..end], h.crc).is_ok() {
+                    return Ok(Some(from + i as u64));
+                }
+            }
+        }
+        i += 1;
+    }
+    Ok(None)
+}
+
 /// The header of segment `seg`, or None if it is missing or torn.
 pub fn segment_header(
     backend: &dyn Backend,

@@ -57,6 +57,9 @@ pub struct VolState {
     pub next_snapshot: u64,
     /// Live bytes per segment (blocks some timeline still maps).
     pub seg_live: BTreeMap<u64, u64>,
+    /// Whether the head was resized since it started (with no writes, the
+    /// head then still differs from the state it branched from).
+    pub head_resized: bool,
 }
 
 const STATE_MAGIC: &[u8; 4] = b"HLFS";
@@ -134,6 +137,7 @@ impl VolState {
         for (s, n) in &self.seg_live {
             e.u64(*s).u64(*n);
         }
+        e.u8(self.head_resized as u8);
         e.0
     }
 
@@ -199,6 +203,7 @@ impl VolState {
             let s = d.u64()?;
             st.seg_live.insert(s, d.u64()?);
         }
+        st.head_resized = d.u8()? != 0;
         if d.remaining() != 0 {
             return Err(corrupt("volume state has trailing bytes"));
         }

@@ -323,6 +323,7 @@ fn apply(index: &Index, st: &mut VolState, seg: u64, rec_off: u64, rec: &Record)
                 },
             );
             st.head = *new_head;
+            st.head_resized = false;
             st.next_timeline = st.next_timeline.max(new_head + 1);
             st.next_snapshot = st.next_snapshot.max(id + 1);
         }
@@ -365,12 +366,16 @@ fn apply(index: &Index, st: &mut VolState, seg: u64, rec_off: u64, rec: &Record)
                 },
             );
             st.head = *new_head;
+            st.head_resized = false;
             st.virtual_size = target.virtual_size;
             st.next_timeline = st.next_timeline.max(new_head + 1);
             index.collect_hidden(st)?;
         }
         Record::SetBase(b) => st.base = Some(b.clone()),
-        Record::Resize { virtual_size } => st.virtual_size = *virtual_size,
+        Record::Resize { virtual_size } => {
+            st.virtual_size = *virtual_size;
+            st.head_resized = true;
+        }
     }
     Ok(())
 }
@@ -475,19 +480,11 @@ fn live_clones(backend: &dyn Backend, dir: &str, base_uri: &str) -> Result<Vec<(
     let mut out = Vec::new();
     for (id, child, path) in read_clone_refs(backend, dir)? {
         let alive = match VolumeUri::parse(&child).and_then(|u| Ok((backend::for_uri(&u)?, u))) {
-            Ok((b, u)) => match volume_exists(&*b, &u.path) {
-                Ok(false) => false,
-                Ok(true) => match Volume::open(&child, &OpenOptions::read_only()) {
-                    Ok(v) => v
-                        .state
-                        .read()
-                        .base
-                        .as_ref()
-                        .is_some_and(|b| b.uri == base_uri),
-                    Err(_) => true,
-                },
-                Err(_) => true,
-            },
+            // Existence is enough: deleting a clone (`hlfs delete`) or
+            // flattening it removes its reference, so a reference to a volume
+            // that still exists is live. Opening every clone here would make
+            // listing snapshots cost a full open per clone.
+            Ok((b, u)) => volume_exists(&*b, &u.path).unwrap_or(true),
             // A backend we cannot reach: assume the clone still needs us.
             Err(_) => true,
         };
@@ -602,6 +599,12 @@ impl Volume {
     /// Opens a volume. With `%snap`: read-only, the snapshot's contents;
     /// read-write, the volume is first reverted to the snapshot.
     pub fn open(uri: &str, opts: &OpenOptions) -> Result<Volume> {
+        if !opts.read_only && !(64 << 10..=1 << 30).contains(&opts.segment_size) {
+            return Err(invalid(format!(
+                "segment size {} is out of range; use 64 KiB to 1 GiB",
+                opts.segment_size
+            )));
+        }
         let u = parse_uri(uri)?;
         let backend = backend::for_uri(&u)?;
         require_exists(&*backend, &u)?;
@@ -615,9 +618,14 @@ impl Volume {
         let dir = u.path.clone();
 
         let (index, mut st, from) = if opts.read_only {
-            let index = Index::temporary()?;
-            let (st, from) = Self::load_checkpoint(&*backend, &dir, &uuid, &index, opts)?;
-            (index, st, from)
+            // Search the newest checkpoint in place; only the log after it
+            // is replayed, into memory.
+            let ckpt = if opts.rebuild_index { None } else { checkpoint::open_newest(&*backend, &dir, &uuid)? };
+            let (st, from) = match &ckpt {
+                Some(c) => (c.state.clone(), c.pos),
+                None => (VolState::default(), LogPos::default()),
+            };
+            (Index::layered(ckpt), st, from)
         } else {
             let idir = match (&opts.index_root, backend.local_index_dir(&dir)) {
                 (Some(root), _) => root.join(hex(&uuid)),
@@ -692,9 +700,12 @@ impl Volume {
                 let bu = format!("{}%{}", b.uri, b.snapshot);
                 let bv = Volume::open(
                     &bu,
+                    // Only the index location carries over: a rebuild of the
+                    // clone must not replay its base's whole log too.
                     &OpenOptions {
                         read_only: true,
-                        ..opts.clone()
+                        index_root: opts.index_root.clone(),
+                        ..Default::default()
                     },
                 )
                 .map_err(|e| e.context(format!("opening base {bu} of clone {name}")))?;
@@ -1232,11 +1243,9 @@ impl Volume {
                     .snapshot_by_name(name)
                     .ok_or_else(|| Self::no_snapshot(&st, &self.uri.to_string(), name))?;
                 let head = st.timelines.get(&st.head).cloned().unwrap_or_default();
-                let parent_size = head
-                    .parent
-                    .and_then(|p| st.snapshots.values().find(|s| s.timeline == p))
-                    .map(|s| s.virtual_size);
-                let head_changed = head.entries > 0 || parent_size != Some(st.virtual_size);
+                // Unchanged: nothing written and no resize since the head
+                // branched off, so it equals the state it started from.
+                let head_changed = head.entries > 0 || st.head_resized;
                 let (auto_id, auto_name) = if head_changed {
                     let id = st.next_snapshot;
                     let mut n = format!("pre-revert-{id}");
@@ -1655,11 +1664,33 @@ pub fn fsck(uri: &str, rebuild_index: bool) -> Result<FsckReport> {
                 if i + 1 == n {
                     let len = backend.open_read(&log::segment_path(dir, *seg))?.len()?;
                     if len > valid {
-                        rep.notes.push(format!(
-                            "segment {} has {} bytes of torn tail after offset {valid} (writes never flushed; ignored)",
-                            format::segment_name(*seg),
-                            len - valid
-                        ));
+                        // A tear is what a crash leaves: garbage to the end,
+                        // after everything any checkpoint has seen.
+                        let covered = checkpoint::list(&*backend, dir)?
+                            .into_iter()
+                            .filter_map(|c| checkpoint::Reader::open(&*backend, dir, c, &uuid).ok())
+                            .map(|r| r.pos)
+                            .filter(|p| p.segment == *seg && p.offset > valid)
+                            .map(|p| p.offset)
+                            .max();
+                        let later = log::valid_record_after(&*backend, dir, *seg, valid)?;
+                        if let Some(end) = covered {
+                            rep.errors.push(format!(
+                                "segment {} offset {valid}: damaged record inside the part a checkpoint covers (up to offset {end})",
+                                format::segment_name(*seg)
+                            ));
+                        } else if let Some(at) = later {
+                            rep.errors.push(format!(
+                                "segment {} offset {valid}: damaged record followed by valid records (from offset {at}); after a power loss these may be unflushed writes that reached the disk out of order",
+                                format::segment_name(*seg)
+                            ));
+                        } else {
+                            rep.notes.push(format!(
+                                "segment {} has {} bytes of torn tail after offset {valid} (writes never flushed; ignored)",
+                                format::segment_name(*seg),
+                                len - valid
+                            ));
+                        }
                     }
                 }
             }

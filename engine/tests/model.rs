@@ -1,0 +1,680 @@
+//! Property: whatever sequence of writes, zeroes, discards, snapshot
+//! creates / deletes / reverts (by call and by opening `vol%snap`
+//! read-write), clones (also of clones), volume deletes, resizes, flushes,
+//! reopens and index rebuilds a family of volumes goes through, each reads
+//! exactly like a plain `Vec<u8>` model: every head, every snapshot (opened
+//! read-only as `vol%snap`) and every clone. Writing to a clone never
+//! changes its base. A snapshot or volume that clones depend on cannot be
+//! deleted, and the refusal names the clones. A revert never loses the old
+//! head: either the engine keeps it as a new snapshot with the old head's
+//! contents, or the old head equalled an existing snapshot.
+//!
+//! Runs on the local backend, the memory backend, and the memory backend
+//! with HDFS-like visibility (a file's bytes are readable only once closed).
+//! Segments are 256 KiB and checkpoints every 512 KiB so rollover and replay
+//! after a checkpoint happen; large writes span the 256-block record limit.
+//! `PROPTEST_CASES=N` raises the number of cases.
+
+mod common;
+
+use common::{assert_same, pattern, read_all, snap_names, Kind, Place};
+use hlfs::{ErrorKind, OpenOptions, Volume};
+use proptest::prelude::*;
+use proptest::sample::Index as Pick;
+use std::collections::BTreeMap;
+
+const SECTOR: u64 = 512;
+const MAX_SIZE: u64 = 6 << 20;
+const MAX_VOLUMES: usize = 4;
+
+/// Where an I/O lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Where {
+    /// Anywhere, sector-aligned.
+    Any,
+    /// On a 4 KiB boundary.
+    BlockAligned,
+    /// Ending at the last byte of the volume (its partial last block).
+    Tail,
+}
+
+/// Every operation names its volume with a `Pick` over the live volumes
+/// (the first is the original; the others are clones).
+#[derive(Debug, Clone)]
+enum Op {
+    Write {
+        vol: Pick,
+        at: Pick,
+        sectors: u32,
+        place: Where,
+    },
+    Zero {
+        vol: Pick,
+        at: Pick,
+        sectors: u32,
+        discard: bool,
+    },
+    SnapCreate(Pick),
+    SnapDelete(Pick, Pick),
+    Revert(Pick, Pick),
+    OpenAt(Pick, Pick),
+    Clone(Pick, Pick),
+    DeleteVolume(Pick),
+    Grow(Pick, u32),
+    Flush(Pick),
+    Reopen,
+    Rebuild,
+    Check,
+}
+
+fn sectors() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        3 => 1..=8u32,          // inside one block: read-modify-write
+        3 => 1..=520u32,        // up to ~65 blocks
+        1 => 2000..=2480u32,    // 250..310 blocks: more than one record
+    ]
+}
+
+fn where_() -> impl Strategy<Value = Where> {
+    prop_oneof![3 => Just(Where::Any), 2 => Just(Where::BlockAligned), 1 => Just(Where::Tail)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let p = any::<Pick>;
+    prop_oneof![
+        35 => (p(), p(), sectors(), where_()).prop_map(|(vol, at, sectors, place)| Op::Write { vol, at, sectors, place }),
+        8 => (p(), p(), sectors(), any::<bool>()).prop_map(|(vol, at, sectors, discard)| Op::Zero { vol, at, sectors, discard }),
+        8 => p().prop_map(Op::SnapCreate),
+        3 => (p(), p()).prop_map(|(v, s)| Op::SnapDelete(v, s)),
+        4 => (p(), p()).prop_map(|(v, s)| Op::Revert(v, s)),
+        2 => (p(), p()).prop_map(|(v, s)| Op::OpenAt(v, s)),
+        4 => (p(), p()).prop_map(|(v, s)| Op::Clone(v, s)),
+        1 => p().prop_map(Op::DeleteVolume),
+        2 => (p(), 1..=2048u32).prop_map(|(v, n)| Op::Grow(v, n)),
+        3 => p().prop_map(Op::Flush),
+        3 => Just(Op::Reopen),
+        1 => Just(Op::Rebuild),
+        2 => Just(Op::Check),
+    ]
+}
+
+/// One volume and its model.
+struct VolM {
+    name: String,
+    uri: String,
+    vol: Option<Volume>,
+    head: Vec<u8>,
+    snaps: BTreeMap<String, Vec<u8>>,
+    /// (base volume name, snapshot) for clones.
+    base: Option<(String, String)>,
+}
+
+impl VolM {
+    fn v(&self) -> &Volume {
+        self.vol.as_ref().expect("volume is open")
+    }
+
+    fn snap(&self, pick: &Pick) -> Option<String> {
+        (!self.snaps.is_empty()).then(|| {
+            self.snaps
+                .keys()
+                .nth(pick.index(self.snaps.len()))
+                .unwrap()
+                .clone()
+        })
+    }
+}
+
+/// The engine under test and the model it must match.
+struct Run {
+    place: Place,
+    vols: Vec<VolM>,
+    counter: u64,
+}
+
+/// Places `sectors` at `at` inside a volume of `size` bytes: (offset, len).
+fn place_io(size: u64, at: &Pick, sectors: u32, place: Where) -> (u64, u64) {
+    let total = size / SECTOR;
+    let len = (sectors as u64).min(total);
+    let mut off = at.index((total - len + 1) as usize) as u64;
+    match place {
+        Where::Any => {}
+        Where::BlockAligned => off -= off % 8,
+        Where::Tail => off = total - len,
+    }
+    (off * SECTOR, len * SECTOR)
+}
+
+impl Run {
+    fn new(kind: Kind, size: u64) -> Run {
+        let place = Place::new(kind);
+        let uri = place.uri("vol");
+        Volume::create(&uri, size).expect("create");
+        let vol = Volume::open(&uri, &place.opts()).expect("open");
+        let m = VolM {
+            name: "vol".into(),
+            uri,
+            vol: Some(vol),
+            head: vec![0; size as usize],
+            snaps: BTreeMap::new(),
+            base: None,
+        };
+        Run {
+            place,
+            vols: vec![m],
+            counter: 0,
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    fn pick(&self, p: &Pick) -> usize {
+        p.index(self.vols.len())
+    }
+
+    /// URIs of the clones made from snapshot `snap` of volume `i` (any snapshot if None).
+    fn clones_of(&self, i: usize, snap: Option<&str>) -> Vec<String> {
+        let name = &self.vols[i].name;
+        self.vols
+            .iter()
+            .filter(|c| {
+                c.base
+                    .as_ref()
+                    .is_some_and(|(b, s)| b == name && snap.map_or(true, |x| x == s))
+            })
+            .map(|c| c.uri.clone())
+            .collect()
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Write {
+                vol,
+                at,
+                sectors,
+                place,
+            } => {
+                let i = self.pick(vol);
+                let seed = self.next();
+                let m = &mut self.vols[i];
+                let (off, len) = place_io(m.head.len() as u64, at, *sectors, *place);
+                let data = pattern(seed, len as usize);
+                m.v()
+                    .write(off, &data)
+                    .unwrap_or_else(|e| panic!("{} write {off}+{len}: {e}", m.uri));
+                m.head[off as usize..(off + len) as usize].copy_from_slice(&data);
+            }
+            Op::Zero {
+                vol,
+                at,
+                sectors,
+                discard,
+            } => {
+                let i = self.pick(vol);
+                let m = &mut self.vols[i];
+                let (off, len) = place_io(m.head.len() as u64, at, *sectors, Where::Any);
+                let r = if *discard {
+                    m.v().discard(off, len)
+                } else {
+                    m.v().write_zeroes(off, len)
+                };
+                r.unwrap_or_else(|e| panic!("{} zero {off}+{len}: {e}", m.uri));
+                m.head[off as usize..(off + len) as usize].fill(0);
+            }
+            Op::SnapCreate(vol) => {
+                let i = self.pick(vol);
+                let n = self.next();
+                // Names are free-form: spaces and non-ASCII are allowed.
+                let name = if n % 4 == 0 {
+                    format!("снимок {n}")
+                } else {
+                    format!("s{n}")
+                };
+                let m = &mut self.vols[i];
+                m.v()
+                    .snapshot_create(&name)
+                    .unwrap_or_else(|e| panic!("{} snapshot {name}: {e}", m.uri));
+                m.snaps.insert(name, m.head.clone());
+            }
+            Op::SnapDelete(vol, pick) => {
+                let i = self.pick(vol);
+                let Some(name) = self.vols[i].snap(pick) else {
+                    return;
+                };
+                let clones = self.clones_of(i, Some(&name));
+                let m = &mut self.vols[i];
+                let r = m.v().snapshot_delete(&name);
+                if clones.is_empty() {
+                    r.unwrap_or_else(|e| panic!("deleting snapshot {name} of {}: {e}", m.uri));
+                    m.snaps.remove(&name);
+                } else {
+                    let e = r.expect_err("deleting a snapshot with clones must fail");
+                    assert_eq!(e.kind(), ErrorKind::InUse, "{e}");
+                    for c in clones {
+                        assert!(
+                            e.to_string().contains(&c),
+                            "error {e} should name clone {c}"
+                        );
+                    }
+                }
+            }
+            Op::Revert(vol, pick) => {
+                let i = self.pick(vol);
+                let m = &mut self.vols[i];
+                let Some(name) = m.snap(pick) else { return };
+                let before = snap_names(m.v());
+                m.v()
+                    .snapshot_revert(&name)
+                    .unwrap_or_else(|e| panic!("{} revert to {name}: {e}", m.uri));
+                after_revert(m, &name, before);
+            }
+            Op::OpenAt(vol, pick) => {
+                let opts = self.place.opts();
+                let i = self.pick(vol);
+                let m = &mut self.vols[i];
+                let Some(name) = m.snap(pick) else { return };
+                let before = snap_names(m.v());
+                m.vol.take().unwrap().close().expect("close");
+                // Opening vol%snap read-write reverts the head to it.
+                let target = format!("{}%{name}", m.uri);
+                m.vol = Some(
+                    Volume::open(&target, &opts)
+                        .unwrap_or_else(|e| panic!("open {target} read-write: {e}")),
+                );
+                after_revert(m, &name, before);
+            }
+            Op::Clone(vol, pick) => {
+                let i = self.pick(vol);
+                let Some(snap) = self.vols[i].snap(pick) else {
+                    return;
+                };
+                if self.vols.len() >= MAX_VOLUMES {
+                    return;
+                }
+                let name = format!("clone{}", self.next());
+                let curi = self.place.uri(&name);
+                let src = format!("{}%{snap}", self.vols[i].uri);
+                hlfs::clone_volume(&src, &curi, None)
+                    .unwrap_or_else(|e| panic!("clone {src} to {curi}: {e}"));
+                let v = Volume::open(&curi, &self.place.opts())
+                    .unwrap_or_else(|e| panic!("open clone {curi}: {e}"));
+                let head = self.vols[i].snaps[&snap].clone();
+                assert_same(&format!("fresh clone {curi}"), &read_all(&v), &head);
+                let base = Some((self.vols[i].name.clone(), snap));
+                self.vols.push(VolM {
+                    name,
+                    uri: curi,
+                    vol: Some(v),
+                    head,
+                    snaps: BTreeMap::new(),
+                    base,
+                });
+            }
+            Op::DeleteVolume(vol) => {
+                let i = self.pick(vol);
+                if i == 0 {
+                    return;
+                }
+                let clones = self.clones_of(i, None);
+                let opts = self.place.opts();
+                let m = &mut self.vols[i];
+                m.vol.take().unwrap().close().expect("close");
+                let r = hlfs::delete_volume(&m.uri);
+                if clones.is_empty() {
+                    r.unwrap_or_else(|e| panic!("delete {}: {e}", m.uri));
+                    let e = Volume::open(&m.uri, &OpenOptions::read_only())
+                        .expect_err("a deleted volume must not open");
+                    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+                    self.vols.remove(i);
+                } else {
+                    let e = r.expect_err("deleting a volume with clones must fail");
+                    assert_eq!(e.kind(), ErrorKind::InUse, "{e}");
+                    for c in clones {
+                        assert!(
+                            e.to_string().contains(&c),
+                            "error {e} should name clone {c}"
+                        );
+                    }
+                    m.vol =
+                        Some(Volume::open(&m.uri, &opts).expect("reopen after a refused delete"));
+                }
+            }
+            Op::Grow(vol, add) => {
+                let i = self.pick(vol);
+                let m = &mut self.vols[i];
+                let cur = m.head.len() as u64;
+                let new = (cur + *add as u64 * SECTOR).min(MAX_SIZE.max(cur));
+                m.v()
+                    .resize(new)
+                    .unwrap_or_else(|e| panic!("{} resize to {new}: {e}", m.uri));
+                m.head.resize(new as usize, 0);
+            }
+            Op::Flush(vol) => {
+                let m = &self.vols[self.pick(vol)];
+                m.v().flush().expect("flush");
+                if self.place.kind != Kind::MemClosedOnly {
+                    // A flushed head is what a concurrent read-only opener sees.
+                    let ro = Volume::open(&m.uri, &OpenOptions::read_only())
+                        .expect("read-only open beside the writer");
+                    assert_same(
+                        "read-only view of the flushed head",
+                        &read_all(&ro),
+                        &m.head,
+                    );
+                }
+            }
+            Op::Reopen => {
+                self.close_all();
+                self.open_all(&self.place.opts());
+                self.check_all();
+            }
+            Op::Rebuild => {
+                self.close_all();
+                for m in &self.vols {
+                    // fsck's own rebuild uses the default index location, which
+                    // only the local backend decides by itself.
+                    let rebuild = self.place.kind == Kind::Local;
+                    let rep = hlfs::fsck(&m.uri, rebuild)
+                        .unwrap_or_else(|e| panic!("fsck {}: {e}", m.uri));
+                    assert!(rep.errors.is_empty(), "fsck {}: {:?}", m.uri, rep.errors);
+                    assert!(
+                        rep.records > 0 && rep.segments > 0,
+                        "fsck {} checked nothing: {rep:?}",
+                        m.uri
+                    );
+                }
+                self.open_all(&OpenOptions {
+                    rebuild_index: true,
+                    ..self.place.opts()
+                });
+                self.check_all();
+            }
+            Op::Check => self.check_all(),
+        }
+    }
+
+    fn close_all(&mut self) {
+        for m in &mut self.vols {
+            m.vol
+                .take()
+                .unwrap()
+                .close()
+                .unwrap_or_else(|e| panic!("close {}: {e}", m.uri));
+        }
+    }
+
+    fn open_all(&mut self, opts: &OpenOptions) {
+        for m in &mut self.vols {
+            m.vol = Some(
+                Volume::open(&m.uri, opts).unwrap_or_else(|e| panic!("reopen {}: {e}", m.uri)),
+            );
+        }
+    }
+
+    fn check_heads(&self) {
+        for m in &self.vols {
+            assert_eq!(m.v().size(), m.head.len() as u64, "size of {}", m.uri);
+            assert_same(&m.uri, &read_all(m.v()), &m.head);
+            check_block_status(m.v(), &m.head);
+        }
+    }
+
+    /// Every head, every snapshot through a read-only `vol%snap` open, and
+    /// each volume's snapshot list and base.
+    fn check_all(&self) {
+        self.check_heads();
+        for m in &self.vols {
+            let mut names = snap_names(m.v());
+            names.sort();
+            assert_eq!(
+                names,
+                m.snaps.keys().cloned().collect::<Vec<_>>(),
+                "snapshots of {}",
+                m.uri
+            );
+            for (name, want) in &m.snaps {
+                let suri = format!("{}%{name}", m.uri);
+                let v = Volume::open(&suri, &OpenOptions::read_only())
+                    .unwrap_or_else(|e| panic!("open {suri}: {e}"));
+                assert!(v.is_read_only());
+                assert_eq!(v.size(), want.len() as u64, "size of {suri}");
+                assert_same(&suri, &read_all(&v), want);
+                check_block_status(&v, want);
+            }
+            let base = m
+                .base
+                .as_ref()
+                .map(|(b, s)| format!("{}%{s}", self.place.uri(b)));
+            assert_eq!(m.v().info().expect("info").base, base, "base of {}", m.uri);
+        }
+    }
+
+    fn finish(mut self) {
+        self.check_all();
+        self.close_all();
+        for m in &self.vols {
+            // A fresh read-only open after a clean close sees the same head.
+            let ro = Volume::open(&m.uri, &OpenOptions::read_only()).expect("read-only open");
+            assert_same(&format!("{} after close", m.uri), &read_all(&ro), &m.head);
+            let rep = hlfs::fsck(&m.uri, false).expect("fsck");
+            assert!(rep.errors.is_empty(), "fsck {}: {:?}", m.uri, rep.errors);
+        }
+    }
+}
+
+/// `block_status` covers the volume in non-empty runs, and a run it calls
+/// zero or unallocated reads as zeros (`qemu-img convert` skips those).
+fn check_block_status(v: &Volume, want: &[u8]) {
+    let size = want.len() as u64;
+    let mut off = 0;
+    while off < size {
+        let (state, n) = v
+            .block_status(off, size - off)
+            .unwrap_or_else(|e| panic!("block status of {} at {off}: {e}", v.uri()));
+        assert!(
+            n > 0 && off + n <= size,
+            "{}: block status at {off} covers {n} bytes",
+            v.uri()
+        );
+        if state != hlfs::BlockState::Data {
+            let run = &want[off as usize..(off + n) as usize];
+            if let Some(i) = run.iter().position(|b| *b != 0) {
+                panic!(
+                    "{}: block status says {state:?} for {off}+{n}, but byte {} holds data",
+                    v.uri(),
+                    off as usize + i
+                );
+            }
+        }
+        off += n;
+    }
+}
+
+/// Model side of a revert of `m` to `target`: the head becomes the
+/// snapshot, and the old head survives as a new snapshot unless it equalled one.
+fn after_revert(m: &mut VolM, target: &str, before: Vec<String>) {
+    let after = snap_names(m.v());
+    let new: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+    let old_head = std::mem::replace(&mut m.head, m.snaps[target].clone());
+    match new.as_slice() {
+        [] => assert!(
+            m.snaps.values().any(|s| *s == old_head),
+            "revert of {} to {target} dropped a head that matched no snapshot",
+            m.uri
+        ),
+        [auto] => {
+            assert!(
+                auto.starts_with("pre-revert-"),
+                "unexpected automatic snapshot name {auto}"
+            );
+            m.snaps.insert((*auto).clone(), old_head);
+        }
+        _ => panic!("revert created several snapshots: {new:?}"),
+    }
+    assert_eq!(after.len(), m.snaps.len(), "engine snapshots {after:?}");
+}
+
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn run(kind: Kind, size_sectors: u64, ops: &[Op]) {
+    let mut r = Run::new(kind, size_sectors * SECTOR);
+    for (i, op) in ops.iter().enumerate() {
+        r.apply(op);
+        // Heads are cheap to compare after every step.
+        r.check_heads();
+        if i % 16 == 15 {
+            r.check_all();
+        }
+    }
+    r.finish();
+}
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: cases(6),
+        max_shrink_iters: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn local_backend_matches_model(size in 2048u64..8192, ops in prop::collection::vec(op(), 10..60)) {
+        run(Kind::Local, size, &ops);
+    }
+
+    #[test]
+    fn mem_backend_matches_model(size in 2048u64..8192, ops in prop::collection::vec(op(), 10..60)) {
+        run(Kind::Mem, size, &ops);
+    }
+
+    #[test]
+    fn hdfs_like_visibility_matches_model(size in 2048u64..8192, ops in prop::collection::vec(op(), 10..60)) {
+        run(Kind::MemClosedOnly, size, &ops);
+    }
+}
+
+/// Property (regression): a clone of a snapshot whose size is not a multiple
+/// of the 4 KiB block reads the base's last, partial block, and keeps it
+/// when a write to the clone touches that block.
+#[test]
+fn clone_reads_partial_last_block_of_base() {
+    for kind in [Kind::Local, Kind::Mem] {
+        let place = Place::new(kind);
+        let uri = place.uri("base");
+        let size = 8 * 4096 + 1024;
+        Volume::create(&uri, size).unwrap();
+        let v = Volume::open(&uri, &place.opts()).unwrap();
+        let tail = pattern(1, 1024);
+        v.write(8 * 4096, &tail).unwrap();
+        v.snapshot_create("s").unwrap();
+        v.close().unwrap();
+        let curi = place.uri("clone");
+        hlfs::clone_volume(&format!("{uri}%s"), &curi, Some(size + 4096)).unwrap();
+        let c = Volume::open(&curi, &place.opts()).unwrap();
+        let mut got = vec![0u8; 1024];
+        c.read(8 * 4096, &mut got).unwrap();
+        assert_same("clone tail", &got, &tail);
+        // A partial write into that block merges with the base's bytes.
+        c.write(8 * 4096 + 512, &[7u8; 512]).unwrap();
+        c.read(8 * 4096, &mut got).unwrap();
+        assert_same("clone tail after write", &got[..512], &tail[..512]);
+        assert_eq!(&got[512..], &[7u8; 512][..]);
+    }
+}
+
+/// Property: a clone of a clone reads through both bases, a write or
+/// zeroing in the middle volume shows only in its own head, and the chain's
+/// snapshots and volumes refuse deletion while something depends on them.
+#[test]
+fn clone_of_a_clone_reads_through_both_bases() {
+    for kind in [Kind::Local, Kind::Mem, Kind::MemClosedOnly] {
+        let place = Place::new(kind);
+        let (a, b, c) = (place.uri("a"), place.uri("b"), place.uri("c"));
+        let size = 64 * 4096 + 512;
+        Volume::create(&a, size).unwrap();
+        let va = Volume::open(&a, &place.opts()).unwrap();
+        let mut ma = pattern(1, size as usize);
+        va.write(0, &ma).unwrap();
+        va.snapshot_create("a1").unwrap();
+        let snap_a1 = ma.clone();
+        hlfs::clone_volume(&format!("{a}%a1"), &b, None).unwrap();
+        let vb = Volume::open(&b, &place.opts()).unwrap();
+        let mut mb = snap_a1.clone();
+        vb.write(4096, &[2u8; 8192]).unwrap();
+        mb[4096..12288].fill(2);
+        vb.write_zeroes(20 * 4096, 10 * 4096).unwrap();
+        mb[20 * 4096..30 * 4096].fill(0);
+        vb.snapshot_create("b1").unwrap();
+        let snap_b1 = mb.clone();
+        hlfs::clone_volume(&format!("{b}%b1"), &c, Some(size + (1 << 20))).unwrap();
+        let vc = Volume::open(&c, &place.opts()).unwrap();
+        let mut mc = snap_b1.clone();
+        mc.resize((size + (1 << 20)) as usize, 0);
+        assert_same("c as cloned", &read_all(&vc), &mc);
+        // Writes anywhere in the chain stay in their own head.
+        vc.write(0, &[3u8; 512]).unwrap();
+        mc[..512].fill(3);
+        vc.write(size - 512, &[4u8; 1024]).unwrap();
+        mc[(size - 512) as usize..(size + 512) as usize].fill(4);
+        va.write(4096, &[5u8; 4096]).unwrap();
+        ma[4096..8192].fill(5);
+        vb.write(8192, &[6u8; 4096]).unwrap();
+        mb[8192..12288].fill(6);
+        vb.snapshot_revert("b1").unwrap();
+        mb = snap_b1.clone();
+        assert_same("a", &read_all(&va), &ma);
+        assert_same("b", &read_all(&vb), &mb);
+        assert_same("c", &read_all(&vc), &mc);
+        for (v, name, want) in [(&a, "a1", &snap_a1), (&b, "b1", &snap_b1)] {
+            let s = Volume::open(&format!("{v}%{name}"), &OpenOptions::read_only()).unwrap();
+            assert_same(name, &read_all(&s), want);
+        }
+        let e = va.snapshot_delete("a1").unwrap_err();
+        assert!(
+            e.kind() == ErrorKind::InUse && e.to_string().contains(&b),
+            "{e}"
+        );
+        let e = vb.snapshot_delete("b1").unwrap_err();
+        assert!(
+            e.kind() == ErrorKind::InUse && e.to_string().contains(&c),
+            "{e}"
+        );
+        for v in [va, vb, vc] {
+            v.close().unwrap();
+        }
+        let e = hlfs::delete_volume(&b).unwrap_err();
+        assert!(
+            e.kind() == ErrorKind::InUse && e.to_string().contains(&c),
+            "{e}"
+        );
+        // Reopened, and from the log alone, the chain reads the same.
+        let vc = Volume::open(
+            &c,
+            &OpenOptions {
+                rebuild_index: true,
+                ..place.opts()
+            },
+        )
+        .unwrap();
+        assert_same("c after rebuild", &read_all(&vc), &mc);
+        vc.close().unwrap();
+        hlfs::delete_volume(&c).unwrap();
+        hlfs::delete_volume(&b).unwrap();
+        let va = Volume::open(&a, &place.opts()).unwrap();
+        va.snapshot_delete("a1").unwrap();
+        assert_same("a after its snapshot is gone", &read_all(&va), &ma);
+        va.close().unwrap();
+    }
+}
