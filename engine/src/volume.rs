@@ -480,8 +480,8 @@ fn live_clones(backend: &dyn Backend, dir: &str, base_uri: &str) -> Result<Vec<(
     let mut out = Vec::new();
     for (id, child, path) in read_clone_refs(backend, dir)? {
         let alive = match VolumeUri::parse(&child).and_then(|u| Ok((backend::for_uri(&u)?, u))) {
-            // Existence is enough: deleting a clone (`hlfs delete`) or
-            // flattening it removes its reference, so a reference to a volume
+            // Existence is enough: deleting a clone (`hlfs delete`)
+            // removes its reference, so a reference to a volume
             // that still exists is live. Opening every clone here would make
             // listing snapshots cost a full open per clone.
             Ok((b, u)) => volume_exists(&*b, &u.path).unwrap_or(true),
@@ -585,7 +585,9 @@ impl Volume {
         if let Err(e) = backend.rename(&tmp, &log::segment_path(&u.path, 1)) {
             let _ = backend.delete(&tmp);
             return Err(match e.kind() {
-                ErrorKind::Exists => Error::new(
+                // A concurrent creator may also have removed our temporary
+                // as a leftover: either way, the other one won.
+                ErrorKind::Exists | ErrorKind::NotFound => Error::new(
                     ErrorKind::Exists,
                     format!("volume {u} already exists (created concurrently)"),
                 ),
@@ -1221,7 +1223,7 @@ impl Volume {
                 return Err(Error::new(
                     ErrorKind::InUse,
                     format!(
-                        "snapshot {name:?} of {} has clones: {}; delete or flatten them first",
+                        "snapshot {name:?} of {} has clones: {}; delete those clones first",
                         self.uri,
                         clones.join(", ")
                     ),
@@ -1244,8 +1246,12 @@ impl Volume {
                     .ok_or_else(|| Self::no_snapshot(&st, &self.uri.to_string(), name))?;
                 let head = st.timelines.get(&st.head).cloned().unwrap_or_default();
                 // Unchanged: nothing written and no resize since the head
-                // branched off, so it equals the state it started from.
-                let head_changed = head.entries > 0 || st.head_resized;
+                // branched off a snapshot that still exists, which then
+                // holds the same contents. A head on a hidden parent (its
+                // snapshot deleted, the timeline kept for another branch)
+                // is the only copy of that state, so it is kept too.
+                let on_snapshot = head.parent.is_some_and(|p| st.snapshots.values().any(|s| s.timeline == p));
+                let head_changed = head.entries > 0 || st.head_resized || !on_snapshot;
                 let (auto_id, auto_name) = if head_changed {
                     let id = st.next_snapshot;
                     let mut n = format!("pre-revert-{id}");
@@ -1289,8 +1295,7 @@ impl Volume {
             &*self.backend,
             &self.dir,
             &self.uri.without_snapshot().to_string(),
-        )
-        .unwrap_or_default();
+        )?;
         let st = self.state.read();
         Ok(st
             .snapshots
@@ -1570,7 +1575,7 @@ pub fn delete_volume(uri: &str) -> Result<()> {
         return Err(Error::new(
             ErrorKind::InUse,
             format!(
-                "volume {name} has clones: {}; delete or flatten them first",
+                "volume {name} has clones: {}; delete those clones first",
                 list.join(", ")
             ),
         ));

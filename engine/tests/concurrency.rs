@@ -266,7 +266,7 @@ fn large_volume_open_time() {
             false,
         ),
         (
-            "read-only (checkpoint into a temporary index)",
+            "read-only (checkpoint searched in place)",
             OpenOptions::read_only(),
             false,
         ),

@@ -451,6 +451,7 @@ impl World {
             );
             st.clones_checked += 1;
         }
+        let mut survived = None;
         if let Some(Pending::Clone { uri, snap }) = &self.pending {
             match Volume::open(uri, &OpenOptions::read_only()) {
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -470,9 +471,12 @@ impl World {
                     );
                     happened = true;
                     st.clones_checked += 1;
+                    survived = Some((uri.clone(), snap.clone(), self.snaps[snap].clone()));
                 }
             }
         }
+        // A clone that made it is checked after later crashes too.
+        self.clones.extend(survived);
         if self.pending.is_some() {
             if happened {
                 st.inflight_happened += 1;
@@ -625,8 +629,8 @@ fn env(name: &str, default: u64) -> u64 {
 fn crash_anywhere_loses_nothing_acknowledged() {
     run(
         Kind::Mem,
-        env("HLFS_CRASH_WORKLOADS", 3),
-        env("HLFS_CRASH_POINTS", 30),
+        env("HLFS_CRASH_WORKLOADS", 4),
+        env("HLFS_CRASH_POINTS", 32),
     );
 }
 
@@ -634,7 +638,7 @@ fn crash_anywhere_loses_nothing_acknowledged() {
 fn crash_anywhere_with_hdfs_like_visibility() {
     run(
         Kind::MemClosedOnly,
-        env("HLFS_CRASH_WORKLOADS", 3),
-        env("HLFS_CRASH_POINTS", 30),
+        env("HLFS_CRASH_WORKLOADS", 4),
+        env("HLFS_CRASH_POINTS", 32),
     );
 }

@@ -56,6 +56,12 @@ pub fn registry_put(name: &str, backend: MemBackend) {
     registry().lock().insert(name.to_string(), backend);
 }
 
+/// Forgets `mem://name/...`, so a long test run does not keep every
+/// backend's files alive.
+pub fn registry_remove(name: &str) {
+    registry().lock().remove(name);
+}
+
 pub(super) fn registry_get(name: &str) -> Option<Arc<dyn Backend>> {
     registry()
         .lock()

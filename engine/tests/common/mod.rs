@@ -3,7 +3,7 @@
 //! visibility), deterministic data patterns, and whole-volume reads.
 #![allow(dead_code)]
 
-use hlfs::backend::mem::{registry_put, MemBackend};
+use hlfs::backend::mem::{registry_put, registry_remove, MemBackend};
 use hlfs::backend::Backend;
 use hlfs::{OpenOptions, Volume};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +26,15 @@ pub struct Place {
     pub mem: Option<MemBackend>,
     prefix: String,
     root: String,
+    mem_name: Option<String>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(n) = &self.mem_name {
+            registry_remove(n);
+        }
+    }
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -62,12 +71,14 @@ impl Place {
             Kind::Local => dir.path().display().to_string(),
             _ => "/vols".to_string(),
         };
+        let mem_name = prefix.strip_prefix("mem://").map(|r| r.trim_end_matches("/vols").to_string());
         Place {
             kind,
             dir,
             mem,
             prefix,
             root,
+            mem_name,
         }
     }
 
