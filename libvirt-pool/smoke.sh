@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# End-to-end check of the hlfs storage pool backend against a private
+# libvirtd (own config, socket dir, pid file and log in a temporary dir).
+#
+#   libvirt-pool/smoke.sh [PREFIX]     # PREFIX: from build.sh (default: run it)
+#
+# Needs root (libvirtd's system mode) and the hlfs CLI:
+#   $HLFS_CLI, default <checkout>/target/release/hlfs (cargo build --release -p hlfs-cli)
+# Each check states what it verifies; the first failure stops the run.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+PREFIX=${1:-$("$HERE/build.sh" | tail -n1)}
+HLFS=${HLFS_CLI:-$ROOT/target/release/hlfs}
+[ -x "$HLFS" ] || { echo "no hlfs CLI at $HLFS" >&2; exit 1; }
+[ -x "$PREFIX/sbin/libvirtd" ] || { echo "no libvirtd in $PREFIX" >&2; exit 1; }
+
+T=$(mktemp -d /tmp/hlfs-libvirt-smoke.XXXXXX)
+POOLDIR=$T/pool
+POOL=hlfs-smoke-$$   # unique: pool configs persist in the prefix
+mkdir -p "$T/run"
+cat >"$T/libvirtd.conf" <<EOF
+unix_sock_dir = "$T/run"
+log_outputs = "3:file:$T/libvirtd.log"
+EOF
+
+DAEMON=
+cleanup() {
+    set +e
+    if [ -n "$DAEMON" ]; then
+        $V pool-destroy $POOL >/dev/null 2>&1
+        $V pool-undefine $POOL >/dev/null 2>&1
+        kill "$DAEMON" 2>/dev/null
+        wait "$DAEMON" 2>/dev/null
+    fi
+    [ "${KEEP:-0}" = 1 ] && echo "kept $T" >&2 || rm -rf "$T"
+}
+trap cleanup EXIT
+
+HLFS_CLI=$HLFS "$PREFIX/sbin/libvirtd" -f "$T/libvirtd.conf" -p "$T/libvirtd.pid" \
+    >"$T/libvirtd.out" 2>&1 &
+DAEMON=$!
+V="$PREFIX/bin/virsh -q -c qemu+unix:///system?socket=$T/run/libvirt-sock"
+for _ in $(seq 100); do [ -S "$T/run/libvirt-sock" ] && break; sleep 0.1; done
+[ -S "$T/run/libvirt-sock" ] || { cat "$T/libvirtd.out" >&2; exit 1; }
+
+pass() { printf 'ok   %s\n' "$*"; }
+fail() { printf 'FAIL %s\n' "$*" >&2; tail -n 20 "$T/libvirtd.log" >&2 || true; exit 1; }
+expect_fail() {  # expect_fail DESC CMD...: CMD must fail
+    local d=$1; shift
+    if "$@" >"$T/err" 2>&1; then fail "$d (command succeeded)"; fi
+    pass "$d: $(grep -m1 error "$T/err" | sed 's/^error: //')"
+}
+vcap() { $V vol-dumpxml --pool $POOL "$1" | sed -n "s|.*<capacity unit='bytes'>\([0-9]*\)</capacity>.*|\1|p"; }
+
+cat >"$T/pool.xml" <<EOF
+<pool type='hlfs'>
+  <name>$POOL</name>
+  <source>
+    <name>local://$POOLDIR</name>
+  </source>
+</pool>
+EOF
+$V pool-define "$T/pool.xml" >/dev/null
+$V pool-build $POOL >/dev/null
+[ -d "$POOLDIR" ] || fail "pool-build creates the pool directory"
+pass "pool-define + pool-build create $POOLDIR"
+$V pool-start $POOL >/dev/null
+$V pool-info $POOL | grep -e 'State: *running' >/dev/null || fail "pool-start"
+$V pool-dumpxml $POOL | grep -e "<name>local://$POOLDIR</name>" >/dev/null || fail "pool-dumpxml source name"
+cap=$($V pool-dumpxml $POOL | sed -n "s|.*<capacity unit='bytes'>\([0-9]*\)<.*|\1|p")
+[ "$cap" -gt 0 ] || fail "pool capacity is the file system's size"
+pass "pool-start; pool capacity $cap bytes (statvfs of the directory)"
+
+# create
+$V vol-create-as $POOL vm1 64M --format raw >/dev/null
+"$HLFS" info --output json "local://$POOLDIR/vm1" | grep -e '"virtual_size": 67108864' >/dev/null ||
+    fail "vol-create-as made a 64 MiB HLFS volume"
+[ "$($V vol-path --pool $POOL vm1)" = "hlfs:local://$POOLDIR/vm1" ] || fail "vol-path is the hlfs: URI"
+[ "$($V vol-key --pool $POOL vm1)" = "hlfs:local://$POOLDIR/vm1" ] || fail "vol-key is the hlfs: URI"
+[ "$(vcap vm1)" = 67108864 ] || fail "vol-dumpxml capacity"
+$V vol-list $POOL | grep -e "^ *vm1 *hlfs:local://$POOLDIR/vm1" >/dev/null || fail "vol-list shows vm1"
+$V vol-info --pool $POOL vm1 | grep -e 'Type: *network' >/dev/null || fail "vol-info type network"
+pass "vol-create-as: 64 MiB volume, key/path hlfs:local://$POOLDIR/vm1, vol-list/vol-info/vol-dumpxml agree"
+
+# names are validated before anything runs
+for bad in '../evil' 'a/b' 'a%b' 'a;touch x' '$(id)' '-rf' '.hidden' "$(printf 'a\tb')"; do
+    expect_fail "refuses volume name '$bad'" $V vol-create-as --pool $POOL --name "$bad" --capacity 1M
+done
+[ "$(ls "$POOLDIR")" = vm1 ] || fail "nothing but vm1 in the pool directory"
+[ ! -e "$T/../evil" ] || fail "no volume outside the pool"
+pass "no stray files after the refused names"
+
+# pool-refresh picks up volumes made outside libvirt, skips non-volumes
+"$HLFS" create "local://$POOLDIR/ext" 1M
+mkdir "$POOLDIR/not-a-volume"
+$V pool-refresh $POOL >/dev/null
+$V vol-list $POOL | grep -e '^ *ext ' >/dev/null || fail "pool-refresh lists a volume created by the CLI"
+! $V vol-list $POOL | grep -e 'not-a-volume' >/dev/null || fail "pool-refresh skips a plain directory"
+pass "pool-refresh lists CLI-created volume 'ext' and skips a plain directory"
+rmdir "$POOLDIR/not-a-volume"
+
+# resize (grow only)
+$V vol-resize --pool $POOL vm1 128M >/dev/null
+[ "$(vcap vm1)" = 134217728 ] || fail "vol-resize to 128M"
+expect_fail "vol-resize refuses to shrink" $V vol-resize --pool $POOL vm1 64M --shrink
+pass "vol-resize grows vm1 to 128 MiB"
+
+# download: byte-exact
+head -c 3M /dev/urandom >"$T/data"
+"$HLFS" import -n "$T/data" "local://$POOLDIR/vm1"
+$V vol-download --pool $POOL vm1 "$T/down" >/dev/null
+[ "$(stat -c %s "$T/down")" = 134217728 ] || fail "vol-download size"
+cmp -n 3145728 "$T/data" "$T/down" || fail "vol-download returns the imported bytes"
+{ cmp -i 3145728 "$T/down" /dev/zero 2>&1 || true; } | grep -e EOF >/dev/null || fail "rest of the download reads zeros"
+pass "vol-download is byte-exact (3 MiB random + zeros, 128 MiB)"
+
+# clone: vol-clone takes a snapshot and clones it (O(1))
+$V vol-clone --pool $POOL vm1 vm1-clone >/dev/null
+"$HLFS" info --output json "local://$POOLDIR/vm1-clone" | grep -e "\"base\": \"local://$POOLDIR/vm1%libvirt-clone-" >/dev/null ||
+    fail "vol-clone makes an HLFS clone of a libvirt-clone-* snapshot"
+$V vol-download --pool $POOL vm1-clone "$T/down2" >/dev/null
+cmp "$T/down" "$T/down2" || fail "the clone has the source's contents"
+pass "vol-clone: HLFS clone of snapshot, same contents"
+
+# a <backingStore> hlfs:URI%SNAP makes a clone
+"$HLFS" snapshot create "local://$POOLDIR/vm1" golden
+cat >"$T/vol.xml" <<EOF
+<volume>
+  <name>vm2</name>
+  <capacity unit='M'>256</capacity>
+  <target><format type='raw'/></target>
+  <backingStore><path>hlfs:local://$POOLDIR/vm1%golden</path><format type='raw'/></backingStore>
+</volume>
+EOF
+$V vol-create $POOL "$T/vol.xml" >/dev/null
+"$HLFS" info --output json "local://$POOLDIR/vm2" | grep -e "\"base\": \"local://$POOLDIR/vm1%golden\"" >/dev/null ||
+    fail "backingStore clone"
+[ "$(vcap vm2)" = 268435456 ] || fail "backingStore clone has the requested size"
+pass "vol-create with <backingStore> hlfs:...%golden clones that snapshot (256 MiB)"
+
+# delete
+expect_fail "vol-delete refuses a volume whose snapshots have clones" $V vol-delete --pool $POOL vm1
+grep -q 'clones depend on its snapshots' "$T/err" || fail "clear message for vol-delete with clones"
+$V vol-delete --pool $POOL vm1-clone >/dev/null
+$V vol-delete --pool $POOL vm2 >/dev/null
+$V vol-delete --pool $POOL vm1 >/dev/null
+$V vol-delete --pool $POOL ext >/dev/null
+[ -z "$(ls "$POOLDIR")" ] || fail "all volumes deleted"
+[ -z "$($V vol-list $POOL)" ] || fail "vol-list empty"
+pass "vol-delete removes clones, then the source"
+
+$V pool-destroy $POOL >/dev/null
+$V pool-delete $POOL >/dev/null
+[ ! -e "$POOLDIR" ] || fail "pool-delete removes the empty directory"
+$V pool-undefine $POOL >/dev/null
+pass "pool-destroy, pool-delete, pool-undefine"
+echo "all checks passed"
