@@ -1,7 +1,7 @@
-//! `hlfs`: create, inspect, snapshot, clone, import and export HLFS volumes.
+//! `hlfs`: create, inspect, list, snapshot, clone, import, export and wipe HLFS volumes.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use hlfs_cli::{ops, output::INFO_JSON_HELP, Output};
+use hlfs_cli::{ops, output::INFO_JSON_HELP, output::LIST_JSON_HELP, Output};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,6 +48,21 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
+    /// List the volumes in a directory, with their sizes and the space left
+    ///
+    /// Sub-directories that are not volumes are skipped; a volume that cannot be opened is skipped with a
+    /// warning on stderr. Nothing is locked, so volumes in use by a VM are listed too. Exits with 3 if the
+    /// directory does not exist.
+    ///
+    /// Example: hlfs list --output json local:///var/lib/hlfs/vms
+    #[command(after_long_help = LIST_JSON_HELP)]
+    List {
+        /// Directory holding volumes, e.g. local:///var/lib/hlfs/vms (no %snapshot)
+        dir: String,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
     /// Delete a volume and all its snapshots (refused while clones use it)
     Delete {
         /// Volume to delete
@@ -80,28 +95,51 @@ enum Cmd {
     #[command(after_help = "If the volume does not exist it is created, with --size or the raw image's size \
         rounded up to 512 bytes (-n refuses instead). All-zero 4 KiB blocks are not stored where the volume \
         already reads zeros, so a fresh volume holds only the image's data. A progress bar is shown when \
-        stderr is a terminal.")]
+        stderr is a terminal.\n\n\
+        RAW may be - to read the image from stdin: what arrives is written from offset 0. Its size is not \
+        known in advance, so creating a volume needs --size; an image longer than the volume fails (exit 2) \
+        after its first SIZE bytes were written.\n\
+        Example: xz -dc disk.raw.xz | hlfs import - local:///tmp/testenv/testfs --size 10G")]
     Import {
-        /// Raw image file (or block device) to read
+        /// Raw image file (or block device) to read, or - for stdin
         raw: PathBuf,
         /// Volume to write; must not name a snapshot
         uri: String,
         /// Fail instead of creating a missing volume (like qemu-img convert -n)
         #[arg(short = 'n', long)]
         no_create: bool,
-        /// Size of the volume if import creates it
+        /// Size of the volume if import creates it (required when RAW is - and the volume is new)
         #[arg(long)]
         size: Option<String>,
     },
     /// Write a volume, or URI%SNAPSHOT, to a raw image file
     #[command(after_help = "The file is created or truncated and sized to the volume; blocks that read as \
         zeros are left as holes, so the file is sparse. A block device is written in full. A progress bar is \
-        shown when stderr is a terminal.")]
+        shown when stderr is a terminal.\n\n\
+        RAW may be - to write the image to stdout, every byte of it (zeros included); stdout then carries \
+        nothing else.\n\
+        Example: hlfs export local:///tmp/testenv/testfs%snapshot1 - | xz > snap.raw.xz")]
     Export {
         /// Volume or URI%SNAPSHOT to read
         uri: String,
-        /// Raw image file to write
+        /// Raw image file to write, or - for stdout
         raw: PathBuf,
+    },
+    /// Make a range of a volume (default: all of it) read as zeros, without writing data
+    #[command(after_help = "The range becomes one zero record in the log, so wiping is fast whatever its \
+        size, and the blocks it covered are freed (snapshots keep theirs). OFFSET and LENGTH take the same \
+        suffixes as sizes (64K, 1M) and must be multiples of 512 and stay within the volume (exit 2 \
+        otherwise). The volume is flushed before the command returns.\n\
+        Example: hlfs wipe local:///tmp/testenv/testfs --offset 1M --length 4M")]
+    Wipe {
+        /// Volume to wipe; must not name a snapshot
+        uri: String,
+        /// Start of the range, bytes (default 0)
+        #[arg(long, value_name = "OFFSET")]
+        offset: Option<String>,
+        /// Length of the range, bytes (default: to the end of the volume)
+        #[arg(long, value_name = "LENGTH")]
+        length: Option<String>,
     },
     /// Verify every record and checkpoint of a volume (like qemu-img check)
     #[command(visible_alias = "check", after_help = "Exits with 5 (corrupt) if errors are found. JSON fields: \
@@ -158,6 +196,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Create { uri, size, backing } => ops::create(&uri, size.as_deref(), backing.as_deref()),
         Cmd::Info { uri, output } => ops::info(&uri, output),
+        Cmd::List { dir, output } => ops::list(&dir, output),
         Cmd::Delete { uri } => ops::delete(&uri),
         Cmd::Resize { uri, size } => ops::resize(&uri, &size),
         Cmd::Snapshot(SnapCmd::Create { uri, name }) => ops::snapshot_create(&uri, &name),
@@ -170,6 +209,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Import { raw, uri, no_create, size } => ops::import(&raw, &uri, no_create, size.as_deref()).map(drop),
         Cmd::Export { uri, raw } => ops::export(&uri, &raw).map(drop),
+        Cmd::Wipe { uri, offset, length } => ops::wipe(&uri, offset.as_deref(), length.as_deref()),
         Cmd::Fsck { uri, rebuild_index, output } => ops::fsck(&uri, rebuild_index, output),
     }
 }

@@ -5,8 +5,12 @@ use crate::output::{self, Output};
 use crate::transfer;
 use anyhow::{Context, Result};
 use hlfs::{Error, ErrorKind, OpenOptions, Volume, VolumeUri};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
+
+/// The path that means stdin (import) or stdout (export).
+const STREAM: &str = "-";
 
 fn print(s: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
@@ -143,8 +147,13 @@ pub fn clone(src: &str, dst: &str, size: Option<u64>) -> Result<()> {
 
 /// Copies a raw image into a volume. A missing volume is created (unless
 /// `no_create`) with `size`, or the image's size rounded up to 512 bytes.
+/// `-` reads the image from stdin; its size is then unknown, so creating a
+/// volume needs `size`.
 pub fn import(raw: &Path, uri: &str, no_create: bool, size: Option<&str>) -> Result<transfer::ImportStats> {
     require_volume(uri, "import")?;
+    if raw == Path::new(STREAM) {
+        return import_stdin(uri, no_create, size);
+    }
     let file = std::fs::File::open(raw).with_context(|| format!("cannot open raw image {}", raw.display()))?;
     let raw_len = transfer::raw_len(&file).with_context(|| format!("cannot size raw image {}", raw.display()))?;
     if raw_len == 0 {
@@ -162,11 +171,7 @@ pub fn import(raw: &Path, uri: &str, no_create: bool, size: Option<&str>) -> Res
         }
     };
     if !created && size.is_some() {
-        return Err(Error::new(
-            ErrorKind::Exists,
-            format!("{uri} already exists, and --size only applies to a volume that import creates; drop --size, or grow it with `hlfs resize`"),
-        )
-        .into());
+        return Err(size_needs_new_volume(uri));
     }
     let vol = open_rw(uri, "import")?;
     if vol.size() < needed {
@@ -176,24 +181,69 @@ pub fn import(raw: &Path, uri: &str, no_create: bool, size: Option<&str>) -> Res
             vol.size()
         )));
     }
-    let pb = transfer::progress_bar(needed, "importing");
+    let pb = transfer::progress_bar(Some(needed), "importing");
     let stats = transfer::import(&file, raw_len, &vol, &pb).with_context(|| format!("importing {} into {uri}", raw.display()));
     pb.finish_and_clear();
     let stats = stats?;
     vol.close()?;
+    log_import(&raw.display().to_string(), uri, &stats);
+    Ok(stats)
+}
+
+fn size_needs_new_volume(uri: &str) -> anyhow::Error {
+    Error::new(
+        ErrorKind::Exists,
+        format!("{uri} already exists, and --size only applies to a volume that import creates; drop --size, or grow it with `hlfs resize`"),
+    )
+    .into()
+}
+
+fn log_import(from: &str, uri: &str, stats: &transfer::ImportStats) {
     tracing::info!(
-        "imported {} into {uri}: {} bytes of data, {} zero bytes not stored, {} bytes zeroed",
-        raw.display(),
+        "imported {from} into {uri}: {} bytes, of which {} bytes of data, {} zero bytes not stored, {} bytes zeroed",
+        stats.raw_bytes,
         stats.data_bytes,
         stats.skipped_zero_bytes,
         stats.zeroed_bytes
     );
+}
+
+/// `import - URI`: the image arrives on stdin and is written as it comes.
+fn import_stdin(uri: &str, no_create: bool, size: Option<&str>) -> Result<transfer::ImportStats> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(usage(format!("stdin is a terminal; pipe the raw image in, as in `hlfs import - {uri} < disk.raw`")));
+    }
+    let size = size.map(parse_size).transpose()?;
+    let exists = hlfs::listing::is_volume(&VolumeUri::parse(uri)?)?;
+    match (exists, size) {
+        (true, Some(_)) => return Err(size_needs_new_volume(uri)),
+        (false, None) if !no_create => {
+            return Err(usage(format!(
+                "the size of an image read from stdin is not known in advance; give --size SIZE to create {uri}, \
+                 or create it first with `hlfs create {uri} SIZE`"
+            )))
+        }
+        (false, Some(size)) if !no_create => Volume::create(uri, size)?,
+        // Missing with -n: opening says it does not exist.
+        _ => {}
+    }
+    let vol = open_rw(uri, "import")?;
+    let pb = transfer::progress_bar(None, "importing");
+    let stats = transfer::import_stream(&mut stdin.lock(), &vol, &pb).with_context(|| format!("importing stdin into {uri}"));
+    pb.finish_and_clear();
+    let stats = stats?;
+    vol.close()?;
+    log_import("stdin", uri, &stats);
     Ok(stats)
 }
 
 /// Writes a volume (or `URI%snap`) to a raw image file, sparse where the
-/// target is a regular file.
+/// target is a regular file. `-` writes the whole image to stdout.
 pub fn export(uri: &str, raw: &Path) -> Result<transfer::ExportStats> {
+    if raw == Path::new(STREAM) {
+        return export_stdout(uri);
+    }
     let vol = open_ro(uri)?;
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -206,10 +256,76 @@ pub fn export(uri: &str, raw: &Path) -> Result<transfer::ExportStats> {
     if sparse {
         file.set_len(0).with_context(|| format!("truncating {}", raw.display()))?;
     }
-    let pb = transfer::progress_bar(vol.size(), "exporting");
+    let pb = transfer::progress_bar(Some(vol.size()), "exporting");
     let stats = transfer::export(&vol, &file, sparse, &pb).with_context(|| format!("exporting {uri} to {}", raw.display()));
     pb.finish_and_clear();
     stats
+}
+
+/// `export URI -`: the image goes to stdout, every byte of it.
+fn export_stdout(uri: &str) -> Result<transfer::ExportStats> {
+    let stdout = std::io::stdout();
+    if stdout.is_terminal() {
+        return Err(usage(format!("stdout is a terminal; redirect the image, as in `hlfs export {uri} - > disk.raw`")));
+    }
+    let vol = open_ro(uri)?;
+    // Write to the descriptor itself: Rust's stdout is line-buffered, which
+    // would scan every chunk for newlines.
+    let fd = stdout.as_fd().try_clone_to_owned().context("duplicating stdout")?;
+    let mut out = std::fs::File::from(fd);
+    let pb = transfer::progress_bar(Some(vol.size()), "exporting");
+    let stats = transfer::export_stream(&vol, &mut out, &pb).with_context(|| format!("exporting {uri} to stdout"));
+    pb.finish_and_clear();
+    stats
+}
+
+/// Makes `[offset, offset+length)` of a volume (default: all of it) read
+/// as zeros. No data is written: the range becomes one zero record (plus
+/// zeroed partial blocks at unaligned ends), and the blocks it covered are
+/// freed for the cleaner.
+pub fn wipe(uri: &str, offset: Option<&str>, length: Option<&str>) -> Result<()> {
+    let vol = open_rw(uri, "wipe")?;
+    let size = vol.size();
+    let off = offset.map(parse_size).transpose()?.unwrap_or(0);
+    let len = match length {
+        Some(l) => parse_size(l)?,
+        None => size.saturating_sub(off),
+    };
+    for (flag, v) in [("--offset", off), ("--length", len)] {
+        if v % 512 != 0 {
+            return Err(usage(format!("wipe of {uri}: {flag} {v} is not a multiple of 512 bytes")));
+        }
+    }
+    if off.checked_add(len).map_or(true, |end| end > size) {
+        return Err(usage(format!(
+            "wipe of {uri} at --offset {off}, --length {len} goes past the end of the volume ({size} bytes)"
+        )));
+    }
+    vol.discard(off, len)?;
+    vol.flush()?;
+    Ok(vol.close()?)
+}
+
+/// Lists the volumes in a directory with their sizes, and the space of the
+/// filesystem under it. Nothing is locked: volumes open read-write by a VM
+/// are listed too. A volume that cannot be opened is skipped with a warning,
+/// so one damaged volume does not hide the others.
+pub fn list(dir_uri: &str, out: Output) -> Result<()> {
+    let dir = hlfs::listing::list_dir(dir_uri)?;
+    let mut vols = Vec::new();
+    for u in &dir.volumes {
+        match Volume::open(&u.to_string(), &OpenOptions::read_only()).and_then(|v| v.info()) {
+            Ok(i) => vols.push((u.volume_name().to_string(), i)),
+            // Deleted since the directory was listed.
+            Err(e) if e.kind() == ErrorKind::NotFound && !hlfs::listing::is_volume(u).unwrap_or(true) => {}
+            Err(e) => tracing::warn!("skipping volume {u}: {e}"),
+        }
+    }
+    let listing = output::ListJson::new(&dir, &vols);
+    match out {
+        Output::Human => print(&output::list_human(&listing)),
+        Output::Json => print(&output::json(&listing)),
+    }
 }
 
 /// Verifies a volume's log; with `rebuild_index` also rebuilds its index.

@@ -1,6 +1,8 @@
 //! How results are shown: human text in qemu-img's style, or JSON with
 //! snake_case fields for scripts.
 
+use hlfs::listing::VolumeDir;
+use hlfs::uri::Location;
 use hlfs::{FsckReport, SnapshotInfo, VolumeInfo};
 use serde::Serialize;
 
@@ -33,6 +35,77 @@ JSON fields (--output json):
     id, name, date (UTC \"YYYY-MM-DD HH:MM:SS\"), date_sec, date_nsec,
     virtual_size, bytes (data this snapshot holds on its own),
     clones (URIs of volumes cloned from it)";
+
+/// Fields of `hlfs list --output json`, for `--help`. Keep in step with [`ListJson`].
+pub const LIST_JSON_HELP: &str = "\
+JSON fields (--output json):
+  uri              canonical directory URI
+  backend          \"local\", \"hdfs\" or \"mem\"
+  capacity         total bytes of the filesystem holding the directory (statvfs), or null
+  available        bytes free there for unprivileged users (statvfs), or null
+  volumes          list, sorted by name, each with:
+    name             volume name (the directory entry)
+    uri              canonical volume URI
+    virtual_size     size the guest sees, bytes
+    allocated_bytes  bytes the volume's log occupies
+    base             \"URI%snapshot\" it was cloned from, or null";
+
+/// A volume in `hlfs list --output json`.
+#[derive(Debug, Serialize)]
+pub struct ListVolumeJson {
+    /// Name within the directory.
+    pub name: String,
+    /// Canonical URI.
+    pub uri: String,
+    /// Virtual size in bytes.
+    pub virtual_size: u64,
+    /// Bytes in the backend.
+    pub allocated_bytes: u64,
+    /// Base `URI%snapshot` of a clone.
+    pub base: Option<String>,
+}
+
+/// `hlfs list --output json`.
+#[derive(Debug, Serialize)]
+pub struct ListJson {
+    /// Canonical directory URI.
+    pub uri: String,
+    /// Backend kind.
+    pub backend: String,
+    /// Total bytes of the filesystem, if known.
+    pub capacity: Option<u64>,
+    /// Free bytes of the filesystem, if known.
+    pub available: Option<u64>,
+    /// Volumes, sorted by name.
+    pub volumes: Vec<ListVolumeJson>,
+}
+
+impl ListJson {
+    /// The listing of `dir`, with the info of each volume that opened.
+    pub fn new(dir: &VolumeDir, vols: &[(String, VolumeInfo)]) -> Self {
+        ListJson {
+            uri: dir.uri.to_string(),
+            backend: match dir.uri.location {
+                Location::Local => "local",
+                Location::Hdfs { .. } => "hdfs",
+                Location::Mem { .. } => "mem",
+            }
+            .to_string(),
+            capacity: dir.capacity,
+            available: dir.available,
+            volumes: vols
+                .iter()
+                .map(|(name, i)| ListVolumeJson {
+                    name: name.clone(),
+                    uri: i.uri.clone(),
+                    virtual_size: i.virtual_size,
+                    allocated_bytes: i.allocated_bytes,
+                    base: i.base.clone(),
+                })
+                .collect(),
+        }
+    }
+}
 
 /// A snapshot in JSON output.
 #[derive(Debug, Serialize)]
@@ -282,6 +355,42 @@ pub fn snapshots_human(snaps: &[SnapshotInfo]) -> String {
     s.push_str(&fmt_row(header));
     for r in &rows {
         s.push_str(&fmt_row([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+    }
+    s
+}
+
+/// `hlfs list` for people: a line about the directory, then a table.
+pub fn list_human(l: &ListJson) -> String {
+    let space = match (l.available, l.capacity) {
+        (Some(a), Some(c)) => format!("{} available of {}", size(a), size(c)),
+        (Some(a), None) => format!("{} available", size(a)),
+        _ => "space unknown".to_string(),
+    };
+    let mut s = format!("{}: {} volume(s), {space}\n", l.uri, l.volumes.len());
+    if l.volumes.is_empty() {
+        return s;
+    }
+    let header = ["NAME", "VIRTUAL SIZE", "ALLOCATED", "BASE"];
+    let rows: Vec<[String; 4]> = l
+        .volumes
+        .iter()
+        .map(|v| {
+            let base = v.base.clone().unwrap_or_else(|| "-".to_string());
+            [v.name.clone(), size(v.virtual_size), size(v.allocated_bytes), base]
+        })
+        .collect();
+    let mut w = header.map(str::len);
+    for r in &rows {
+        for (k, c) in r.iter().enumerate() {
+            w[k] = w[k].max(c.chars().count());
+        }
+    }
+    let line = |c: [&str; 4]| {
+        format!("{:<w0$}  {:>w1$}  {:>w2$}  {}\n", c[0], c[1], c[2], c[3], w0 = w[0], w1 = w[1], w2 = w[2])
+    };
+    s.push_str(&line(header));
+    for r in &rows {
+        s.push_str(&line([&r[0], &r[1], &r[2], &r[3]]));
     }
     s
 }

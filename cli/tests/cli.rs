@@ -1,9 +1,10 @@
 //! Whole-path tests of the built `hlfs`, `snapshot.hlfs` and `clone.hlfs`
 //! binaries against real local volumes in temporary directories.
 
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 const HLFS: &str = env!("CARGO_BIN_EXE_hlfs");
 const MIB: usize = 1 << 20;
@@ -35,6 +36,36 @@ impl Env {
 
 fn run(bin: &str, args: &[&str]) -> Output {
     Command::new(bin).args(args).env_remove("RUST_LOG").output().expect("binary runs")
+}
+
+/// Runs `hlfs ARGS` with `input` piped to its stdin (from another thread,
+/// so a full pipe cannot deadlock) and stdout and stderr captured.
+fn run_piped(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(HLFS)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // The command may fail before reading everything; a broken pipe here is fine.
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
+}
+
+/// `hlfs export URI -`: asserts success and a quiet stderr, returns stdout.
+fn export_stdout(uri: &str) -> Vec<u8> {
+    let out = run_piped(&["export", uri, "-"], b"");
+    assert!(out.status.success(), "export {uri} -: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
 }
 
 /// Runs `hlfs ARGS`, asserts success and returns stdout.
@@ -437,6 +468,8 @@ fn every_command_has_help() {
         &["import"],
         &["export"],
         &["fsck"],
+        &["list"],
+        &["wipe"],
     ] {
         let mut args = cmd.to_vec();
         args.push("--help");
@@ -444,6 +477,9 @@ fn every_command_has_help() {
         assert!(h.lines().next().is_some_and(|l| l.len() > 10), "{cmd:?}: {h}");
     }
     assert!(ok(&["info", "--help"]).contains("live_bytes"));
+    assert!(ok(&["list", "--help"]).contains("allocated_bytes"));
+    assert!(ok(&["import", "--help"]).contains("stdin"));
+    assert!(ok(&["export", "--help"]).contains("stdout"));
     for bin in [env!("CARGO_BIN_EXE_snapshot_hlfs"), env!("CARGO_BIN_EXE_clone_hlfs")] {
         let out = run(bin, &["--help"]);
         assert!(out.status.success());
@@ -462,4 +498,169 @@ fn delete_removes_the_volume() {
     assert_eq!(fails(&["info", &v]).0, 3);
     assert!(!env.path("v").exists());
     ok(&["create", &v, "1M"]);
+}
+
+#[test]
+fn list_reports_volumes_and_skips_other_entries() {
+    // Property: `list --output json` names the directory canonically, gives
+    // the filesystem's capacity and free space, and lists exactly the
+    // volumes (sorted, with size, allocation and base), skipping a plain
+    // sub-directory and a file; a volume held read-write (and written) by
+    // another process is still listed; the human form shows the same names.
+    let env = Env::new();
+    let pool = env.uri("pool");
+    let (a, b, c) = (env.uri("pool/a"), env.uri("pool/b"), env.uri("pool/c"));
+    ok(&["create", &b, "2M"]);
+    ok(&["create", &a, "1M"]);
+    let data = raw_with_holes(MIB, 21);
+    ok(&["import", "-n", &env.write_raw("d.raw", &data), &b]);
+    ok(&["snapshot", "create", &b, "gold"]);
+    ok(&["clone", &format!("{b}%gold"), &c, "--size", "3M"]);
+    std::fs::create_dir(env.path("pool/not-a-volume")).unwrap();
+    std::fs::write(env.path("pool/notes.txt"), b"hello").unwrap();
+    let held = hlfs::Volume::open(&a, &hlfs::OpenOptions::default()).unwrap();
+    held.write(0, &[7u8; BS]).unwrap();
+    held.flush().unwrap();
+
+    let l = json(&ok(&["list", "--output", "json", &format!("hlfs:{pool}/")]));
+    assert_eq!(l["uri"], pool.as_str());
+    assert_eq!(l["backend"], "local");
+    let (cap, avail) = (l["capacity"].as_u64().unwrap(), l["available"].as_u64().unwrap());
+    assert!(cap > 0 && avail <= cap, "capacity {cap}, available {avail}");
+    let vols = l["volumes"].as_array().unwrap();
+    let names: Vec<&str> = vols.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    for (v, (uri, size)) in vols.iter().zip([(&a, MIB), (&b, 2 * MIB), (&c, 3 * MIB)]) {
+        assert_eq!(v["uri"], uri.as_str());
+        assert_eq!(v["virtual_size"], size as u64);
+        let info = json(&ok(&["info", "--output", "json", uri]));
+        assert_eq!(v["allocated_bytes"], info["allocated_bytes"], "{uri}");
+    }
+    assert!(vols[1]["allocated_bytes"].as_u64().unwrap() >= (nonzero_blocks(&data) * BS) as u64);
+    assert!(vols[0]["base"].is_null() && vols[1]["base"].is_null());
+    assert_eq!(vols[2]["base"], format!("{b}%gold"));
+
+    let human = ok(&["list", &pool]);
+    assert!(human.starts_with(&format!("{pool}: 3 volume(s)")), "{human}");
+    assert!(!human.contains("not-a-volume") && !human.contains("notes.txt"), "{human}");
+    held.close().unwrap();
+
+    let empty = json(&ok(&["list", "--output", "json", &env.uri("pool/not-a-volume")]));
+    assert!(empty["volumes"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn list_of_missing_dir_or_snapshot_uri_fails() {
+    // Property: a directory that does not exist exits 3 naming it; a
+    // directory URI with %snapshot is a usage error (exit 2).
+    let env = Env::new();
+    let missing = env.uri("nope");
+    let (code, err) = fails(&["list", &missing]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains(&missing), "{err}");
+    std::fs::create_dir(env.path("pool")).unwrap();
+    assert_eq!(fails(&["list", &format!("{}%s", env.uri("pool"))]).0, 2);
+}
+
+#[test]
+fn stdin_import_and_stdout_export_round_trip() {
+    // Property: an image piped to `import - --size` comes back byte for byte
+    // from `export -`, which writes exactly the virtual size to stdout (zero
+    // holes included) and nothing else; a second `import -n -` over it
+    // changes only the bytes that arrived (zero blocks over old data become
+    // zeros, the rest of a partial last sector keeps the old bytes), and
+    // stdout export agrees with the sparse file export.
+    let env = Env::new();
+    let v = env.uri("v");
+    let a = raw_with_holes(3 * MIB + 3 * BS, 31);
+    let out = run_piped(&["import", "-", &v, "--size", "5M"], &a);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    let got = export_stdout(&v);
+    assert_eq!(got.len(), 5 * MIB);
+    assert!(got == expected(5 * MIB, &[&a]), "stdout export differs from the imported image");
+    let info = json(&ok(&["info", "--output", "json", &v]));
+    assert_eq!(info["live_bytes"].as_u64().unwrap() as usize, nonzero_blocks(&a) * BS);
+
+    let b = raw_with_holes(2 * MIB + 300, 32);
+    let out = run_piped(&["import", "-n", "-", &v], &b);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = expected(5 * MIB, &[&a, &b]);
+    assert!(export_stdout(&v) == want, "stdout export after import -n differs");
+    assert!(export(&env, &v, "file.out") == want, "file export differs");
+}
+
+#[test]
+fn stdin_import_needs_size_to_create_and_room_to_fit() {
+    // Property: `import -` of a missing volume without --size fails with a
+    // usage error naming --size and creates nothing; an image longer than
+    // the volume fails with exit 2 after filling the volume.
+    let env = Env::new();
+    let v = env.uri("v");
+    let data = raw_with_holes(MIB, 33);
+    let out = run_piped(&["import", "-", &v], &data);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("hlfs: error: ") && err.contains("--size"), "{err}");
+    assert_eq!(fails(&["info", &v]).0, 3, "a failed import - left a volume behind");
+
+    let out = run_piped(&["import", "-", &v, "--size", "512K"], &data);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("larger than the volume"));
+    assert_eq!(export_stdout(&v), data[..512 << 10]);
+}
+
+#[test]
+fn wipe_zeroes_exactly_the_range_without_writing_data() {
+    // Property: `wipe --offset --length` makes exactly that range read as
+    // zeros (ends inside 4 KiB blocks included) and leaves the rest and the
+    // snapshots alone; a whole-volume wipe reads all zeros and adds only
+    // metadata to the log (a record and the checkpoint written on close),
+    // far less than the volume's 4 MiB.
+    let env = Env::new();
+    let v = env.uri("v");
+    let a = raw_with_holes(4 * MIB, 41);
+    ok(&["import", &env.write_raw("a.raw", &a), &v]);
+    ok(&["snapshot", "create", &v, "s"]);
+    let (off, len) = (MIB + 512, 64 * 1024 + 1024);
+    ok(&["wipe", &v, "--offset", &off.to_string(), "--length", &len.to_string()]);
+    let mut want = a.clone();
+    want[off..off + len].fill(0);
+    assert!(export_stdout(&v) == want, "partial wipe changed the wrong bytes");
+    ok(&["wipe", &v, "--offset", "3M"]);
+    want[3 * MIB..].fill(0);
+    assert!(export_stdout(&v) == want, "wipe to the end changed the wrong bytes");
+
+    let alloc = |v: &str| json(&ok(&["info", "--output", "json", v]))["allocated_bytes"].as_u64().unwrap();
+    let before = alloc(&v);
+    ok(&["wipe", &v]);
+    assert!(export_stdout(&v).iter().all(|&x| x == 0), "whole wipe left data");
+    let grown = alloc(&v) - before;
+    assert!(grown < 256 * 1024, "whole wipe added {grown} log bytes");
+    assert!(export_stdout(&format!("{v}%s")) == a, "wipe changed the snapshot");
+}
+
+#[test]
+fn wipe_refuses_unaligned_or_out_of_range() {
+    // Property: offsets or lengths that are not multiples of 512, ranges
+    // past the end and snapshot URIs are usage errors (exit 2) that change
+    // nothing.
+    let env = Env::new();
+    let v = env.uri("v");
+    let a = raw_with_holes(MIB, 42);
+    ok(&["import", &env.write_raw("a.raw", &a), &v]);
+    ok(&["snapshot", "create", &v, "s"]);
+    for args in [
+        &["--offset", "1000"][..],
+        &["--length", "100"],
+        &["--offset", "512", "--length", "1M"],
+        &["--offset", "2M"],
+    ] {
+        let mut cmd = vec!["wipe", v.as_str()];
+        cmd.extend_from_slice(args);
+        let (code, err) = fails(&cmd);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+    assert_eq!(fails(&["wipe", &format!("{v}%s")]).0, 2);
+    assert!(export_stdout(&v) == a, "a refused wipe changed data");
 }

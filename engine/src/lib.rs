@@ -12,6 +12,7 @@ pub mod error;
 pub mod ffi;
 pub mod format;
 pub mod index;
+pub mod listing;
 pub mod lock;
 pub mod log;
 pub mod size;
