@@ -1,0 +1,163 @@
+# shellcheck shell=bash
+# Shared helpers for the end-to-end tests that drive the patched QEMU
+# (tests/e2e/qemu_*.sh, tests/e2e/guest_*.sh) and for bench/qemu-bench.sh.
+# Sourced, not run. Sourcing sets:
+#   HLFS_ROOT    the checkout
+#   HLFS_TARGET  the cargo release dir (${CARGO_TARGET_DIR:-$HLFS_ROOT/target}/release)
+#   HLFS_CLI     the hlfs binary there
+# and `set -euo pipefail`. Call e2e_init first, then qemu_init.
+
+set -euo pipefail
+
+HLFS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HLFS_TARGET=${CARGO_TARGET_DIR:-$HLFS_ROOT/target}/release
+HLFS_CLI=$HLFS_TARGET/hlfs
+export HLFS_CACHE=${HLFS_CACHE:-/var/cache/hlfs-build}
+
+E2E_NAME=${E2E_NAME:-$(basename "$0" .sh)} # the prefix of log lines
+E2E_PIDS=()
+E2E_WORK=""
+
+log() { printf '[%s] %s\n' "$E2E_NAME" "$*" >&2; }
+fail() {
+    printf '[%s] FAIL: %s\n' "$E2E_NAME" "$*" >&2
+    exit 1
+}
+skip() {
+    printf '[%s] SKIP: %s\n' "$E2E_NAME" "$*" >&2
+    exit 77
+}
+
+# Kills only the background processes this script started, then removes the
+# work dir. Runs on every exit, so a failed check leaves nothing behind.
+e2e_cleanup() {
+    local pid
+    for pid in "${E2E_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -n "$E2E_WORK" ] && [ -z "${HLFS_KEEP_WORK:-}" ]; then
+        rm -rf -- "$E2E_WORK"
+    elif [ -n "$E2E_WORK" ]; then
+        log "keeping $E2E_WORK (HLFS_KEEP_WORK set)"
+    fi
+}
+
+# e2e_init: makes the work dir ($E2E_WORK, under $TMPDIR or /tmp) and the
+# cleanup trap.
+e2e_init() {
+    E2E_WORK=$(mktemp -d "${TMPDIR:-/tmp}/hlfs-$E2E_NAME.XXXXXX")
+    trap e2e_cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+
+# qemu_init: puts the patched qemu-img/qemu-io/qemu-nbd/qemu-system-x86_64
+# first in PATH (qemu-patch/build.sh: cached, about a second when unchanged,
+# ~7 minutes on a fresh machine). The binaries load libhlfs.so from
+# $HLFS_TARGET through their rpath, so they test the library just built.
+qemu_init() {
+    [ -f "$HLFS_TARGET/libhlfs.so" ] ||
+        fail "no $HLFS_TARGET/libhlfs.so: run 'cargo build --release' first"
+    [ -x "$HLFS_CLI" ] || fail "no $HLFS_CLI: run 'cargo build --release' first"
+    local out bin
+    if ! out=$(HLFS_LIB_DIR="$HLFS_TARGET" "$HLFS_ROOT/qemu-patch/build.sh" 2>"$E2E_WORK/qemu-build.err"); then
+        tail -n 30 "$E2E_WORK/qemu-build.err" >&2
+        fail "qemu-patch/build.sh failed (see above)"
+    fi
+    bin=$(printf '%s\n' "$out" | tail -n1)
+    [ -x "$bin/qemu-img" ] || fail "qemu-patch/build.sh printed '$bin', which has no qemu-img"
+    export QEMU_BIN=$bin
+    export PATH="$bin:$PATH"
+    qemu-img --help | grep -q 'Supported formats:.* hlfs' ||
+        fail "$bin/qemu-img has no hlfs driver"
+}
+
+# run CMD...: echo and run; its own exit status.
+run() {
+    echo "+ $*" >&2
+    "$@"
+}
+
+# must WHAT CMD...: runs CMD, prints its output on stdout, fails the test
+# (showing the output) if it exits non-zero.
+must() {
+    local what=$1 out rc=0
+    shift
+    echo "+ $*" >&2
+    out=$("$@" 2>&1) || rc=$?
+    [ $rc = 0 ] || fail "$what: '$*' exited $rc:
+$out"
+    printf '%s\n' "$out"
+}
+
+# must_fail WHAT REGEX CMD...: CMD must exit non-zero and say something
+# matching the (extended, case-insensitive) REGEX on stdout or stderr.
+must_fail() {
+    local what=$1 re=$2 out rc=0
+    shift 2
+    echo "+ $* (must fail)" >&2
+    out=$("$@" 2>&1) || rc=$?
+    [ $rc != 0 ] || fail "$what: '$*' succeeded, expected an error matching /$re/:
+$out"
+    printf '%s\n' "$out" | grep -Eqi -- "$re" ||
+        fail "$what: '$*' failed (exit $rc) but its message does not match /$re/:
+$out"
+    log "ok ($what): $(printf '%s\n' "$out" | grep -Ei -m1 -- "$re")"
+}
+
+# qio WHAT [QEMU-IO OPTIONS...] IMAGE -- CMD...: runs qemu-io with each CMD as
+# a -c command. Passes only if qemu-io exits 0 and printed no failure (a
+# failed `read -P` prints "Pattern verification failed"; I/O errors print
+# "... failed: ...").
+qio() {
+    local what=$1 opts=() cmds=() out rc=0 c
+    shift
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
+    [ $# -gt 0 ] || fail "qio: missing --"
+    shift
+    for c in "$@"; do cmds+=(-c "$c"); done
+    echo "+ qemu-io ${opts[*]} $(printf -- "-c '%s' " "$@")" >&2
+    out=$(qemu-io "${opts[@]}" "${cmds[@]}" 2>&1) || rc=$?
+    if [ $rc != 0 ] || printf '%s\n' "$out" | grep -Eqi 'verification failed|failed|error|cannot|can.t'; then
+        fail "$what: qemu-io exited $rc:
+$out"
+    fi
+}
+
+# qio_must_mismatch WHAT [OPTIONS...] IMAGE -- CMD: a single `read -P`
+# that must NOT verify; proves the checks above can fail at all.
+qio_must_mismatch() {
+    local what=$1 opts=() out rc=0
+    shift
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1"); shift; done
+    shift
+    echo "+ qemu-io ${opts[*]} -c '$1' (must mismatch)" >&2
+    out=$(qemu-io "${opts[@]}" -c "$1" 2>&1) || rc=$?
+    if [ $rc = 0 ] || ! printf '%s\n' "$out" | grep -q 'Pattern verification failed'; then
+        fail "$what: '$1' verified (exit $rc), expected a mismatch:
+$out"
+    fi
+}
+
+# Accelerator for booting a stock Linux guest: KVM only if /dev/kvm is usable
+# and is not PVM (kvm_pvm runs only PVM-enabled guest kernels; a Debian
+# kernel hangs or aborts there), else TCG. Same rule as
+# tests/guest/run-guest.sh; HLFS_GUEST_ACCEL=kvm|tcg forces one.
+guest_accel() {
+    local a=${HLFS_GUEST_ACCEL:-auto}
+    if [ "$a" = auto ]; then
+        if [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ]; then
+            a=kvm
+        else
+            a=tcg
+        fi
+    fi
+    echo "$a"
+}
+guest_accel_args() {
+    case "$(guest_accel)" in
+        kvm) echo "-accel kvm -cpu host" ;;
+        tcg) echo "-accel tcg" ;;
+        *) fail "HLFS_GUEST_ACCEL must be kvm, tcg or auto" ;;
+    esac
+}
