@@ -27,11 +27,12 @@ KERNEL_PKG=linux-image-amd64
 BUSYBOX_PKG=busybox-static
 BOOT_MIB=16            # FAT partition: kernel (~8 MiB) + initrd (~3 MiB)
 PART1_START=2048       # sectors; 1 MiB alignment as fdisk would do
-ROOT_DEV=/dev/vda2
+# By label, so the same disk boots as virtio (vda2) or IDE (-hda: sda2).
+ROOT_DEV=LABEL=hlfs-root
 CMDLINE="root=$ROOT_DEV rootfstype=ext4 rw console=ttyS0 quiet panic=-1"
 # Modules the initramfs loads; modprobe --show-depends adds their deps and
 # softdeps (ext4 wants crc32c) in load order.
-MODULES="virtio_pci virtio_blk ext4 qemu_fw_cfg"
+MODULES="virtio_pci virtio_blk ata_piix sd_mod ext4 qemu_fw_cfg"
 
 key=$(cat "$HERE/build-guest.sh" "$HERE/initramfs-init.sh" "$HERE/guest-init.sh" \
     <(echo "$DISK_MIB $KERNEL_PKG $BUSYBOX_PKG $CMDLINE $MODULES") |
