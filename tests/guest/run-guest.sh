@@ -10,7 +10,7 @@
 #              several with ';'); none = just report
 #   -k         boot the kernel directly (-kernel/-initrd) instead of the
 #              disk's SYSLINUX; uses the uncompressed vmlinux (PVH) if built
-#   -r ROOT    root= for -k (default /dev/vda2; /dev/vda for a bare fs image)
+#   -r ROOT    root= for -k (default LABEL=hlfs-root; /dev/vda for a bare fs image)
 #   -l LOG     write the serial console here (default: print it on stdout)
 #   -t SECS    give up after SECS seconds (default 180), exit 124
 #   -a ACCEL   kvm, tcg or auto (default $HLFS_GUEST_ACCEL or auto)
@@ -22,7 +22,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 qemu=${QEMU:-qemu-system-x86_64}
 accel=${HLFS_GUEST_ACCEL:-auto}
-drive="" cmd="" kernel_boot=0 root=/dev/vda2 log="" timeout_s=180
+drive="" cmd="" kernel_boot=0 root=LABEL=hlfs-root log="" timeout_s=180
 while getopts "d:D:c:kr:l:t:a:q:" opt; do
     case "$opt" in
         d) drive="file=$OPTARG,if=virtio,format=raw" ;;
@@ -63,7 +63,7 @@ if [ $kernel_boot = 1 ]; then
         [ -n "$v" ] && built[$k]=$v
     done < <("$HERE/build-guest.sh")
     kernel=${built[VMLINUX]:-${built[KERNEL]}}
-    cmdline=${built[CMDLINE]/root=\/dev\/vda2/root=$root}
+    cmdline=${built[CMDLINE]/root=LABEL=hlfs-root/root=$root}
     boot_args=(-kernel "$kernel" -initrd "${built[INITRD]}" -append "$cmdline")
 fi
 fwcfg_args=()
