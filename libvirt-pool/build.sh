@@ -44,8 +44,9 @@ CACHE=${HLFS_CACHE:-/var/cache/hlfs-build}
 JOBS=${JOBS:-$(nproc)}
 HLFS_CLI_DEFAULT=${HLFS_CLI_DEFAULT:-/usr/local/bin/hlfs}
 
-log() { printf '[libvirt-hlfs] %s\n' "$*" >&2; }
-die() { printf '[libvirt-hlfs] error: %s\n' "$*" >&2; exit 1; }
+BUILD_TAG=libvirt-hlfs # shellcheck disable=SC2034 # read by build-lib.sh
+# shellcheck source=SCRIPTDIR/../scripts/build-lib.sh
+. "$(dirname "$HERE")/scripts/build-lib.sh"
 
 shopt -s nullglob
 PATCHES=("$HERE"/patches/*.patch)
@@ -57,7 +58,6 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
 flock 9
 
-sha() { sha256sum "$@" | awk '{print $1}'; }
 SRC_KEY=$( { echo "libvirt $LIBVIRT_VERSION"; sha "${PATCHES[@]}"; } | sha256sum | cut -c1-16)
 SCRIPT_SHA=$(sha "$HERE/build.sh" | cut -c1-16)
 WORK=$CACHE/libvirt-$SRC_KEY
@@ -108,77 +108,16 @@ APT_PKGS=(build-essential ninja-build pkg-config python3-venv python3-docutils
           xsltproc libxml2-utils libxml2-dev libglib2.0-dev libgnutls28-dev
           libtirpc-dev libjson-c-dev libnl-3-dev libnl-route-3-dev
           libcap-ng-dev libreadline-dev xz-utils dpkg-dev patch)
-BACKPORTS=/etc/apt/sources.list.d/hlfs-bookworm-backports.sources
-
-apt_updated=0
-apt_update() {
-    [ $apt_updated = 1 ] && return 0
-    log "apt-get update"
-    apt-get update -qq >&2
-    apt_updated=1
-}
-
-# deb + deb-src lines for bookworm-backports: the libvirt 11.3.0 source comes from there.
-ensure_backports() {
-    apt-cache showsrc libvirt 2>/dev/null | grep -q "^Version: $LIBVIRT_VERSION-" && return 0
-    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        log "adding bookworm-backports (deb, deb-src) as $BACKPORTS"
-        cat >"$BACKPORTS" <<'EOT'
-Types: deb deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-EOT
-    fi
-    apt_updated=0
-    apt_update
-}
-
 install_deps() {
-    local missing=() p
-    for p in "${APT_PKGS[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        apt_update
-        log "apt-get install ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}" >&2
-    fi
-    if ! "$CACHE/venv/bin/python3" -c '
-import sys, mesonbuild.coredata as c
-v = tuple(int(x) for x in c.version.split(".")[:2])
-sys.exit(0 if v >= (1, 5) else 1)' 2>/dev/null; then
-        log "python venv with meson>=1.5"
-        python3 -m venv "$CACHE/venv" >&2
-        "$CACHE/venv/bin/pip" install -q --disable-pip-version-check 'meson>=1.5' >&2
-    fi
-}
-
-fetch_source() {
-    local dist=$CACHE/dist
-    mkdir -p "$dist"
-    if [ -f "$dist/$LIBVIRT_ORIG" ] && [ "$(sha "$dist/$LIBVIRT_ORIG")" = "$LIBVIRT_ORIG_SHA256" ]; then
-        return 0
-    fi
-    rm -f "$dist/$LIBVIRT_ORIG"
-    ensure_backports
-    log "fetching libvirt $LIBVIRT_VERSION source (bookworm-backports)"
-    # Only the orig tarball is needed; the .dsc/.debian parts may 404.
-    (cd "$dist" && apt-get source --download-only -t bookworm-backports libvirt) \
-        >"$dist/fetch-libvirt.log" 2>&1 || true
-    [ -f "$dist/$LIBVIRT_ORIG" ] ||
-        die "apt-get source did not deliver $LIBVIRT_ORIG (see $dist/fetch-libvirt.log)"
-    [ "$(sha "$dist/$LIBVIRT_ORIG")" = "$LIBVIRT_ORIG_SHA256" ] ||
-        die "$LIBVIRT_ORIG: sha256 mismatch"
-    rm -f "$dist"/libvirt_*.dsc "$dist"/libvirt_*.debian.tar.*
+    install_apt "${APT_PKGS[@]}"
+    ensure_venv "" 'meson>=1.5'
 }
 
 if [ "${HLFS_SKIP_DEPS:-0}" != 1 ]; then
-    ensure_backports
+    ensure_backports libvirt "$LIBVIRT_VERSION-"
     install_deps
 fi
-fetch_source
+fetch_orig libvirt "$LIBVIRT_VERSION-" "$LIBVIRT_ORIG" "$LIBVIRT_ORIG_SHA256"
 
 # ---- source tree ----------------------------------------------------------
 mkdir -p "$WORK"

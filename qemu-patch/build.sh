@@ -23,9 +23,10 @@
 #   $HLFS_CACHE/qemu-<key>/build.log             output of the last build
 # <key> hashes the QEMU version, the patches and hlfs.h.  The stamp also
 # records the hashes of libhlfs.so and of this script: when only the
-# library changed the binaries are just relinked (they load libhlfs.so
-# through their rpath anyway); configure reruns only when its arguments
-# changed.  With unchanged inputs a run takes a moment.
+# library changed, its copy in $HLFS_CACHE/qemu-<key>/hlfs/lib is replaced
+# and the binaries are relinked (they load that copy through their rpath);
+# configure reruns only when its arguments changed, and they do not depend
+# on the checkout's location.  With unchanged inputs a run takes a moment.
 #
 # The last line printed on stdout is the bin dir; progress goes to stderr.
 set -euo pipefail
@@ -42,8 +43,9 @@ HLFS_LIB_DIR=${HLFS_LIB_DIR:-$ROOT/target/release}
 CACHE=${HLFS_CACHE:-/var/cache/hlfs-build}
 JOBS=${JOBS:-$(nproc)}
 
-log() { printf '[qemu-hlfs] %s\n' "$*" >&2; }
-die() { printf '[qemu-hlfs] error: %s\n' "$*" >&2; exit 1; }
+BUILD_TAG=qemu-hlfs # shellcheck disable=SC2034 # read by build-lib.sh
+# shellcheck source=SCRIPTDIR/../scripts/build-lib.sh
+. "$ROOT/scripts/build-lib.sh"
 
 [ -f "$HLFS_INCLUDE_DIR/hlfs.h" ] || die "no hlfs.h in $HLFS_INCLUDE_DIR"
 [ -f "$HLFS_LIB_DIR/libhlfs.so" ] ||
@@ -59,14 +61,13 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
 flock 9
 
-sha() { sha256sum "$@" | awk '{print $1}'; }
 SRC_KEY=$( { echo "qemu $QEMU_VERSION"; sha "${PATCHES[@]}" "$HLFS_INCLUDE_DIR/hlfs.h"; } |
            sha256sum | cut -c1-16)
 LIB_SHA=$(sha "$HLFS_LIB_DIR/libhlfs.so")
 SCRIPT_SHA=$(sha "$HERE/build.sh" | cut -c1-16)
 WORK=$CACHE/qemu-$SRC_KEY
 BIN=$WORK/bin
-STAMP_WANT="src=$SRC_KEY lib=$LIB_SHA script=$SCRIPT_SHA libdir=$HLFS_LIB_DIR incdir=$HLFS_INCLUDE_DIR"
+STAMP_WANT="src=$SRC_KEY lib=$LIB_SHA script=$SCRIPT_SHA"
 
 have_bins() { local t; for t in "${TARGETS[@]}"; do [ -x "$BIN/$t" ] || return 1; done; }
 
@@ -81,44 +82,8 @@ fi
 APT_PKGS=(build-essential ninja-build pkg-config flex bison python3-venv
           libglib2.0-dev libpixman-1-dev libfdt-dev libslirp-dev zlib1g-dev
           xz-utils dpkg-dev patch seabios ipxe-qemu)
-BACKPORTS=/etc/apt/sources.list.d/hlfs-bookworm-backports.sources
-
-apt_updated=0
-apt_update() {
-    [ $apt_updated = 1 ] && return 0
-    log "apt-get update"
-    apt-get update -qq >&2
-    apt_updated=1
-}
-
-# deb + deb-src lines for bookworm-backports: the QEMU 10.0.2 source and the
-# matching firmware data (qemu-system-data) come from there.
-ensure_backports() {
-    apt-cache showsrc qemu 2>/dev/null | grep -q "^Version: 1:$QEMU_VERSION" && return 0
-    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        log "adding bookworm-backports (deb, deb-src) as $BACKPORTS"
-        cat >"$BACKPORTS" <<'EOF'
-Types: deb deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-EOF
-    fi
-    apt_updated=0
-    apt_update
-}
-
 install_deps() {
-    local missing=() p
-    for p in "${APT_PKGS[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        apt_update
-        log "apt-get install ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}" >&2
-    fi
+    install_apt "${APT_PKGS[@]}"
     # Option ROMs, keymaps etc. matching QEMU 10 (the +ds tarball has none).
     if ! dpkg-query -W -f='${Version}' qemu-system-data 2>/dev/null | grep -q "^1:$QEMU_VERSION"; then
         apt_update
@@ -126,41 +91,14 @@ install_deps() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             -t bookworm-backports qemu-system-data >&2
     fi
-    if ! "$CACHE/venv/bin/python3" -c '
-import sys, mesonbuild.coredata as c, pycotap
-v = tuple(int(x) for x in c.version.split(".")[:2])
-sys.exit(0 if v >= (1, 5) else 1)' 2>/dev/null; then
-        log "python venv with meson>=1.5, pycotap"
-        python3 -m venv "$CACHE/venv" >&2
-        "$CACHE/venv/bin/pip" install -q --disable-pip-version-check \
-            'meson>=1.5' pycotap==1.3.1 >&2
-    fi
-}
-
-fetch_source() {
-    local dist=$CACHE/dist
-    mkdir -p "$dist"
-    if [ -f "$dist/$QEMU_ORIG" ] && [ "$(sha "$dist/$QEMU_ORIG")" = "$QEMU_ORIG_SHA256" ]; then
-        return 0
-    fi
-    rm -f "$dist/$QEMU_ORIG"
-    ensure_backports
-    log "fetching QEMU $QEMU_VERSION source (bookworm-backports)"
-    # Only the orig tarball is needed; the .dsc/.debian parts may 404.
-    (cd "$dist" && apt-get source --download-only -t bookworm-backports qemu) \
-        >"$dist/fetch.log" 2>&1 || true
-    [ -f "$dist/$QEMU_ORIG" ] ||
-        die "apt-get source did not deliver $QEMU_ORIG (see $dist/fetch.log)"
-    [ "$(sha "$dist/$QEMU_ORIG")" = "$QEMU_ORIG_SHA256" ] ||
-        die "$QEMU_ORIG: sha256 mismatch"
-    rm -f "$dist"/*.dsc "$dist"/*.debian.tar.*
+    ensure_venv pycotap 'meson>=1.5' pycotap==1.3.1
 }
 
 if [ "${HLFS_SKIP_DEPS:-0}" != 1 ]; then
-    ensure_backports
+    ensure_backports qemu "1:$QEMU_VERSION"
     install_deps
 fi
-fetch_source
+fetch_orig qemu "1:$QEMU_VERSION" "$QEMU_ORIG" "$QEMU_ORIG_SHA256"
 
 # ---- source tree ----------------------------------------------------------
 mkdir -p "$WORK"
@@ -177,6 +115,17 @@ if [ ! -f "$WORK/src/.hlfs-patched" ]; then
     touch "$WORK/src/.hlfs-patched"
 fi
 
+# ---- the library ------------------------------------------------------------
+# QEMU builds against copies of hlfs.h and libhlfs.so inside the tree, so
+# that configure's arguments (and so the build) do not depend on where the
+# checkout is: a clone elsewhere (CI) reuses the build and only refreshes the
+# library. The copy is replaced by rename: a running QEMU keeps its old one.
+mkdir -p "$WORK/hlfs/include" "$WORK/hlfs/lib"
+cp "$HLFS_INCLUDE_DIR/hlfs.h" "$WORK/hlfs/include/hlfs.h.new"
+mv -f "$WORK/hlfs/include/hlfs.h.new" "$WORK/hlfs/include/hlfs.h"
+cp "$HLFS_LIB_DIR/libhlfs.so" "$WORK/hlfs/lib/libhlfs.so.new"
+mv -f "$WORK/hlfs/lib/libhlfs.so.new" "$WORK/hlfs/lib/libhlfs.so"
+
 # ---- configure --------------------------------------------------------------
 CONFIGURE_ARGS=(
     --prefix="$WORK"
@@ -184,8 +133,8 @@ CONFIGURE_ARGS=(
     --target-list=x86_64-softmmu
     --enable-kvm
     --enable-hlfs
-    --hlfs-include-dir="$HLFS_INCLUDE_DIR"
-    --hlfs-lib-dir="$HLFS_LIB_DIR"
+    --hlfs-include-dir="$WORK/hlfs/include"
+    --hlfs-lib-dir="$WORK/hlfs/lib"
     --enable-tools
     --disable-install-blobs
     --firmwarepath=/usr/share/seabios:/usr/lib/ipxe/qemu:/usr/share/qemu

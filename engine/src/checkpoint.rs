@@ -334,6 +334,29 @@ impl Reader {
     }
 }
 
+/// The log position of the newest checkpoint whose header verifies, read
+/// from its 64-byte header alone (to size the log tail at open).
+pub fn newest_position(backend: &dyn Backend, dir: &str, uuid: &[u8; 16]) -> Result<Option<LogPos>> {
+    for seq in list(backend, dir)? {
+        let f = match backend.open_read(&format!("{dir}/{}", name(seq))) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let mut hb = [0u8; HEADER_LEN];
+        if f.len()? < HEADER_LEN as u64 || f.read_exact_at(0, &mut hb).is_err() {
+            continue;
+        }
+        let hcrc = u32::from_le_bytes(hb[56..60].try_into().expect("4"));
+        if &hb[..4] != MAGIC || hb[4] != VERSION || crc32c::crc32c(&hb[..56]) != hcrc || &hb[8..24] != uuid {
+            continue;
+        }
+        let mut d = Dec::new(&hb[24..48], "checkpoint header");
+        return Ok(Some(LogPos { segment: d.u64()?, offset: d.u64()?, next_seq: d.u64()? }));
+    }
+    Ok(None)
+}
+
 /// A checkpoint read back.
 pub struct Loaded {
     /// Log position it covers.

@@ -428,6 +428,27 @@ fn replay(
     Ok(end)
 }
 
+/// Closing writes a checkpoint once this much log follows the newest one
+/// (or `checkpoint_every`, if smaller).
+const CLOSE_CHECKPOINT_BYTES: u64 = 64 << 20;
+
+/// Bytes of log from `from` to `end` (segment, valid length), following the
+/// segment chain.
+fn log_bytes_after(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], from: LogPos, end: (u64, u64)) -> Result<u64> {
+    let layout = log::layout(backend, dir, uuid, from.segment)?;
+    let mut total = 0;
+    for (seg, bound) in layout.chain {
+        let len = match bound {
+            Some(b) => b,
+            None if seg == end.0 => end.1,
+            None => backend.open_read(&log::segment_path(dir, seg))?.len()?,
+        };
+        let start = if seg == from.segment { from.offset } else { 0 };
+        total += len.saturating_sub(start);
+    }
+    Ok(total)
+}
+
 /// Clone references kept in the base volume's `clones/` directory.
 fn clones_dir(dir: &str) -> String {
     format!("{dir}/clones")
@@ -674,8 +695,8 @@ impl Volume {
                 "volume {name}: the log does not start with a volume record"
             )));
         }
-        let writer = (!opts.read_only).then(|| {
-            let mut w = LogWriter::new(
+        let mut writer = (!opts.read_only).then(|| {
+            LogWriter::new(
                 backend.clone(),
                 &dir,
                 uuid,
@@ -683,14 +704,14 @@ impl Volume {
                 end.max_segment + 1,
                 end.last,
                 end.next_seq,
-            );
-            w.since_checkpoint = if end.last != (from.segment, from.offset) {
-                1
-            } else {
-                0
-            };
-            w
+            )
         });
+        if let Some(w) = writer.as_mut() {
+            // Log bytes after the newest checkpoint, across earlier sessions
+            // too: they decide when the next checkpoint is due.
+            let ckpt = checkpoint::newest_position(&*backend, &dir, &uuid)?.unwrap_or_default();
+            w.since_checkpoint = log_bytes_after(&*backend, &dir, &uuid, ckpt, end.last)?;
+        }
         let active_segment = writer
             .as_ref()
             .map(|w| w.active_segment.clone())
@@ -1435,7 +1456,10 @@ impl Volume {
         let mut wguard = self.writer.lock();
         if let Some(w) = wguard.as_mut() {
             w.seal()?;
-            if w.since_checkpoint > 0 {
+            // A short tail is cheap to replay, so closing after a few
+            // writes or a snapshot (each qemu-img command) does not pay for
+            // a whole-map checkpoint.
+            if w.since_checkpoint >= self.opts.checkpoint_every.min(CLOSE_CHECKPOINT_BYTES) {
                 let st = self.state.read();
                 checkpoint::write(&*self.backend, &self.dir, w.position(), &st, &self.index)?;
                 w.since_checkpoint = 0;

@@ -53,8 +53,9 @@ e2e_init() {
 
 # qemu_init: puts the patched qemu-img/qemu-io/qemu-nbd/qemu-system-x86_64
 # first in PATH (qemu-patch/build.sh: cached, about a second when unchanged,
-# ~7 minutes on a fresh machine). The binaries load libhlfs.so from
-# $HLFS_TARGET through their rpath, so they test the library just built.
+# ~7 minutes on a fresh machine). build.sh copies $HLFS_TARGET/libhlfs.so
+# next to the binaries, which load it through their rpath, so they test the
+# library just built.
 qemu_init() {
     [ -f "$HLFS_TARGET/libhlfs.so" ] ||
         fail "no $HLFS_TARGET/libhlfs.so: run 'cargo build --release' first"

@@ -1,0 +1,82 @@
+# shellcheck shell=bash
+# Helpers shared by qemu-patch/build.sh and libvirt-pool/build.sh, which
+# build a Debian source package from bookworm-backports with our patches.
+# Sourced, not run. The caller sets BUILD_TAG (log prefix) and CACHE first.
+
+log() { printf '[%s] %s\n' "$BUILD_TAG" "$*" >&2; }
+die() { printf '[%s] error: %s\n' "$BUILD_TAG" "$*" >&2; exit 1; }
+sha() { sha256sum "$@" | awk '{print $1}'; }
+
+BACKPORTS=/etc/apt/sources.list.d/hlfs-bookworm-backports.sources
+apt_updated=0
+apt_update() {
+    [ $apt_updated = 1 ] && return 0
+    log "apt-get update"
+    apt-get update -qq >&2
+    apt_updated=1
+}
+
+# ensure_backports SRCPKG VERSION_PREFIX: makes the deb + deb-src lines for
+# bookworm-backports known to apt unless SRCPKG's source at that version
+# already is.
+ensure_backports() {
+    apt-cache showsrc "$1" 2>/dev/null | grep -q "^Version: $2" && return 0
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        log "adding bookworm-backports (deb, deb-src) as $BACKPORTS"
+        cat >"$BACKPORTS" <<'EOT'
+Types: deb deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+EOT
+    fi
+    apt_updated=0
+    apt_update
+}
+
+# install_apt PKG...: installs the packages that are missing.
+install_apt() {
+    local missing=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    apt_update
+    log "apt-get install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >&2
+}
+
+# ensure_venv "MODULE..." PIP_SPEC...: a python venv in $CACHE/venv with
+# meson >= 1.5 that can import each MODULE; else (re)installs PIP_SPECs.
+ensure_venv() {
+    local modules=$1
+    shift
+    if ! "$CACHE/venv/bin/python3" -c "
+import sys, mesonbuild.coredata as c
+for m in '$modules'.split(): __import__(m)
+v = tuple(int(x) for x in c.version.split('.')[:2])
+sys.exit(0 if v >= (1, 5) else 1)" 2>/dev/null; then
+        log "python venv with $*"
+        python3 -m venv "$CACHE/venv" >&2
+        "$CACHE/venv/bin/pip" install -q --disable-pip-version-check "$@" >&2
+    fi
+}
+
+# fetch_orig SRCPKG VERSION_PREFIX ORIG_FILE SHA256: puts the orig tarball
+# in $CACHE/dist, checked; only it is needed (the .dsc/.debian parts may 404).
+fetch_orig() {
+    local pkg=$1 ver=$2 orig=$3 want=$4 dist=$CACHE/dist
+    mkdir -p "$dist"
+    if [ -f "$dist/$orig" ] && [ "$(sha "$dist/$orig")" = "$want" ]; then
+        return 0
+    fi
+    rm -f "$dist/$orig"
+    ensure_backports "$pkg" "$ver"
+    log "fetching $orig (bookworm-backports)"
+    (cd "$dist" && apt-get source --download-only -t bookworm-backports "$pkg") \
+        >"$dist/fetch-$pkg.log" 2>&1 || true
+    [ -f "$dist/$orig" ] || die "apt-get source did not deliver $orig (see $dist/fetch-$pkg.log)"
+    [ "$(sha "$dist/$orig")" = "$want" ] || die "$orig: sha256 mismatch"
+    rm -f "$dist/${pkg}_"*.dsc "$dist/${pkg}_"*.debian.tar.*
+}
