@@ -44,7 +44,8 @@ CACHE=${HLFS_CACHE:-/var/cache/hlfs-build}
 JOBS=${JOBS:-$(nproc)}
 HLFS_CLI_DEFAULT=${HLFS_CLI_DEFAULT:-/usr/local/bin/hlfs}
 
-BUILD_TAG=libvirt-hlfs # shellcheck disable=SC2034 # read by build-lib.sh
+# shellcheck disable=SC2034 # read by build-lib.sh
+BUILD_TAG=libvirt-hlfs
 # shellcheck source=SCRIPTDIR/../scripts/build-lib.sh
 . "$(dirname "$HERE")/scripts/build-lib.sh"
 
@@ -120,19 +121,7 @@ fi
 fetch_orig libvirt "$LIBVIRT_VERSION-" "$LIBVIRT_ORIG" "$LIBVIRT_ORIG_SHA256"
 
 # ---- source tree ----------------------------------------------------------
-mkdir -p "$WORK"
-if [ ! -f "$WORK/src/.hlfs-patched" ]; then
-    log "unpacking and patching into $WORK/src"
-    rm -rf "$WORK/src" "$WORK/build"
-    mkdir -p "$WORK/src"
-    tar -xf "$CACHE/dist/$LIBVIRT_ORIG" -C "$WORK/src" --strip-components=1 --no-same-owner
-    for p in "${PATCHES[@]}"; do
-        log "  applying $(basename "$p")"
-        patch -d "$WORK/src" -p1 --batch --forward --quiet <"$p" >&2 ||
-            die "patch $(basename "$p") does not apply"
-    done
-    touch "$WORK/src/.hlfs-patched"
-fi
+unpack_patched "$CACHE/dist/$LIBVIRT_ORIG"
 
 # ---- configure --------------------------------------------------------------
 LOGF=$WORK/build.log

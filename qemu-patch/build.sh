@@ -43,7 +43,8 @@ HLFS_LIB_DIR=${HLFS_LIB_DIR:-$ROOT/target/release}
 CACHE=${HLFS_CACHE:-/var/cache/hlfs-build}
 JOBS=${JOBS:-$(nproc)}
 
-BUILD_TAG=qemu-hlfs # shellcheck disable=SC2034 # read by build-lib.sh
+# shellcheck disable=SC2034 # read by build-lib.sh
+BUILD_TAG=qemu-hlfs
 # shellcheck source=SCRIPTDIR/../scripts/build-lib.sh
 . "$ROOT/scripts/build-lib.sh"
 
@@ -101,19 +102,7 @@ fi
 fetch_orig qemu "1:$QEMU_VERSION" "$QEMU_ORIG" "$QEMU_ORIG_SHA256"
 
 # ---- source tree ----------------------------------------------------------
-mkdir -p "$WORK"
-if [ ! -f "$WORK/src/.hlfs-patched" ]; then
-    log "unpacking and patching into $WORK/src"
-    rm -rf "$WORK/src" "$WORK/build"
-    mkdir -p "$WORK/src"
-    tar -xf "$CACHE/dist/$QEMU_ORIG" -C "$WORK/src" --strip-components=1 --no-same-owner
-    for p in "${PATCHES[@]}"; do
-        log "  applying $(basename "$p")"
-        patch -d "$WORK/src" -p1 --batch --forward --quiet <"$p" >&2 ||
-            die "patch $(basename "$p") does not apply"
-    done
-    touch "$WORK/src/.hlfs-patched"
-fi
+unpack_patched "$CACHE/dist/$QEMU_ORIG"
 
 # ---- the library ------------------------------------------------------------
 # QEMU builds against copies of hlfs.h and libhlfs.so inside the tree, so

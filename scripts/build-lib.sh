@@ -80,3 +80,21 @@ fetch_orig() {
     [ "$(sha "$dist/$orig")" = "$want" ] || die "$orig: sha256 mismatch"
     rm -f "$dist/${pkg}_"*.dsc "$dist/${pkg}_"*.debian.tar.*
 }
+
+# unpack_patched ORIG_TARBALL: the pristine source in $WORK/src with every
+# patch of "${PATCHES[@]}" applied, once (a marker file records it).
+unpack_patched() {
+    mkdir -p "$WORK"
+    [ -f "$WORK/src/.hlfs-patched" ] && return 0
+    log "unpacking and patching into $WORK/src"
+    rm -rf "$WORK/src" "$WORK/build"
+    mkdir -p "$WORK/src"
+    tar -xf "$1" -C "$WORK/src" --strip-components=1 --no-same-owner
+    local p
+    for p in "${PATCHES[@]}"; do
+        log "  applying $(basename "$p")"
+        patch -d "$WORK/src" -p1 --batch --forward --quiet <"$p" >&2 ||
+            die "patch $(basename "$p") does not apply"
+    done
+    touch "$WORK/src/.hlfs-patched"
+}

@@ -1769,6 +1769,32 @@ mod tests {
         }
     }
 
+    /// A close after a small change writes no checkpoint (qemu-img opens
+    /// and closes per command), but the tail is counted across sessions, so
+    /// enough small sessions still lead to one.
+    #[test]
+    fn close_checkpoints_only_after_enough_log_across_sessions() {
+        let (b, uri) = mem_uri("ckpt");
+        let td = tempfile::tempdir().unwrap();
+        let o = OpenOptions { checkpoint_every: 256 << 10, ..opts(&td) };
+        Volume::create(&uri, 4 << 20).unwrap();
+        let ckpts = || b.paths().iter().filter(|p| p.contains("/ckpt-")).count();
+        for i in 0..3u8 {
+            let v = Volume::open(&uri, &o).unwrap();
+            v.write(u64::from(i) * 65536, &[i + 1; 65536]).unwrap();
+            v.close().unwrap();
+            assert_eq!(ckpts(), 0, "session {i}: {} KiB of tail needs no checkpoint", (u64::from(i) + 1) * 64);
+        }
+        let v = Volume::open(&uri, &o).unwrap();
+        v.write(3 * 65536, &[4; 65536]).unwrap();
+        v.close().unwrap();
+        assert_eq!(ckpts(), 1, "256 KiB of tail over four sessions calls for a checkpoint");
+        let v = Volume::open(&uri, &OpenOptions::read_only()).unwrap();
+        let mut buf = vec![0u8; 4 * 65536];
+        v.read(0, &mut buf).unwrap();
+        assert!(buf.chunks(65536).enumerate().all(|(i, c)| c.iter().all(|x| *x == i as u8 + 1)));
+    }
+
     #[test]
     fn write_read_snapshot_revert() {
         let (_b, uri) = mem_uri("wr");
