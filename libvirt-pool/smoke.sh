@@ -107,7 +107,7 @@ $V vol-resize --pool $POOL vm1 128M >/dev/null
 expect_fail "vol-resize refuses to shrink" $V vol-resize --pool $POOL vm1 64M --shrink
 pass "vol-resize grows vm1 to 128 MiB"
 
-# download: byte-exact
+# download: byte-exact (`hlfs export URI -` through a pipe)
 head -c 3M /dev/urandom >"$T/data"
 "$HLFS" import -n "$T/data" "local://$POOLDIR/vm1"
 $V vol-download --pool $POOL vm1 "$T/down" >/dev/null
@@ -115,6 +115,34 @@ $V vol-download --pool $POOL vm1 "$T/down" >/dev/null
 cmp -n 3145728 "$T/data" "$T/down" || fail "vol-download returns the imported bytes"
 { cmp -i 3145728 "$T/down" /dev/zero 2>&1 || true; } | grep -e EOF >/dev/null || fail "rest of the download reads zeros"
 pass "vol-download is byte-exact (3 MiB random + zeros, 128 MiB)"
+expect_fail "vol-download of part of a volume is refused" $V vol-download --pool $POOL vm1 "$T/down-len" --length 1048576
+
+# upload (`hlfs import -n - URI` through a pipe): round trip byte-exact
+head -c 5M /dev/urandom >"$T/up"
+"$HLFS" create "local://$POOLDIR/upl" 8M
+$V pool-refresh $POOL >/dev/null
+$V vol-upload --pool $POOL upl "$T/up" >/dev/null
+$V vol-download --pool $POOL upl "$T/up-down" >/dev/null
+[ "$(stat -c %s "$T/up-down")" = 8388608 ] || fail "download of the uploaded volume has its size"
+cmp -n 5242880 "$T/up" "$T/up-down" || fail "vol-upload then vol-download returns the uploaded bytes"
+{ cmp -i 5242880 "$T/up-down" /dev/zero 2>&1 || true; } | grep -e EOF >/dev/null || fail "after the upload the rest is zeros"
+"$HLFS" export "local://$POOLDIR/upl" "$T/up-cli"
+cmp "$T/up-down" "$T/up-cli" || fail "hlfs export agrees with vol-download"
+pass "vol-upload of 5 MiB random data + vol-download round trip is byte-exact"
+head -c 9M /dev/urandom >"$T/toobig"
+expect_fail "vol-upload of more data than the volume holds fails" $V vol-upload --pool $POOL upl "$T/toobig"
+grep -q "stream had I/O failure\\|stream helper" "$T/err" || fail "vol-upload reports the stream failure"
+expect_fail "vol-upload at an offset is refused" $V vol-upload --pool $POOL upl "$T/up" --offset 512
+
+# wipe: zero algorithm only; afterwards the volume reads zeros
+expect_fail "vol-wipe --algorithm random is refused" $V vol-wipe --pool $POOL upl --algorithm random
+grep -q "only support the 'zero' wipe algorithm" "$T/err" || fail "clear message for other wipe algorithms"
+$V vol-wipe --pool $POOL upl >/dev/null
+$V vol-download --pool $POOL upl "$T/wiped" >/dev/null
+[ "$(stat -c %s "$T/wiped")" = 8388608 ] || fail "wiped volume keeps its size"
+{ cmp "$T/wiped" /dev/zero 2>&1 || true; } | grep -e EOF >/dev/null || fail "vol-wipe makes the volume read zeros"
+pass "vol-wipe (zero): the whole 8 MiB volume downloads as zeros"
+$V vol-delete --pool $POOL upl >/dev/null
 
 # clone: vol-clone takes a snapshot and clones it (O(1))
 $V vol-clone --pool $POOL vm1 vm1-clone >/dev/null
