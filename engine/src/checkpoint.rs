@@ -149,6 +149,34 @@ pub struct Reader {
     cache: Mutex<(u64, HashMap<usize, (u64, Arc<Vec<u8>>)>)>,
 }
 
+/// Reads and verifies a checkpoint's 64-byte header: magic, version,
+/// checksum and volume. Returns the log position, state length and state crc.
+fn read_header(file: &dyn ReadFile, path: &str, uuid: &[u8; 16]) -> Result<(LogPos, u64, u32)> {
+    let ctx = |m: &str| corrupt(format!("checkpoint {path}: {m}"));
+    let mut hb = [0u8; HEADER_LEN];
+    file.read_exact_at(0, &mut hb)?;
+    if &hb[..4] != MAGIC || hb[4] != VERSION {
+        return Err(ctx("bad magic or version"));
+    }
+    let hcrc = u32::from_le_bytes(hb[56..60].try_into().expect("4"));
+    if crc32c::crc32c(&hb[..56]) != hcrc {
+        return Err(ctx("header checksum mismatch"));
+    }
+    let mut d = Dec::new(&hb[8..56], "checkpoint header");
+    if &d.uuid()? != uuid {
+        return Err(ctx("belongs to another volume"));
+    }
+    let pos = LogPos { segment: d.u64()?, offset: d.u64()?, next_seq: d.u64()? };
+    Ok((pos, d.u32()? as u64, d.u32()?))
+}
+
+/// The log position checkpoint `seq` covers, from its header alone.
+pub fn position(backend: &dyn Backend, dir: &str, seq: u64, uuid: &[u8; 16]) -> Result<LogPos> {
+    let path = format!("{dir}/{}", name(seq));
+    let file = backend.open_read(&path)?;
+    read_header(&*file, &path, uuid).map(|h| h.0)
+}
+
 impl Reader {
     /// Opens checkpoint `seq`, verifying header, state and directory.
     pub fn open(backend: &dyn Backend, dir: &str, seq: u64, uuid: &[u8; 16]) -> Result<Reader> {
@@ -159,22 +187,7 @@ impl Reader {
         if len < (HEADER_LEN + TRAILER_LEN) as u64 {
             return Err(ctx("shorter than its header and trailer".into()));
         }
-        let mut hb = [0u8; HEADER_LEN];
-        file.read_exact_at(0, &mut hb)?;
-        if &hb[..4] != MAGIC || hb[4] != VERSION {
-            return Err(ctx("bad magic or version".into()));
-        }
-        let hcrc = u32::from_le_bytes(hb[56..60].try_into().expect("4"));
-        if crc32c::crc32c(&hb[..56]) != hcrc {
-            return Err(ctx("header checksum mismatch".into()));
-        }
-        let mut d = Dec::new(&hb[8..56], "checkpoint header");
-        if &d.uuid()? != uuid {
-            return Err(ctx("belongs to another volume".into()));
-        }
-        let pos = LogPos { segment: d.u64()?, offset: d.u64()?, next_seq: d.u64()? };
-        let state_len = d.u32()? as u64;
-        let state_crc = d.u32()?;
+        let (pos, state_len, state_crc) = read_header(&*file, &path, uuid)?;
         if HEADER_LEN as u64 + state_len > len {
             return Err(ctx("state runs past the end".into()));
         }
@@ -212,6 +225,17 @@ impl Reader {
         Ok(Reader { path, file, pos, state, total, chunks, cache: Mutex::new((0, HashMap::new())) })
     }
 
+    /// Chunk `i`'s entries, read from the file and verified.
+    fn read_chunk(&self, i: usize) -> Result<Vec<u8>> {
+        let r = &self.chunks[i];
+        let mut b = vec![0u8; r.count as usize * ENTRY_LEN];
+        self.file.read_exact_at(r.offset + 8, &mut b)?;
+        if crc32c::crc32c(&b) != r.crc {
+            return Err(corrupt(format!("checkpoint {}: chunk at byte {} fails its checksum", self.path, r.offset)));
+        }
+        Ok(b)
+    }
+
     /// Chunk `i`'s entries, read and verified (or from the cache).
     fn chunk(&self, i: usize) -> Result<Arc<Vec<u8>>> {
         {
@@ -223,13 +247,7 @@ impl Reader {
                 return Ok(e.1.clone());
             }
         }
-        let r = &self.chunks[i];
-        let mut b = vec![0u8; r.count as usize * ENTRY_LEN];
-        self.file.read_exact_at(r.offset + 8, &mut b)?;
-        if crc32c::crc32c(&b) != r.crc {
-            return Err(corrupt(format!("checkpoint {}: chunk at byte {} fails its checksum", self.path, r.offset)));
-        }
-        let b = Arc::new(b);
+        let b = Arc::new(self.read_chunk(i)?);
         let mut c = self.cache.lock();
         if c.1.len() >= CACHE_CHUNKS {
             if let Some(oldest) = c.1.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k) {
@@ -316,13 +334,7 @@ impl Reader {
     fn for_each(&self, f: &mut dyn FnMut(&[u8; 16], &[u8; 16]) -> Result<()>) -> Result<()> {
         let mut n = 0u64;
         for i in 0..self.chunks.len() {
-            let r = &self.chunks[i];
-            let mut b = vec![0u8; r.count as usize * ENTRY_LEN];
-            self.file.read_exact_at(r.offset + 8, &mut b)?;
-            if crc32c::crc32c(&b) != r.crc {
-                return Err(corrupt(format!("checkpoint {}: chunk at byte {} fails its checksum", self.path, r.offset)));
-            }
-            for e in b.chunks_exact(ENTRY_LEN) {
+            for e in self.read_chunk(i)?.chunks_exact(ENTRY_LEN) {
                 f(e[..16].try_into().expect("16"), e[16..].try_into().expect("16"))?;
                 n += 1;
             }
@@ -338,21 +350,11 @@ impl Reader {
 /// from its 64-byte header alone (to size the log tail at open).
 pub fn newest_position(backend: &dyn Backend, dir: &str, uuid: &[u8; 16]) -> Result<Option<LogPos>> {
     for seq in list(backend, dir)? {
-        let f = match backend.open_read(&format!("{dir}/{}", name(seq))) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        let mut hb = [0u8; HEADER_LEN];
-        if f.len()? < HEADER_LEN as u64 || f.read_exact_at(0, &mut hb).is_err() {
-            continue;
+        match position(backend, dir, seq, uuid) {
+            Ok(pos) => return Ok(Some(pos)),
+            // Gone, short or damaged: an older checkpoint may do.
+            Err(e) => tracing::debug!("checkpoint {seq:#x} skipped: {e}"),
         }
-        let hcrc = u32::from_le_bytes(hb[56..60].try_into().expect("4"));
-        if &hb[..4] != MAGIC || hb[4] != VERSION || crc32c::crc32c(&hb[..56]) != hcrc || &hb[8..24] != uuid {
-            continue;
-        }
-        let mut d = Dec::new(&hb[24..48], "checkpoint header");
-        return Ok(Some(LogPos { segment: d.u64()?, offset: d.u64()?, next_seq: d.u64()? }));
     }
     Ok(None)
 }

@@ -1697,8 +1697,7 @@ pub fn fsck(uri: &str, rebuild_index: bool) -> Result<FsckReport> {
                         // after everything any checkpoint has seen.
                         let covered = checkpoint::list(&*backend, dir)?
                             .into_iter()
-                            .filter_map(|c| checkpoint::Reader::open(&*backend, dir, c, &uuid).ok())
-                            .map(|r| r.pos)
+                            .filter_map(|c| checkpoint::position(&*backend, dir, c, &uuid).ok())
                             .filter(|p| p.segment == *seg && p.offset > valid)
                             .map(|p| p.offset)
                             .max();
