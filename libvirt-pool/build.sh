@@ -49,15 +49,8 @@ BUILD_TAG=libvirt-hlfs
 # shellcheck source=SCRIPTDIR/../scripts/build-lib.sh
 . "$(dirname "$HERE")/scripts/build-lib.sh"
 
-shopt -s nullglob
-PATCHES=("$HERE"/patches/*.patch)
-shopt -u nullglob
-[ ${#PATCHES[@]} -gt 0 ] || die "no patches in $HERE/patches"
-
-mkdir -p "$CACHE"
-# One build at a time per cache (shared with qemu-patch/build.sh).
-exec 9>"$CACHE/.lock"
-flock 9
+find_patches "$HERE/patches"
+lock_cache
 
 SRC_KEY=$( { echo "libvirt $LIBVIRT_VERSION"; sha "${PATCHES[@]}"; } | sha256sum | cut -c1-16)
 SCRIPT_SHA=$(sha "$HERE/build.sh" | cut -c1-16)

@@ -52,15 +52,8 @@ BUILD_TAG=qemu-hlfs
 [ -f "$HLFS_LIB_DIR/libhlfs.so" ] ||
     die "no libhlfs.so in $HLFS_LIB_DIR (build the engine first: cargo build --release -p engine)"
 HLFS_LIB_DIR=$(cd "$HLFS_LIB_DIR" && pwd)
-shopt -s nullglob
-PATCHES=("$HERE"/patches/*.patch)
-shopt -u nullglob
-[ ${#PATCHES[@]} -gt 0 ] || die "no patches in $HERE/patches"
-
-mkdir -p "$CACHE"
-# One build at a time per cache.
-exec 9>"$CACHE/.lock"
-flock 9
+find_patches "$HERE/patches"
+lock_cache
 
 SRC_KEY=$( { echo "qemu $QEMU_VERSION"; sha "${PATCHES[@]}" "$HLFS_INCLUDE_DIR/hlfs.h"; } |
            sha256sum | cut -c1-16)

@@ -98,3 +98,19 @@ unpack_patched() {
     done
     touch "$WORK/src/.hlfs-patched"
 }
+
+# find_patches DIR: sets PATCHES to DIR/*.patch in order; dies if none.
+find_patches() {
+    shopt -s nullglob
+    PATCHES=("$1"/*.patch)
+    shopt -u nullglob
+    [ ${#PATCHES[@]} -gt 0 ] || die "no patches in $1"
+}
+
+# lock_cache: one build at a time per $CACHE (QEMU and libvirt share it);
+# the lock is held on fd 9 until the script exits.
+lock_cache() {
+    mkdir -p "$CACHE"
+    exec 9>"$CACHE/.lock"
+    flock 9
+}
