@@ -36,8 +36,12 @@ set -euo pipefail
 LIBVIRT_VERSION=11.3.0
 LIBVIRT_ORIG=libvirt_${LIBVIRT_VERSION}.orig.tar.xz
 LIBVIRT_ORIG_SHA256=6bcb0c42c4580436fea262ced56f68a6afe20f7390b1bea2116718cc034a0283
-# Unit tests built and run after the build (they exercise the patches).
-TESTS=(storagepoolxml2xmltest storagevolxml2xmltest storagepoolcapstest virschematest)
+# Unit tests built and run after the build (they exercise the patches);
+# qemuxmlconftest (the QEMU command line of every test domain, ~4 s) has the
+# disk-network-hlfs* cases and needs the mock libraries it preloads.
+TESTS=(storagepoolxml2xmltest storagevolxml2xmltest storagepoolcapstest virschematest
+       qemuxmlconftest)
+TEST_MOCKS=(qemuxml2argv domaincaps virrandom qemucpu virpci virnuma)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${HLFS_CACHE:-/var/cache/hlfs-build}
@@ -143,6 +147,7 @@ for t in json.load(sys.stdin):
 [ ${#TARGETS[@]} -gt 0 ] || die "meson introspect found no installable targets"
 if [ "${HLFS_SKIP_TESTS:-0}" != 1 ]; then
     for t in "${TESTS[@]}"; do TARGETS+=("tests/$t"); done
+    for m in "${TEST_MOCKS[@]}"; do TARGETS+=("tests/lib${m}mock.so"); done
 fi
 log "building ${#TARGETS[@]} targets with $JOBS jobs (log: $LOGF)"
 start=$(date +%s)
@@ -159,6 +164,16 @@ if ! "$MESON" install -C "$WORK/build" --no-rebuild >>"$LOGF" 2>&1; then
     tail -n 30 "$LOGF" >&2
     die "install failed (full log: $LOGF)"
 fi
+# qemu.conf of this private prefix: QEMU's stdout/stderr go straight to
+# var/log/libvirt/qemu/DOMAIN.log (no virtlogd daemon to run), no mount
+# namespace and no cgroups for QEMU (containers, no systemd-machined).
+cat >>"$PREFIX/etc/libvirt/qemu.conf" <<'CONF'
+
+# --- hlfs test prefix (libvirt-pool/build.sh) ---
+stdio_handler = "file"
+namespaces = [ ]
+cgroup_controllers = [ ]
+CONF
 [ -f "$PREFIX/lib/x86_64-linux-gnu/libvirt/storage-backend/libvirt_storage_backend_hlfs.so" ] ||
     [ -n "$(find "$PREFIX" -name libvirt_storage_backend_hlfs.so -print -quit)" ] ||
     die "the hlfs storage backend was not installed"
@@ -178,8 +193,11 @@ fi
 
 echo "$STAMP_WANT" >"$WORK/stamp"
 touch "$WORK"
-# Keep the two most recently built trees.
-ls -dt "$CACHE"/libvirt-*/ 2>/dev/null | tail -n +3 | while read -r old; do
+# Keep the two most recently built trees (libvirt-<16 hex digits> only: other
+# caches, e.g. libvirt-python-*, are not ours).
+hex16=$(printf '[0-9a-f]%.0s' {1..16})
+# shellcheck disable=SC2012,SC2086 # $hex16 is a glob on purpose; names are libvirt-<hex>
+ls -dt "$CACHE"/libvirt-$hex16/ 2>/dev/null | tail -n +3 | while read -r old; do
     log "removing old tree $old"
     rm -rf -- "$old"
 done
