@@ -19,34 +19,23 @@ HLFS=${HLFS_CLI:-$ROOT/target/release/hlfs}
 T=$(mktemp -d /tmp/hlfs-libvirt-smoke.XXXXXX)
 POOLDIR=$T/pool
 POOL=hlfs-smoke-$$   # unique: pool configs persist in the prefix
-mkdir -p "$T/run"
-cat >"$T/libvirtd.conf" <<EOF
-unix_sock_dir = "$T/run"
-log_outputs = "3:file:$T/libvirtd.log"
-EOF
-
-DAEMON=
+# shellcheck source=../tests/lib/libvirtd.sh
+. "$ROOT/tests/lib/libvirtd.sh"
 cleanup() {
     set +e
-    if [ -n "$DAEMON" ]; then
+    if [ -n "$LIBVIRTD_PID" ]; then
         $V pool-destroy $POOL >/dev/null 2>&1
         $V pool-undefine $POOL >/dev/null 2>&1
-        kill "$DAEMON" 2>/dev/null
-        wait "$DAEMON" 2>/dev/null
     fi
     [ "${KEEP:-0}" = 1 ] && echo "kept $T" >&2 || rm -rf "$T"
 }
 trap cleanup EXIT
-
-HLFS_CLI=$HLFS "$PREFIX/sbin/libvirtd" -f "$T/libvirtd.conf" -p "$T/libvirtd.pid" \
-    >"$T/libvirtd.out" 2>&1 &
-DAEMON=$!
-V="$PREFIX/bin/virsh -q -c qemu+unix:///system?socket=$T/run/libvirt-sock"
-for _ in $(seq 100); do [ -S "$T/run/libvirt-sock" ] && break; sleep 0.1; done
-[ -S "$T/run/libvirt-sock" ] || { cat "$T/libvirtd.out" >&2; exit 1; }
+# Chains its own stop after cleanup (HLFS_KEEP_WORK=1 keeps its log).
+libvirtd_start "$PREFIX" "$HLFS" || exit 1
+V="$PREFIX/bin/virsh -q -c $HLFS_LIBVIRT_URI"
 
 pass() { printf 'ok   %s\n' "$*"; }
-fail() { printf 'FAIL %s\n' "$*" >&2; tail -n 20 "$T/libvirtd.log" >&2 || true; exit 1; }
+fail() { printf 'FAIL %s\n' "$*" >&2; tail -n 20 "$LIBVIRTD_LOG" >&2 || true; exit 1; }
 expect_fail() {  # expect_fail DESC CMD...: CMD must fail
     local d=$1; shift
     if "$@" >"$T/err" 2>&1; then fail "$d (command succeeded)"; fi

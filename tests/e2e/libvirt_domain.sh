@@ -49,11 +49,6 @@ fi
 case "$(guest_accel)" in kvm) DOMTYPE=kvm ;; *) DOMTYPE=qemu ;; esac
 
 # --- private libvirtd ---------------------------------------------------------
-mkdir -p "$T/run"
-cat >"$T/libvirtd.conf" <<EOF
-unix_sock_dir = "$T/run"
-log_outputs = "3:file:$T/libvirtd.log"
-EOF
 POOL=hlfs-dom-$$          # unique: configs persist in the prefix
 POOLDIR=$T/pool
 # Short domain names: QEMU's monitor socket is
@@ -63,31 +58,27 @@ D1=hd1-$(($$ % 10000))
 D2=hd2-$(($$ % 10000))
 sock="$PREFIX/var/lib/libvirt/qemu/domain-999-$D1/monitor.sock"
 [ ${#sock} -le 107 ] || fail "the build prefix $PREFIX is too long for QEMU's monitor socket ($sock); use a shorter HLFS_CACHE"
-DAEMON=
-V() { "$PREFIX/bin/virsh" -q -c "qemu+unix:///system?socket=$T/run/libvirt-sock" "$@"; }
+# shellcheck source=../lib/libvirtd.sh
+. "$HLFS_ROOT/tests/lib/libvirtd.sh"
+V() { "$PREFIX/bin/virsh" -q -c "$HLFS_LIBVIRT_URI" "$@"; }
 dom_cleanup() {
     set +e
-    if [ -n "$DAEMON" ]; then
+    if [ -n "$LIBVIRTD_PID" ]; then
         for d in "$D1" "$D2"; do
             V destroy "$d" >/dev/null 2>&1
             V undefine "$d" --snapshots-metadata >/dev/null 2>&1
         done
         V pool-destroy "$POOL" >/dev/null 2>&1
         V pool-undefine "$POOL" >/dev/null 2>&1
-        kill "$DAEMON" 2>/dev/null
-        wait "$DAEMON" 2>/dev/null
     fi
     e2e_cleanup
 }
 trap dom_cleanup EXIT
 # QEMU comes from <emulator>; the hlfs CLI (pool backend, snapshots) from $HLFS_CLI.
-HLFS_CLI=$HLFS_CLI "$PREFIX/sbin/libvirtd" -f "$T/libvirtd.conf" -p "$T/libvirtd.pid" \
-    >"$T/libvirtd.out" 2>&1 &
-DAEMON=$!
-for _ in $(seq 100); do [ -S "$T/run/libvirt-sock" ] && break; sleep 0.1; done
-[ -S "$T/run/libvirt-sock" ] || fail "libvirtd did not start: $(cat "$T/libvirtd.out")"
+# libvirtd_start chains its own stop after dom_cleanup.
+libvirtd_start "$PREFIX" "$HLFS_CLI" || fail "libvirtd did not start"
 
-vfail() { fail "$* (libvirtd log: $(tail -n 5 "$T/libvirtd.log" 2>/dev/null))"; }
+vfail() { fail "$* (libvirtd log: $(tail -n 5 "$LIBVIRTD_LOG" 2>/dev/null))"; }
 # expect_fail DESC REGEX VIRSH-ARGS...: the virsh command must fail with REGEX
 expect_fail() {
     local d=$1 re=$2 out
@@ -186,7 +177,8 @@ marker() {
     [ "$got" = "$2" ] || fail "marker in $1 is '$got', expected '$2'"
 }
 # qemu_cmdline NAME: the QEMU command line of NAME's last start
-qemu_cmdline() { grep -a -- '-blockdev' "$PREFIX/var/log/libvirt/qemu/$1.log" | tail -n1; }
+# libvirtd_start gives the daemon its own PREFIX/var (see tests/lib/libvirtd.sh).
+qemu_cmdline() { grep -a -- '-blockdev' "$(libvirtd_var_dir)/log/libvirt/qemu/$1.log" | tail -n1; }
 hsnaps() { "$HLFS_CLI" snapshot list --output json "local://$POOLDIR/$1"; }
 
 VM1=local://$POOLDIR/vm1

@@ -38,6 +38,7 @@ libvirtd_start() {
 
     dir=$(mktemp -d "${TMPDIR:-/tmp}/hlfs-libvirtd.XXXXXX")
     LIBVIRTD_DIR=$dir
+    LIBVIRTD_PREFIX=$prefix
     LIBVIRTD_LOG=$dir/libvirtd.log
     mkdir -p "$dir/run" "$dir/etc/storage/autostart" "$dir/etc/qemu/autostart" \
         "$dir/etc/secrets" "$dir/run-libvirt" "$dir/var"
@@ -91,6 +92,7 @@ EOF
         if [ -S "$dir/run/libvirt-sock" ] &&
             "$prefix/bin/virsh" -q -c "$HLFS_LIBVIRT_URI" pool-list --all >/dev/null 2>&1; then
             _lvd_log "libvirtd $LIBVIRTD_PID up (isolated=$isolate): $HLFS_LIBVIRT_URI"
+            echo "isolated=$isolate" >"$dir/isolated"
             return 0
         fi
         sleep 0.2
@@ -98,6 +100,17 @@ EOF
     _lvd_log "error: libvirtd did not answer within 30 s:"
     cat "$dir/libvirtd.out" "$LIBVIRTD_LOG" >&2 2>/dev/null
     return 1
+}
+
+# libvirtd_var_dir: where the running daemon's PREFIX/var is, as seen from
+# outside its mount namespace (QEMU logs are under log/libvirt/qemu/).
+libvirtd_var_dir() {
+    if [ -n "$LIBVIRTD_DIR" ] && [ -n "$(ls -A "$LIBVIRTD_DIR/var" 2>/dev/null)" ] &&
+        grep -q "isolated=1" "$LIBVIRTD_DIR/isolated" 2>/dev/null; then
+        echo "$LIBVIRTD_DIR/var"
+    else
+        echo "$LIBVIRTD_PREFIX/var"
+    fi
 }
 
 # libvirtd_stop: stops the daemon started by libvirtd_start, removes its
