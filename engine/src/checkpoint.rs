@@ -217,8 +217,15 @@ impl Reader {
         for _ in 0..nchunks {
             let first_key: [u8; 16] = dd.uuid()?;
             let (offset, count, crc) = (dd.u64()?, dd.u32()?, dd.u32()?);
-            if count == 0 || count as usize > CHUNK_ENTRIES || offset + 8 + count as u64 * ENTRY_LEN as u64 > dir_offset {
+            // Chunks follow one another in key order without overlapping;
+            // lookups depend on it, since they pick a chunk by first key.
+            let start = chunks.last().map_or(HEADER_LEN as u64 + state_len, |c: &ChunkRef| c.offset + 8 + c.count as u64 * ENTRY_LEN as u64);
+            let end = offset.checked_add(8 + count as u64 * ENTRY_LEN as u64);
+            if count == 0 || count as usize > CHUNK_ENTRIES || offset < start || end.is_none_or(|e| e > dir_offset) {
                 return Err(ctx(format!("bad chunk at byte {offset}")));
+            }
+            if chunks.last().is_some_and(|c: &ChunkRef| c.first_key >= first_key) {
+                return Err(ctx(format!("chunk at byte {offset} is out of key order")));
             }
             chunks.push(ChunkRef { first_key, offset, count, crc });
         }
@@ -232,6 +239,11 @@ impl Reader {
         self.file.read_exact_at(r.offset + 8, &mut b)?;
         if crc32c::crc32c(&b) != r.crc {
             return Err(corrupt(format!("checkpoint {}: chunk at byte {} fails its checksum", self.path, r.offset)));
+        }
+        // The directory's first key must be the chunk's, and keys ascend.
+        let sorted = b.chunks_exact(ENTRY_LEN).zip(b.chunks_exact(ENTRY_LEN).skip(1)).all(|(a, z)| a[..16] < z[..16]);
+        if b[..16] != r.first_key || !sorted {
+            return Err(corrupt(format!("checkpoint {}: chunk at byte {} disagrees with the directory or is out of order", self.path, r.offset)));
         }
         Ok(b)
     }
@@ -382,6 +394,10 @@ pub fn verify(backend: &dyn Backend, dir: &str, seq: u64, uuid: &[u8; 16]) -> Re
     r.for_each(&mut |k, _| {
         if prev.is_some_and(|p| p >= *k) {
             return Err(corrupt(format!("checkpoint {}: keys out of order", r.path)));
+        }
+        let block = u64::from_be_bytes(k[8..].try_into().expect("8"));
+        if block >= crate::format::MAX_VIRTUAL_SIZE / crate::format::BLOCK_SIZE {
+            return Err(corrupt(format!("checkpoint {}: block {block} is beyond any volume", r.path)));
         }
         prev = Some(*k);
         Ok(())
