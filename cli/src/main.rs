@@ -5,7 +5,8 @@ use hlfs_cli::{ops, output::INFO_JSON_HELP, output::LIST_JSON_HELP, Output};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const URI_HELP: &str = "Volume URIs look like local:///abs/dir/volume (optionally prefixed with hlfs:); \
+const URI_HELP: &str = "Volume URIs look like local:///abs/dir/volume, hdfs://namenode:port/dir/volume \
+or hdfs:///dir/volume (the default filesystem of $HADOOP_CONF_DIR), optionally prefixed with hlfs:; \
 append %NAME to mean snapshot NAME, as in local:///tmp/testenv/testfs%snapshot1.";
 
 #[derive(Parser)]
@@ -66,6 +67,17 @@ enum Cmd {
     /// Delete a volume and all its snapshots (refused while clones use it)
     Delete {
         /// Volume to delete
+        uri: String,
+    },
+    /// Break the write lock of a volume whose writer is gone (e.g. its host crashed)
+    #[command(after_help = "A lock left by a dead process on this host is taken over by the next opener \
+        anyway; a lock held from another host (volumes on HDFS) is never presumed dead, since that host \
+        cannot be checked from here. Make sure the writer named in the error is really gone (host down, \
+        process killed) before breaking its lock: two writers would damage the volume. A writer alive on \
+        this host is refused (exit 4).\n\
+        Example: hlfs unlock hdfs://namenode:8020/vms/disk1")]
+    Unlock {
+        /// Volume whose lock to break
         uri: String,
     },
     /// Grow a volume to SIZE, or by +SIZE (volumes cannot shrink)
@@ -199,6 +211,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::List { dir, output } => ops::list(&dir, output),
         Cmd::Delete { uri } => ops::delete(&uri),
         Cmd::Resize { uri, size } => ops::resize(&uri, &size),
+        Cmd::Unlock { uri } => ops::unlock(&uri),
         Cmd::Snapshot(SnapCmd::Create { uri, name }) => ops::snapshot_create(&uri, &name),
         Cmd::Snapshot(SnapCmd::List { uri, output }) => ops::snapshot_list(&uri, output),
         Cmd::Snapshot(SnapCmd::Delete { uri, name }) => ops::snapshot_delete(&uri, &name),

@@ -77,6 +77,22 @@ pub fn delete(uri: &str) -> Result<()> {
     Ok(hlfs::delete_volume(uri)?)
 }
 
+/// Breaks the write lock of a volume whose holder is gone (another host
+/// that crashed, or a dead process here). Refuses a holder alive on this host.
+pub fn unlock(uri: &str) -> Result<()> {
+    require_volume(uri, "unlock")?;
+    let u = VolumeUri::parse(uri)?;
+    let backend = hlfs::backend::for_uri(&u)?;
+    let name = u.without_snapshot().to_string();
+    match hlfs::lock::break_lock(&*backend, &u.path, &name)? {
+        Some(h) => print(&format!(
+            "removed the write lock of {name} held by pid {} on host {}\n",
+            h.pid, h.host
+        )),
+        None => print(&format!("{name} has no write lock\n")),
+    }
+}
+
 /// Grows a volume to `size`, or by `+size`.
 pub fn resize(uri: &str, size: &str) -> Result<()> {
     if let Some(by) = size.strip_prefix('-') {

@@ -320,6 +320,52 @@ fn stale_lock_is_taken_over_with_a_visible_warning() {
 }
 
 #[test]
+fn lock_from_another_host_needs_unlock() {
+    // Property: a lock held from another host is never taken over; the
+    // refusal (exit 4) names the holder and `hlfs unlock`, which removes it
+    // and says whose it was; a holder alive on this host is refused (exit 4)
+    // and its lock stays.
+    let env = Env::new();
+    let v = env.uri("v");
+    ok(&["create", &v, "1M"]);
+    let lock = env.path("v").join("lock");
+    std::fs::write(&lock, "pid=4242\nhost=hlfs-test-other-host\nstart=7\n").unwrap();
+    let (code, err) = fails(&["snapshot", "create", &v, "s"]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("hlfs-test-other-host") && err.contains(&format!("hlfs unlock {v}")), "{err}");
+    let out = ok(&["unlock", &v]);
+    assert!(out.contains("pid 4242 on host hlfs-test-other-host"), "{out}");
+    assert!(!lock.exists());
+    ok(&["snapshot", "create", &v, "s"]);
+    assert!(ok(&["unlock", &v]).contains("no write lock"));
+
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    std::fs::write(&lock, format!("pid={}\nhost={}\nstart=0\n", std::process::id(), host.trim())).unwrap();
+    let (code, err) = fails(&["unlock", &v]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("alive"), "{err}");
+    assert!(lock.exists(), "a live holder keeps its lock");
+    std::fs::remove_file(&lock).unwrap();
+}
+
+#[test]
+fn unreachable_hdfs_namenode_fails_within_the_deadline() {
+    // Property: an HDFS NameNode that refuses connections makes a command
+    // fail (exit 1) within HLFS_HDFS_TIMEOUT, naming the address.
+    let t = std::time::Instant::now();
+    let out = Command::new(HLFS)
+        .args(["info", "hlfs:hdfs://127.0.0.1:1/x/vol"])
+        .env("HLFS_HDFS_TIMEOUT", "1")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("127.0.0.1:1") && err.contains("unreachable"), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(8), "took {:?}", t.elapsed());
+}
+
+#[test]
 fn resize_grows_by_absolute_or_relative_size() {
     // Property: `resize URI SIZE` and `resize URI +SIZE` set the virtual
     // size; shrinking fails (exit 1) and leaves the size alone.
@@ -470,6 +516,7 @@ fn every_command_has_help() {
         &["fsck"],
         &["list"],
         &["wipe"],
+        &["unlock"],
     ] {
         let mut args = cmd.to_vec();
         args.push("--help");

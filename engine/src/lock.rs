@@ -1,6 +1,9 @@
 //! One read-write opener per volume: an exclusively created `lock` file in
 //! the volume directory, naming the holder's pid, host and process start time.
 //! A lock whose holder is gone (same host, pid dead or reused) is taken over.
+//! A holder on another host (volumes on HDFS) cannot be checked from here and
+//! is never presumed dead: `break_lock` (`hlfs unlock`) removes its lock on
+//! an operator's word.
 
 use crate::backend::Backend;
 use crate::error::{Error, ErrorKind, Result};
@@ -15,6 +18,11 @@ pub struct Holder {
     pub host: String,
     /// Process start time (clock ticks since boot), 0 if unknown.
     pub start: u64,
+    /// Random number drawn when the lock was taken (0 in locks written
+    /// before it existed): tells this lock apart from a later one of the
+    /// same process, so a writer whose lock was broken never removes its
+    /// successor's.
+    pub token: u64,
 }
 
 impl Holder {
@@ -24,13 +32,14 @@ impl Holder {
             pid,
             host: hostname(),
             start: process_start(pid).unwrap_or(0),
+            token: rand::random::<u64>() | 1,
         }
     }
 
     fn encode(&self) -> String {
         format!(
-            "pid={}\nhost={}\nstart={}\n",
-            self.pid, self.host, self.start
+            "pid={}\nhost={}\nstart={}\ntoken={}\n",
+            self.pid, self.host, self.start, self.token
         )
     }
 
@@ -39,6 +48,7 @@ impl Holder {
             pid: 0,
             host: String::new(),
             start: 0,
+            token: 0,
         };
         for line in s.lines() {
             let (k, v) = line.split_once('=')?;
@@ -46,6 +56,7 @@ impl Holder {
                 "pid" => h.pid = v.parse().ok()?,
                 "host" => h.host = v.to_string(),
                 "start" => h.start = v.parse().ok()?,
+                "token" => h.token = v.parse().ok()?,
                 _ => {}
             }
         }
@@ -85,6 +96,7 @@ pub struct WriteLock {
     path: String,
     name: String,
     released: bool,
+    me: Holder,
 }
 
 /// Path of the lock file of the volume in `dir`.
@@ -110,12 +122,71 @@ pub fn holder(backend: &dyn Backend, dir: &str, name: &str) -> Result<Option<Hol
     Ok(read_holder(backend, &path)?.filter(|h| !h.is_stale(name)))
 }
 
+/// Why a lock held by `h` refuses us, and what to do about it. A holder on
+/// another host cannot be checked from here: if that host is gone, an
+/// operator breaks the lock explicitly.
+fn locked_message(name: &str, h: &Holder) -> String {
+    let mut m = format!(
+        "volume {name} is open read-write by pid {} on host {}; close it there, or open it read-only",
+        h.pid, h.host
+    );
+    if h.host != hostname() {
+        m.push_str(&format!(
+            "; if host {} is down or that process is gone, break the lock with `hlfs unlock {name}` \
+             (only then: two writers would damage the volume)",
+            h.host
+        ));
+    }
+    m
+}
+
+/// Removes the write lock of the volume `name` in `dir` whose holder is
+/// gone: dead on this host, or on another host that the operator has made
+/// sure no longer runs it. Refuses a holder alive on this host. Returns the
+/// holder that was removed (None: there was no lock).
+pub fn break_lock(backend: &dyn Backend, dir: &str, name: &str) -> Result<Option<Holder>> {
+    let path = lock_path(dir);
+    if !backend.exists(&path)? {
+        return Ok(None);
+    }
+    let h = read_holder(backend, &path)?;
+    if let Some(h) = &h {
+        if h.host == hostname() && !h.is_stale(name) {
+            return Err(Error::new(
+                ErrorKind::Locked,
+                format!(
+                    "volume {name} is open read-write by pid {} on this host, which is alive; close it there instead",
+                    h.pid
+                ),
+            ));
+        }
+    }
+    let aside = format!("{path}.broken.{}.{}", std::process::id(), rand::random::<u32>());
+    match backend.rename(&path, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    backend.delete(&aside)?;
+    match &h {
+        Some(h) => tracing::warn!("volume {name}: broke the write lock of pid {} on host {}", h.pid, h.host),
+        None => tracing::warn!("volume {name}: removed an unreadable lock file"),
+    }
+    Ok(Some(h.unwrap_or(Holder {
+        pid: 0,
+        host: "(unreadable lock file)".to_string(),
+        start: 0,
+        token: 0,
+    })))
+}
+
 /// Volumes this process holds, by canonical URI. Keyed by URI, not by
 /// backend path: two backends (two HDFS clusters, two memory backends) can
 /// hold volumes at the same path, and one of them holding its lock must not
-/// make a lock our own crashed handle left in the other look alive.
-fn held() -> &'static parking_lot::Mutex<std::collections::HashSet<String>> {
-    static H: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashSet<String>>> =
+/// make a lock our own crashed handle left in the other look alive. The
+/// value is the token of the lock we hold.
+fn held() -> &'static parking_lot::Mutex<std::collections::HashMap<String, u64>> {
+    static H: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashMap<String, u64>>> =
         std::sync::OnceLock::new();
     H.get_or_init(Default::default)
 }
@@ -124,7 +195,7 @@ impl Holder {
     /// Gone, or this very process without a live handle (a simulated crash).
     fn is_stale(&self, name: &str) -> bool {
         if self.pid == std::process::id() && self.host == hostname() {
-            return !held().lock().contains(name);
+            return !held().lock().contains_key(name);
         }
         self.is_dead()
     }
@@ -145,12 +216,13 @@ impl WriteLock {
             let renamed = backend.rename(&tmp, &path);
             match renamed {
                 Ok(()) => {
-                    held().lock().insert(name.to_string());
+                    held().lock().insert(name.to_string(), me.token);
                     return Ok(WriteLock {
                         backend,
                         path,
                         name: name.to_string(),
                         released: false,
+                        me,
                     });
                 }
                 Err(e) if e.kind() == ErrorKind::Exists => {
@@ -164,13 +236,7 @@ impl WriteLock {
             let h = read_holder(&*backend, &path)?;
             match h {
                 Some(h) if !h.is_stale(name) => {
-                    return Err(Error::new(
-                        ErrorKind::Locked,
-                        format!(
-                            "volume {name} is open read-write by pid {} on host {}; close it there, or open it read-only",
-                            h.pid, h.host
-                        ),
-                    ));
+                    return Err(Error::new(ErrorKind::Locked, locked_message(name, &h)));
                 }
                 None if attempt == 0 => {
                     // Unreadable: perhaps mid-replacement. Look again shortly.
@@ -207,16 +273,44 @@ impl WriteLock {
     /// Releases the lock now.
     pub fn release(mut self) -> Result<()> {
         self.released = true;
-        held().lock().remove(&self.name);
-        self.backend.delete(&self.path)
+        self.forget();
+        self.remove_if_ours()
+    }
+
+    /// This process no longer holds the lock (unless a later lock of ours,
+    /// taken after this one was broken, does).
+    fn forget(&self) {
+        let mut h = held().lock();
+        if h.get(&self.name) == Some(&self.me.token) {
+            h.remove(&self.name);
+        }
+    }
+
+    /// Deletes the lock file if it still names us. If our lock was broken
+    /// (`hlfs unlock`) and another writer holds the volume now, its lock
+    /// stays.
+    fn remove_if_ours(&self) -> Result<()> {
+        match read_holder(&*self.backend, &self.path)? {
+            Some(h) if h != self.me => {
+                tracing::warn!(
+                    "volume {}: our write lock was broken; it is now held by pid {} on host {}, and stays",
+                    self.name,
+                    h.pid,
+                    h.host
+                );
+                Ok(())
+            }
+            None if !self.backend.exists(&self.path)? => Ok(()),
+            _ => self.backend.delete(&self.path),
+        }
     }
 }
 
 impl Drop for WriteLock {
     fn drop(&mut self) {
         if !self.released {
-            held().lock().remove(&self.name);
-            let _ = self.backend.delete(&self.path);
+            self.forget();
+            let _ = self.remove_if_ours();
         }
     }
 }

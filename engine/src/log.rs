@@ -54,6 +54,10 @@ pub struct Scanned {
     pub len: u64,
     /// The decoded record.
     pub record: Record,
+    /// For a `Data` record salvaged from a damaged one (see
+    /// [`scan_segment_salvaging`]): indexes of the blocks whose bytes fail
+    /// their checksums. Empty for an intact record.
+    pub damaged_blocks: Vec<usize>,
 }
 
 /// Path of segment `n` of the volume in `dir`.
@@ -131,6 +135,64 @@ pub fn scan_segment(
     bound: Option<u64>,
     f: &mut dyn FnMut(Scanned) -> Result<()>,
 ) -> Result<u64> {
+    scan(backend, dir, seg, start, bound, false, f)
+}
+
+/// `scan_segment`, except that within a bounded (sealed) range a `Data`
+/// record that fails its record checksum because some of its blocks are
+/// damaged is passed on, with those blocks listed in
+/// `Scanned::damaged_blocks`, instead of failing the scan. A record whose
+/// blocks all match their checksums (so the damage is in its header or
+/// block list) still fails. Index rebuilds use this, so that one bad block
+/// costs that block and not the rest of the log: the damaged blocks keep
+/// failing their reads, since the index keeps their stored checksums.
+/// The header is trusted when its kind, length and block list agree and
+/// the next record follows where its length says; a second flip inside
+/// the 16 bytes of timeline and first block would go unnoticed, which is
+/// why fsck reports every salvaged record as an error.
+pub fn scan_segment_salvaging(
+    backend: &dyn Backend,
+    dir: &str,
+    seg: u64,
+    start: u64,
+    bound: Option<u64>,
+    f: &mut dyn FnMut(Scanned) -> Result<()>,
+) -> Result<u64> {
+    scan(backend, dir, seg, start, bound, true, f)
+}
+
+/// Block indexes of a `Data` record (header + payload in `rb`) whose bytes
+/// do not match their stored checksums; None if the record cannot be read
+/// as a data record or if every block matches (the damage is elsewhere).
+fn damaged_data_blocks(h: &format::Header, rb: &[u8]) -> Option<(Record, Vec<usize>)> {
+    if h.kind != format::Kind::Data {
+        return None;
+    }
+    let record = format::decode_payload(h.kind, &rb[RECORD_HEADER_LEN..]).ok()?;
+    let Record::Data { crcs, .. } = &record else { return None };
+    let data_off = RECORD_HEADER_LEN + format::DATA_PREFIX_LEN + 4 * crcs.len();
+    if rb.len() != data_off + crcs.len() * format::BLOCK_SIZE as usize {
+        return None;
+    }
+    let bad: Vec<usize> = rb[data_off..]
+        .chunks(format::BLOCK_SIZE as usize)
+        .zip(crcs)
+        .enumerate()
+        .filter(|(_, (b, c))| crc32c::crc32c(b) != **c)
+        .map(|(i, _)| i)
+        .collect();
+    (!bad.is_empty()).then_some((record, bad))
+}
+
+fn scan(
+    backend: &dyn Backend,
+    dir: &str,
+    seg: u64,
+    start: u64,
+    bound: Option<u64>,
+    salvage: bool,
+    f: &mut dyn FnMut(Scanned) -> Result<()>,
+) -> Result<u64> {
     let file = backend.open_read(&segment_path(dir, seg))?;
     let mut r = SegReader::new(file)?;
     let mut off = start;
@@ -153,7 +215,14 @@ pub fn scan_segment(
             let Some(rb) = r.get(off, total)? else {
                 return Ok(None);
             };
-            format::verify_crc(rb, h.crc)?;
+            if let Err(e) = format::verify_crc(rb, h.crc) {
+                let salvaged = if salvage && bound.is_some() { damaged_data_blocks(&h, rb) } else { None };
+                let Some((record, damaged_blocks)) = salvaged else { return Err(e) };
+                tracing::warn!(
+                    "{dir}: segment {seg} offset {off}: data record damaged in blocks {damaged_blocks:?}; keeping its intact blocks"
+                );
+                return Ok(Some(Scanned { seq: h.seq, segment: seg, offset: off, len: total as u64, record, damaged_blocks }));
+            }
             let record = format::decode_payload(h.kind, &rb[RECORD_HEADER_LEN..])?;
             Ok(Some(Scanned {
                 seq: h.seq,
@@ -161,6 +230,7 @@ pub fn scan_segment(
                 offset: off,
                 len: total as u64,
                 record,
+                damaged_blocks: Vec::new(),
             }))
         })();
         match outcome {
@@ -551,15 +621,35 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Makes every appended record durable.
+    /// Makes every appended record durable. Where the backend's `sync` is
+    /// not durable (HDFS), the active segment is sealed instead: closing the
+    /// file is the one thing that makes its bytes durable there, and the
+    /// next append starts a new segment. A flush with nothing appended since
+    /// the last one creates no segment.
     pub fn flush(&mut self) -> Result<()> {
         self.check()?;
+        if !self.backend.sync_is_durable() {
+            return self.seal();
+        }
         let r = self.push().and_then(|_| match self.active.as_mut() {
             Some(a) => a.file.sync(),
             None => Ok(()),
         });
         self.poison(r)?;
         self.dirty = false;
+        Ok(())
+    }
+
+    /// Creates the next segment now rather than at the first append, so
+    /// that its number is taken: a writer that still runs although its lock
+    /// was broken fails when it tries to create that segment, instead of
+    /// writing a log beside ours.
+    pub fn claim(&mut self) -> Result<()> {
+        self.check()?;
+        if self.active.is_none() {
+            let r = self.open_segment();
+            self.poison(r)?;
+        }
         Ok(())
     }
 

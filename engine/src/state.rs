@@ -60,6 +60,11 @@ pub struct VolState {
     /// Whether the head was resized since it started (with no writes, the
     /// head then still differs from the state it branched from).
     pub head_resized: bool,
+    /// Whether the cleaner has retired segments: the log then no longer
+    /// starts at segment 1, and checkpoints are its base. Kept only in
+    /// checkpoints (and the index), which the cleaner writes before it
+    /// retires anything. Encoded as an optional trailing byte.
+    pub cleaned: bool,
 }
 
 const STATE_MAGIC: &[u8; 4] = b"HLFS";
@@ -138,6 +143,9 @@ impl VolState {
             e.u64(*s).u64(*n);
         }
         e.u8(self.head_resized as u8);
+        if self.cleaned {
+            e.u8(1);
+        }
         e.0
     }
 
@@ -204,6 +212,12 @@ impl VolState {
             st.seg_live.insert(s, d.u64()?);
         }
         st.head_resized = d.u8()? != 0;
+        if d.remaining() == 1 {
+            st.cleaned = match d.u8()? {
+                1 => true,
+                v => return Err(corrupt(format!("volume state has a bad cleaned flag {v}"))),
+            };
+        }
         if d.remaining() != 0 {
             return Err(corrupt("volume state has trailing bytes"));
         }

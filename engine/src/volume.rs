@@ -22,6 +22,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod cleaner;
+pub use cleaner::{Candidate, GcOptions, GcReport};
+
 const SECTOR: u64 = 512;
 const BS: usize = BLOCK_SIZE as usize;
 
@@ -394,6 +397,7 @@ fn replay(
     index: &Index,
     st: &mut VolState,
     from: LogPos,
+    salvage: bool,
 ) -> Result<ReplayEnd> {
     let layout = log::layout(backend, dir, uuid, from.segment)?;
     let mut end = ReplayEnd {
@@ -422,7 +426,11 @@ fn replay(
             end.next_seq = s.seq + 1;
             apply(index, st, s.segment, s.offset, &s.record)
         };
-        let valid = log::scan_segment(backend, dir, seg, start, bound, &mut f)?;
+        let valid = if salvage {
+            log::scan_segment_salvaging(backend, dir, seg, start, bound, &mut f)?
+        } else {
+            log::scan_segment(backend, dir, seg, start, bound, &mut f)?
+        };
         end.last = (seg, valid);
     }
     Ok(end)
@@ -447,6 +455,43 @@ fn log_bytes_after(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], from: LogP
         total += len.saturating_sub(start);
     }
     Ok(total)
+}
+
+/// Whether the log still runs through `pos` (a position a cached index
+/// recorded): its segment is in the chain and holds at least `pos.offset`
+/// valid bytes.
+fn log_passes_through(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], pos: LogPos) -> Result<bool> {
+    if pos.segment == 0 {
+        return Ok(true);
+    }
+    let layout = match log::layout(backend, dir, uuid, pos.segment) {
+        Ok(l) => l,
+        Err(e) if e.kind() == ErrorKind::Corrupt => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(match layout.chain.first() {
+        Some((s, Some(bound))) if *s == pos.segment => *bound >= pos.offset,
+        Some((s, None)) if *s == pos.segment => {
+            backend.open_read(&log::segment_path(dir, *s))?.len()? >= pos.offset
+        }
+        _ => false,
+    })
+}
+
+/// A fingerprint of the log just before `pos`: the CRC of up to 4 KiB
+/// before it in its segment (the end of the last record, with its sequence
+/// number and checksum). A cached index whose log took another course (a
+/// restored backup, a broken lock) differs here even where positions agree.
+fn log_tail(backend: &dyn Backend, dir: &str, pos: LogPos) -> Result<Vec<u8>> {
+    if pos.segment == 0 || pos.offset == 0 {
+        return Ok(Vec::new());
+    }
+    let n = pos.offset.min(4096);
+    let mut buf = vec![0u8; n as usize];
+    backend
+        .open_read(&log::segment_path(dir, pos.segment))?
+        .read_exact_at(pos.offset - n, &mut buf)?;
+    Ok(crc32c::crc32c(&buf).to_le_bytes().to_vec())
 }
 
 /// Clone references kept in the base volume's `clones/` directory.
@@ -640,6 +685,7 @@ impl Volume {
         let uuid = read_uuid(&*backend, &u)?;
         let dir = u.path.clone();
 
+        let mut from_cache = false;
         let (index, mut st, from) = if opts.read_only {
             // Search the newest checkpoint in place; only the log after it
             // is replayed, into memory.
@@ -673,6 +719,28 @@ impl Volume {
             } else {
                 None
             };
+            // A cached index is only a cache: another host may have written
+            // the volume since (HDFS), or the log may have been restored
+            // from elsewhere. Use it only if the log still runs through the
+            // position it recorded.
+            let tail = index.meta_get("tail")?;
+            let cached = match cached {
+                Some((st, pos))
+                    if log_passes_through(&*backend, &dir, &uuid, pos)?
+                        && match tail.as_deref() {
+                            None => true,
+                            Some(t) => log_tail(&*backend, &dir, pos).ok().as_deref() == Some(t),
+                        } =>
+                {
+                    Some((st, pos))
+                }
+                Some(_) => {
+                    tracing::info!("volume {name}: the cached index does not match the log; reloading from checkpoint and log");
+                    None
+                }
+                None => None,
+            };
+            from_cache = cached.is_some();
             let (st, from) = match cached {
                 Some(x) => x,
                 None => {
@@ -689,7 +757,24 @@ impl Volume {
             (index, st, from)
         };
 
-        let end = replay(&*backend, &dir, &uuid, &index, &mut st, from)?;
+        let salvage = opts.rebuild_index;
+        let end = match replay(&*backend, &dir, &uuid, &index, &mut st, from, salvage) {
+            Err(e) if from_cache && e.kind() == ErrorKind::Corrupt => {
+                // The log after the cached position does not fit it: drop
+                // the cache and replay from the newest checkpoint instead.
+                tracing::info!("volume {name}: the cached index does not fit the log ({e}); reloading");
+                index.clear()?;
+                let (s, f) = Self::load_checkpoint(&*backend, &dir, &uuid, &index, opts)?;
+                st = s;
+                replay(&*backend, &dir, &uuid, &index, &mut st, f, salvage)?
+            }
+            Err(e) if e.kind() == ErrorKind::Corrupt && !salvage && !opts.read_only => {
+                return Err(corrupt(format!(
+                    "{e}; `hlfs fsck --rebuild-index {name}` rebuilds the index from every intact record"
+                )));
+            }
+            r => r?,
+        };
         if st.uuid != uuid {
             return Err(corrupt(format!(
                 "volume {name}: the log does not start with a volume record"
@@ -711,6 +796,21 @@ impl Volume {
             // too: they decide when the next checkpoint is due.
             let ckpt = checkpoint::newest_position(&*backend, &dir, &uuid)?.unwrap_or_default();
             w.since_checkpoint = log_bytes_after(&*backend, &dir, &uuid, ckpt, end.last)?;
+            if !backend.sync_is_durable() {
+                // HDFS: a writer whose lock was broken (`hlfs unlock`) may
+                // still run on another host. Recover the leases of segments
+                // past the end of the log (its open one, if any: its next
+                // append or flush then fails) and take the next segment
+                // number (its next segment create fails).
+                for s in log::list_segments(&*backend, &dir)? {
+                    if s > end.last.0 {
+                        if let Err(e) = backend.recover_lease(&log::segment_path(&dir, s)) {
+                            tracing::warn!("volume {name}: recovering the lease of segment {s}: {e}");
+                        }
+                    }
+                }
+                w.claim()?;
+            }
         }
         let active_segment = writer
             .as_ref()
@@ -791,10 +891,23 @@ impl Volume {
         index: &Index,
         opts: &OpenOptions,
     ) -> Result<(VolState, LogPos)> {
-        if !opts.rebuild_index {
-            if let Some(l) = checkpoint::load_newest(backend, dir, uuid, index)? {
-                return Ok((l.state, l.pos));
+        if opts.rebuild_index {
+            let base = cleaner::log_base(backend, dir, uuid)?;
+            if base == LogPos::default() {
+                return Ok((VolState::default(), base));
             }
+            // The cleaner retired the log's first segments: the oldest
+            // checkpoint with an intact log after it is the rebuild's base.
+            tracing::warn!("{dir}: the log's start was cleaned; rebuilding from the checkpoint at segment {}", base.segment);
+            for seq in checkpoint::list(backend, dir)? {
+                if checkpoint::position(backend, dir, seq, uuid).ok() == Some(base) {
+                    let l = checkpoint::load(backend, dir, seq, uuid, index)?;
+                    return Ok((l.state, l.pos));
+                }
+            }
+        }
+        if let Some(l) = checkpoint::load_newest(backend, dir, uuid, index)? {
+            return Ok((l.state, l.pos));
         }
         Ok((VolState::default(), LogPos::default()))
     }
@@ -853,7 +966,14 @@ impl Volume {
         if let Some(r) = self.readers.lock().get(&seg) {
             return Ok(r.clone());
         }
-        let r = self.backend.open_read(&log::segment_path(&self.dir, seg))?;
+        let r = match self.backend.open_read(&log::segment_path(&self.dir, seg)) {
+            // The cleaner retired it after this read resolved its block.
+            Err(e) if e.kind() == ErrorKind::NotFound => match cleaner::find_retired(&*self.backend, &self.dir, seg)? {
+                Some(p) => self.backend.open_read(&p)?,
+                None => return Err(e),
+            },
+            r => r?,
+        };
         let mut m = self.readers.lock();
         if m.len() >= 256 {
             m.clear();
@@ -1111,7 +1231,8 @@ impl Volume {
     }
 
     /// Returns once every write that completed before the call is durable:
-    /// pending log bytes are appended and the active segment is synced. The
+    /// pending log bytes are appended and the active segment is synced (on
+    /// backends whose sync is not durable, HDFS, the segment is sealed). The
     /// index needs no flush: replay rebuilds it from the log.
     pub fn flush(&self) -> Result<()> {
         if self.read_only {
@@ -1467,6 +1588,7 @@ impl Volume {
             let st = self.state.read();
             self.index.meta_put("state", &st.encode())?;
             self.index.meta_put("pos", &w.position().encode())?;
+            self.index.meta_put("tail", &log_tail(&*self.backend, &self.dir, w.position())?)?;
             self.index.meta_put("clean", &[1])?;
             self.index.flush()?;
         }
@@ -1629,6 +1751,15 @@ pub fn delete_volume(uri: &str) -> Result<()> {
             std::fs::remove_dir_all(&idir)
                 .map_err(|e| Error::io(format!("removing index {}", idir.display()), e))?;
         }
+    } else if let Ok(uuid) = read_uuid(&*backend, &u) {
+        // This host's index cache in the default place (HDFS): only a
+        // cache, so a failure to remove it is not worth failing the delete.
+        let idir = default_index_root().join(hex(&uuid));
+        if idir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&idir) {
+                tracing::warn!("volume {name}: could not remove its index cache {}: {e}", idir.display());
+            }
+        }
     }
     let lock_file = lock::lock_path(&u.path);
     for n in backend.list(&u.path)? {
@@ -1660,7 +1791,30 @@ pub fn fsck(uri: &str, rebuild_index: bool) -> Result<FsckReport> {
     let dir = &u.path;
     let uuid = read_uuid(&*backend, &u)?;
     let mut rep = FsckReport::default();
-    let layout = log::layout(&*backend, dir, &uuid, 0)?;
+    let base = match cleaner::log_base(&*backend, dir, &uuid) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::Corrupt => {
+            rep.errors.push(e.to_string());
+            return Ok(rep);
+        }
+        Err(e) => return Err(e),
+    };
+    if base != LogPos::default() {
+        rep.notes.push(format!(
+            "the log starts at the checkpoint in segment {} (earlier segments were cleaned)",
+            format::segment_name(base.segment)
+        ));
+    }
+    let layout = match log::layout(&*backend, dir, &uuid, base.segment) {
+        Ok(l) => l,
+        Err(e) if e.kind() == ErrorKind::Corrupt => {
+            // The segment chain itself is broken: nothing after the break
+            // can be placed, so there is nothing further to check or rebuild.
+            rep.errors.push(e.to_string());
+            return Ok(rep);
+        }
+        Err(e) => return Err(e),
+    };
     for a in &layout.abandoned {
         rep.notes.push(format!(
             "segment {} is not part of the log (abandoned after a crash)",
@@ -1683,12 +1837,22 @@ pub fn fsck(uri: &str, rebuild_index: bool) -> Result<FsckReport> {
             next_seq = s.seq + 1;
             rep.records += 1;
             rep.bytes += s.len;
-            if let Record::Data { crcs, .. } = &s.record {
+            if let Record::Data { crcs, first_block, .. } = &s.record {
                 rep.data_blocks += crcs.len() as u64;
+                if !s.damaged_blocks.is_empty() {
+                    let blocks: Vec<String> = s.damaged_blocks.iter().map(|i| (first_block + *i as u64).to_string()).collect();
+                    rep.errors.push(format!(
+                        "segment {} offset {}: data record damaged: block(s) {} fail their checksums (reads of them fail; the record's other {} block(s) are intact)",
+                        format::segment_name(s.segment),
+                        s.offset,
+                        blocks.join(", "),
+                        crcs.len() - blocks.len()
+                    ));
+                }
             }
             Ok(())
         };
-        match log::scan_segment(&*backend, dir, *seg, 0, *bound, &mut f) {
+        match log::scan_segment_salvaging(&*backend, dir, *seg, 0, *bound, &mut f) {
             Ok(valid) => {
                 if i + 1 == n {
                     let len = backend.open_read(&log::segment_path(dir, *seg))?.len()?;

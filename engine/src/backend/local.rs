@@ -172,6 +172,14 @@ impl Backend for LocalBackend {
         Ok(Path::new(path).exists())
     }
 
+    fn recover_lease(&self, _path: &str) -> Result<()> {
+        Ok(())
+    }
+
+    fn sync_is_durable(&self) -> bool {
+        true
+    }
+
     fn reads_see_unclosed_appends(&self) -> bool {
         true
     }

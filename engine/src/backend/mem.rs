@@ -3,6 +3,14 @@
 //!
 //! It is a test tool: it proves nothing about HDFS or a real disk, only that
 //! the engine never relies on data it did not make durable.
+//!
+//! `MemBackend::hdfs_model()` enforces HDFS's rules strictly: files are
+//! append-only with a single writer (created exclusively, never reopened
+//! for writing), readers see nothing of a file until its writer closes it,
+//! `sync` makes nothing durable (only `close` does, so a crash keeps at
+//! most an arbitrary prefix of an unclosed file, as lease recovery would),
+//! an open file cannot be renamed, and nothing is renamed over an existing
+//! file.
 
 use super::{AppendFile, Backend, ReadFile};
 use crate::error::{Error, ErrorKind, Result};
@@ -18,6 +26,8 @@ struct MemFile {
     durable_len: usize,
     durable_exists: bool,
     closed: bool,
+    /// Bumped by `recover_lease`: handles of earlier writers go stale.
+    lease: u64,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +48,8 @@ struct State {
 pub struct MemBackend {
     state: Arc<Mutex<State>>,
     visible_before_close: bool,
+    /// HDFS rules: `sync` is not durable, open files cannot be renamed.
+    hdfs_rules: bool,
 }
 
 impl Default for MemBackend {
@@ -75,16 +87,28 @@ impl MemBackend {
         MemBackend {
             state: Arc::default(),
             visible_before_close: true,
+            hdfs_rules: false,
         }
     }
 
-    /// A new, empty backend whose readers see a file's bytes only once the
-    /// writer closes it, as on HDFS.
-    pub fn visible_after_close() -> Self {
+    /// A new, empty backend with HDFS's rules (see the module docs): a
+    /// file's bytes are visible and durable only once its writer closes it.
+    pub fn hdfs_model() -> Self {
         MemBackend {
             state: Arc::default(),
             visible_before_close: false,
+            hdfs_rules: true,
         }
+    }
+
+    /// The same as `hdfs_model` (the name earlier tests use).
+    pub fn visible_after_close() -> Self {
+        Self::hdfs_model()
+    }
+
+    /// Whether this backend enforces HDFS's rules.
+    pub fn is_hdfs_model(&self) -> bool {
+        self.hdfs_rules
     }
 
     /// Simulates a crash after `n` more mutating operations (append, sync,
@@ -160,6 +184,33 @@ impl MemBackend {
         }
     }
 
+    /// A new backend holding a copy of every file as readers see it now
+    /// (closed, durable), as a backup restored elsewhere would: tests of
+    /// logs that took two courses from one point.
+    pub fn deep_copy(&self) -> MemBackend {
+        let st = self.state.lock();
+        let files = st
+            .files
+            .iter()
+            .filter(|(_, f)| f.closed || self.visible_before_close)
+            .map(|(k, f)| {
+                let mut f = f.clone();
+                f.durable_len = f.data.len();
+                f.durable_exists = true;
+                f.closed = true;
+                (k.clone(), f)
+            })
+            .collect();
+        MemBackend {
+            state: Arc::new(Mutex::new(State {
+                files,
+                ..Default::default()
+            })),
+            visible_before_close: self.visible_before_close,
+            hdfs_rules: self.hdfs_rules,
+        }
+    }
+
     /// Names of all files, for tests.
     pub fn paths(&self) -> Vec<String> {
         self.state.lock().files.keys().cloned().collect()
@@ -191,6 +242,7 @@ struct MemAppend {
     backend: MemBackend,
     path: String,
     generation: u64,
+    lease: u64,
 }
 
 impl MemAppend {
@@ -201,6 +253,12 @@ impl MemAppend {
             return Err(Error::new(
                 ErrorKind::Backend,
                 format!("{}: stale handle after crash", self.path),
+            ));
+        }
+        if st.files.get(&self.path).is_some_and(|f| f.lease != self.lease) {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("{}: the file's lease was recovered by another client", self.path),
             ));
         }
         f(&mut st, &self.path)
@@ -230,6 +288,22 @@ impl AppendFile for MemAppend {
     }
 
     fn sync(&mut self) -> Result<()> {
+        let hdfs = self.backend.hdfs_rules;
+        self.with(|st, path| {
+            let f = st
+                .files
+                .get_mut(path)
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} vanished")))?;
+            // HDFS without hflush/hsync: nothing is durable before close.
+            if !hdfs {
+                f.durable_len = f.data.len();
+                f.durable_exists = true;
+            }
+            Ok(())
+        })
+    }
+
+    fn close(mut self: Box<Self>) -> Result<()> {
         self.with(|st, path| {
             let f = st
                 .files
@@ -237,16 +311,7 @@ impl AppendFile for MemAppend {
                 .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} vanished")))?;
             f.durable_len = f.data.len();
             f.durable_exists = true;
-            Ok(())
-        })
-    }
-
-    fn close(mut self: Box<Self>) -> Result<()> {
-        self.sync()?;
-        self.with(|st, path| {
-            if let Some(f) = st.files.get_mut(path) {
-                f.closed = true;
-            }
+            f.closed = true;
             Ok(())
         })
     }
@@ -311,6 +376,7 @@ impl Backend for MemBackend {
             backend: self.clone(),
             path: path.to_string(),
             generation: st.generation,
+            lease: 0,
         }))
     }
 
@@ -355,6 +421,12 @@ impl Backend for MemBackend {
                 format!("renaming {from} to {to}: target exists"),
             ));
         }
+        if self.hdfs_rules && st.files.get(from).is_some_and(|f| !f.closed) {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("renaming {from}: the file is still open for writing (HDFS model)"),
+            ));
+        }
         let f = st.files.remove(from).ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
@@ -389,6 +461,27 @@ impl Backend for MemBackend {
                 .range(prefix.clone()..)
                 .next()
                 .is_some_and(|(k, _)| k.starts_with(&prefix)))
+    }
+
+    fn recover_lease(&self, path: &str) -> Result<()> {
+        let mut st = self.state.lock();
+        MemBackend::tick(&mut st)?;
+        let f = st.files.get_mut(path).ok_or_else(|| {
+            Error::new(ErrorKind::NotFound, format!("recovering the lease of {path}: no such file"))
+        })?;
+        if self.hdfs_rules && !f.closed {
+            // What the writer appended stays (the DataNodes have it); the
+            // writer itself is shut out.
+            f.lease += 1;
+            f.closed = true;
+            f.durable_len = f.data.len();
+            f.durable_exists = true;
+        }
+        Ok(())
+    }
+
+    fn sync_is_durable(&self) -> bool {
+        !self.hdfs_rules
     }
 
     fn reads_see_unclosed_appends(&self) -> bool {

@@ -1,7 +1,11 @@
 //! Where segment files live. The trait holds only what HDFS can also do:
-//! create a file, append, make it durable, close, read at an offset, list,
-//! rename and delete. Nothing is ever overwritten in place.
+//! create a file, append, close, read at an offset, list, rename and
+//! delete. Nothing is ever overwritten in place. Two capabilities say how a
+//! backend differs from a local disk: whether `sync` makes bytes durable
+//! (on HDFS only `close` does, so the engine seals a segment to flush it)
+//! and whether readers see bytes before the writer closes the file.
 
+pub mod hdfs;
 pub mod local;
 pub mod mem;
 
@@ -10,14 +14,17 @@ use crate::uri::{Location, VolumeUri};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// A file being written: append-only, made durable by `sync`.
+/// A file being written: append-only, made durable by `close` (and by
+/// `sync` where the backend's `sync_is_durable` says so).
 pub trait AppendFile: Send {
     /// Appends `data` at the end of the file.
     fn append(&mut self, data: &[u8]) -> Result<()>;
-    /// Returns once everything appended so far is durable, including the
-    /// file's existence (its directory entry).
+    /// On backends whose `sync_is_durable` is true: returns once everything
+    /// appended so far is durable, including the file's existence (its
+    /// directory entry). Elsewhere it promises nothing the engine relies on.
     fn sync(&mut self) -> Result<()>;
-    /// Syncs and closes the file.
+    /// Closes the file; once it returns, every appended byte is durable and
+    /// visible to readers.
     fn close(self: Box<Self>) -> Result<()>;
 }
 
@@ -46,6 +53,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn remove_dir(&self, dir: &str) -> Result<()>;
     /// Whether `path` exists (file or directory).
     fn exists(&self, path: &str) -> Result<bool>;
+    /// Takes the file at `path` away from a writer that may still be
+    /// running: afterwards that writer's appends and close fail, and the file
+    /// is closed with what the storage holds (HDFS lease recovery; it may
+    /// finish in the background). Local files: nothing to do, a writer there
+    /// is fenced by the lock alone.
+    fn recover_lease(&self, path: &str) -> Result<()>;
+    /// Whether `AppendFile::sync` makes appended bytes durable. Local files:
+    /// yes (fsync). HDFS: no, only `close` does (the engine then flushes by
+    /// sealing the active segment; see docs/format.md).
+    fn sync_is_durable(&self) -> bool;
     /// Whether readers see appended bytes before the writer closes the file.
     /// Local files do; HDFS does not, so the engine keeps the unsealed tail in memory.
     fn reads_see_unclosed_appends(&self) -> bool;
@@ -60,10 +77,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 pub fn for_uri(uri: &VolumeUri) -> Result<Arc<dyn Backend>> {
     match &uri.location {
         Location::Local => Ok(Arc::new(local::LocalBackend)),
-        Location::Hdfs { .. } => Err(Error::new(
-            ErrorKind::Unsupported,
-            format!("{uri}: HDFS backend not built yet; use a local:/// volume for now"),
-        )),
+        Location::Hdfs { authority } => {
+            Ok(Arc::new(hdfs::HdfsBackend::connect(authority.as_deref())?))
+        }
         Location::Mem { name } => mem::registry_get(name).ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,

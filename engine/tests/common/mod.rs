@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests: where a test's volumes live
-//! (local directory, memory backend, memory backend with HDFS-like
-//! visibility), deterministic data patterns, and whole-volume reads.
+//! (local directory, memory backend, the strict HDFS model, a real HDFS
+//! named by `HLFS_TEST_HDFS`), deterministic data patterns, whole-volume
+//! reads, and the backend conformance suite (`conformance`).
 #![allow(dead_code)]
+
+pub mod conformance;
 
 use hlfs::backend::mem::{registry_put, registry_remove, MemBackend};
 use hlfs::backend::Backend;
@@ -15,8 +18,29 @@ pub enum Kind {
     Local,
     /// The memory backend; readers see appends at once.
     Mem,
-    /// The memory backend; readers see a file only once it is closed (HDFS).
+    /// The strict HDFS model (`MemBackend::hdfs_model`): readers see a file
+    /// only once it is closed, `sync` is not durable, single writer per file,
+    /// no rename of open files or over existing ones.
     MemClosedOnly,
+    /// A real HDFS: a fresh directory under `$HLFS_TEST_HDFS`.
+    Hdfs,
+}
+
+/// `HLFS_TEST_HDFS` (hdfs://host:port/dir), if set.
+pub fn hdfs_root() -> Option<String> {
+    std::env::var("HLFS_TEST_HDFS")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().trim_end_matches('/').to_string())
+}
+
+/// The real HDFS to test against, or a panic explaining how to name one.
+/// Tests that need it are `#[ignore]`d, so a plain `cargo test` reports them
+/// as ignored, never as passed.
+pub fn require_hdfs() -> String {
+    hdfs_root().unwrap_or_else(|| {
+        panic!("this test needs a real HDFS: set HLFS_TEST_HDFS=hdfs://host:port/dir (see docs/hdfs.md)")
+    })
 }
 
 /// A fresh place for volumes: its URIs, options and raw backend access.
@@ -52,6 +76,20 @@ impl Place {
         .expect("tempdir");
         let (mem, prefix) = match kind {
             Kind::Local => (None, format!("local://{}", dir.path().display())),
+            Kind::Hdfs => (
+                None,
+                format!(
+                    "{}/t{}-{}-{}",
+                    require_hdfs(),
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed),
+                    mix(std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos() as u64)
+                        % 1_000_000
+                ),
+            ),
             Kind::Mem | Kind::MemClosedOnly => {
                 let b = if kind == Kind::Mem {
                     MemBackend::new()
@@ -69,9 +107,16 @@ impl Place {
         };
         let root = match kind {
             Kind::Local => dir.path().display().to_string(),
+            Kind::Hdfs => hlfs::VolumeUri::parse(&format!("{prefix}/x"))
+                .expect("HLFS_TEST_HDFS is an hdfs:// URI")
+                .path
+                .trim_end_matches("/x")
+                .to_string(),
             _ => "/vols".to_string(),
         };
-        let mem_name = prefix.strip_prefix("mem://").map(|r| r.trim_end_matches("/vols").to_string());
+        let mem_name = prefix
+            .strip_prefix("mem://")
+            .map(|r| r.trim_end_matches("/vols").to_string());
         Place {
             kind,
             dir,
@@ -95,6 +140,12 @@ impl Place {
     /// Open options: small segments and checkpoints, so that rollover and
     /// replay-after-checkpoint happen in small tests; memory-backend indexes
     /// go under the test's temporary directory.
+    /// The backend holding this place's volumes.
+    pub fn backend(&self) -> std::sync::Arc<dyn Backend> {
+        let u = hlfs::VolumeUri::parse(&self.uri("x")).expect("place URI");
+        hlfs::backend::for_uri(&u).expect("backend")
+    }
+
     pub fn opts(&self) -> OpenOptions {
         OpenOptions {
             index_root: (self.kind != Kind::Local).then(|| self.dir.path().join("index")),
@@ -110,6 +161,21 @@ impl Place {
     pub fn listing(&self, name: &str) -> Vec<(String, u64)> {
         let dir = self.path(name);
         let mut out = Vec::new();
+        if self.kind == Kind::Hdfs {
+            let b = self.backend();
+            let mut todo = vec![dir];
+            while let Some(d) = todo.pop() {
+                for n in b.list(&d).unwrap_or_default() {
+                    let p = format!("{d}/{n}");
+                    match b.open_read(&p).and_then(|f| f.len()) {
+                        Ok(len) => out.push((p, len)),
+                        Err(_) => todo.push(p),
+                    }
+                }
+            }
+            out.sort();
+            return out;
+        }
         match &self.mem {
             Some(m) => {
                 for p in m.paths() {

@@ -1,0 +1,443 @@
+//! The segment cleaner: reclaims the space of overwritten and deleted
+//! blocks by copying the live blocks of mostly-dead segments forward and
+//! retiring those segments.
+//!
+//! A block is live when some timeline's map (the head, a snapshot, and so
+//! a clone's base snapshot) points at its bytes. A pass:
+//!
+//! 1. ranks the sealed segments by Sprite LFS's cost-benefit,
+//!    `(1 - u) * age / (1 + u)`, where `u` is the segment's live fraction and
+//!    `age` how many segments were written after it, and takes those whose
+//!    `u` is at most `GcOptions::max_utilization`;
+//! 2. for each, finds its live blocks by asking the index which map still
+//!    points at each block of each data record, reads them (verifying their
+//!    checksums) and appends them again as ordinary data records of the
+//!    same timeline. Each run of blocks is re-checked under the writer lock
+//!    just before it is appended, so a block that a guest overwrote
+//!    meanwhile is not copied; replay applies the copies in log order, so a
+//!    rebuilt index equals the live one;
+//! 3. makes the copies durable, writes a checkpoint after them, checks
+//!    under the writer lock that nothing points into the victims any more,
+//!    deletes the checkpoints whose replay would need a victim, and only
+//!    then retires the victims: they are renamed into `retired/` (so a
+//!    reader that resolved a block just before the copy still finds it) and
+//!    deleted by a later pass once `retire_grace_secs` have passed.
+//!
+//! A crash at any step leaves a volume that opens to the same contents:
+//! before the checkpoint, replay from the old checkpoint re-applies the
+//! copies; after it, the victims are only unreferenced files.
+//!
+//! Once a segment is retired, the log no longer starts at segment 1: the
+//! newest checkpoint is its base, and `rebuild_index` starts there
+//! (see `Volume::load_checkpoint`).
+
+use super::*;
+
+/// How a cleaning pass chooses and bounds its work.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Segments whose live fraction is above this are left alone (0..=1).
+    pub max_utilization: f64,
+    /// Clean at most this many segments (0: no limit).
+    pub max_segments: usize,
+    /// Retired segments are deleted once this many seconds old.
+    pub retire_grace_secs: u64,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            max_utilization: 0.8,
+            max_segments: 0,
+            retire_grace_secs: 600,
+        }
+    }
+}
+
+/// What a cleaning pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Segments whose live blocks were copied and which were retired.
+    pub segments_cleaned: u64,
+    /// Bytes of those segments (space given back once they are deleted).
+    pub bytes_reclaimed: u64,
+    /// Live blocks copied forward.
+    pub blocks_copied: u64,
+    /// Bytes appended to the log by the copies.
+    pub bytes_written: u64,
+    /// Retired segments deleted (their grace period was over).
+    pub retired_deleted: u64,
+    /// Bytes of segment files before the pass (retired ones included).
+    pub log_bytes_before: u64,
+    /// Bytes of segment files after the pass (retired ones included).
+    pub log_bytes_after: u64,
+    /// Bytes of live blocks after the pass.
+    pub live_bytes: u64,
+}
+
+/// A segment the pass may clean.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    /// Segment number.
+    pub segment: u64,
+    /// File length.
+    pub bytes: u64,
+    /// Live bytes (blocks some map points at).
+    pub live: u64,
+    /// Cost-benefit score; higher is cleaned first.
+    pub score: f64,
+}
+
+/// Where retired segments wait for their grace period to end.
+pub(crate) const RETIRED_DIR: &str = "retired";
+
+/// `retired/seg-N.<unix seconds>`.
+fn retired_name(seg: u64, secs: u64) -> String {
+    format!("{}.{secs}", format::segment_name(seg))
+}
+
+fn parse_retired(name: &str) -> Option<(u64, u64)> {
+    let (seg, secs) = name.rsplit_once('.')?;
+    Some((format::parse_segment_name(seg)?, secs.parse().ok()?))
+}
+
+/// The retired copy of segment `seg` in volume directory `dir`, if any.
+pub(crate) fn find_retired(backend: &dyn Backend, dir: &str, seg: u64) -> Result<Option<String>> {
+    let rdir = format!("{dir}/{RETIRED_DIR}");
+    let names = match backend.list(&rdir) {
+        Ok(n) => n,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(names
+        .into_iter()
+        .filter(|n| parse_retired(n).is_some_and(|(s, _)| s == seg))
+        .max()
+        .map(|n| format!("{rdir}/{n}")))
+}
+
+/// Where replay of the whole log starts: the beginning when segment 1 and
+/// the chain from it are all there, else (once the cleaner has retired
+/// segments) the oldest checkpoint whose log follows it intact.
+///
+/// Only a volume whose newest checkpoint says it was cleaned may start
+/// anywhere but segment 1: elsewhere a missing or damaged start is damage,
+/// and the full-log answer lets the caller report it.
+pub(crate) fn log_base(backend: &dyn Backend, dir: &str, uuid: &[u8; 16]) -> Result<LogPos> {
+    if let Ok(l) = log::layout(backend, dir, uuid, 0) {
+        if l.chain.first().is_some_and(|(s, _)| *s == 1) {
+            return Ok(LogPos::default());
+        }
+    }
+    let cleaned = checkpoint::open_newest(backend, dir, uuid)?.is_some_and(|r| r.state.cleaned);
+    if !cleaned {
+        return Ok(LogPos::default());
+    }
+    let mut ckpts = checkpoint::list(backend, dir)?;
+    ckpts.reverse(); // oldest first
+    for seq in ckpts {
+        let Ok(p) = checkpoint::position(backend, dir, seq, uuid) else { continue };
+        if let Ok(l) = log::layout(backend, dir, uuid, p.segment) {
+            if l.chain.first().is_some_and(|(s, _)| *s == p.segment) {
+                return Ok(p);
+            }
+        }
+    }
+    Err(corrupt(format!(
+        "{dir}: the start of the log was cleaned and no checkpoint with an intact log after it is left"
+    )))
+}
+
+/// A run of live blocks to copy: consecutive blocks of one timeline whose
+/// bytes are consecutive in the victim.
+struct Run {
+    timeline: u64,
+    first_block: u64,
+    /// Offset of the first block's bytes in the victim.
+    src_off: u64,
+    crcs: Vec<u32>,
+}
+
+fn score(live: u64, bytes: u64, age: u64) -> f64 {
+    let u = if bytes == 0 { 0.0 } else { (live as f64 / bytes as f64).min(1.0) };
+    (1.0 - u) * (age as f64 + 1.0) / (1.0 + u)
+}
+
+impl Volume {
+    /// The segments a cleaning pass would consider, best first: every
+    /// sealed segment (not the one being written), with its live bytes and
+    /// cost-benefit score.
+    pub fn gc_candidates(&self) -> Result<Vec<Candidate>> {
+        self.check_writable()?;
+        let segs = log::list_segments(&*self.backend, &self.dir)?;
+        let newest = segs.last().copied().unwrap_or(0);
+        let active = self.active_segment.load(Ordering::SeqCst);
+        let live = self.state.read().seg_live.clone();
+        let mut out = Vec::new();
+        for s in segs {
+            if s == active || s == newest {
+                continue;
+            }
+            let bytes = self.backend.open_read(&log::segment_path(&self.dir, s))?.len()?;
+            let l = live.get(&s).copied().unwrap_or(0);
+            out.push(Candidate { segment: s, bytes, live: l, score: score(l, bytes, newest - s) });
+        }
+        out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.segment.cmp(&b.segment)));
+        Ok(out)
+    }
+
+    /// Runs one cleaning pass (see the module documentation). `progress`
+    /// is called with (segments done, segments chosen).
+    pub fn gc(&self, opts: &GcOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<GcReport> {
+        self.check_writable()?;
+        if !(0.0..=1.0).contains(&opts.max_utilization) {
+            return Err(invalid(format!(
+                "maximum utilization {} is not between 0 and 1",
+                opts.max_utilization
+            )));
+        }
+        let mut rep = GcReport { log_bytes_before: self.segment_bytes()?, ..Default::default() };
+        let mut victims: Vec<Candidate> = self
+            .gc_candidates()?
+            .into_iter()
+            .filter(|c| c.bytes > 0 && c.live as f64 <= opts.max_utilization * c.bytes as f64)
+            .collect();
+        if opts.max_segments > 0 {
+            victims.truncate(opts.max_segments);
+        }
+        let total = victims.len() as u64;
+        progress(0, total);
+        let mut copied_from = Vec::new();
+        for (i, v) in victims.iter().enumerate() {
+            let (blocks, bytes) = self.copy_live(v.segment)?;
+            rep.blocks_copied += blocks;
+            rep.bytes_written += bytes;
+            copied_from.push(*v);
+            progress(i as u64 + 1, total);
+        }
+        if !copied_from.is_empty() {
+            let retired = self.retire(&copied_from)?;
+            rep.segments_cleaned = retired.len() as u64;
+            rep.bytes_reclaimed = retired.iter().map(|c| c.bytes).sum();
+        }
+        rep.retired_deleted = self.delete_retired(opts.retire_grace_secs)?;
+        rep.log_bytes_after = self.segment_bytes()?;
+        rep.live_bytes = self.state.read().seg_live.values().sum();
+        Ok(rep)
+    }
+
+    /// Bytes of all segment files, retired ones included.
+    fn segment_bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        for s in log::list_segments(&*self.backend, &self.dir)? {
+            total += self.backend.open_read(&log::segment_path(&self.dir, s))?.len()?;
+        }
+        let rdir = format!("{}/{RETIRED_DIR}", self.dir);
+        if let Ok(names) = self.backend.list(&rdir) {
+            for n in names {
+                if let Ok(f) = self.backend.open_read(&format!("{rdir}/{n}")) {
+                    total += f.len()?;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// The live blocks of segment `seg`, as runs, in log order.
+    fn live_runs(&self, seg: u64) -> Result<Vec<Run>> {
+        let mut runs: Vec<Run> = Vec::new();
+        let timelines: Vec<u64> = self.state.read().timelines.keys().copied().collect();
+        let mut f = |s: Scanned| -> Result<()> {
+            let Record::Data { first_block, crcs, .. } = &s.record else { return Ok(()) };
+            let n = crcs.len();
+            for (i, crc) in crcs.iter().enumerate() {
+                let off = s.offset + format::data_block_offset(n, i) as u64;
+                let b = first_block + i as u64;
+                let want = Entry::Data { seg, off: off as u32, crc: *crc };
+                let mut owner = None;
+                for t in &timelines {
+                    if self.index.get(*t, b)? == Some(want) {
+                        owner = Some(*t);
+                        break;
+                    }
+                }
+                let Some(t) = owner else { continue };
+                match runs.last_mut() {
+                    Some(r)
+                        if r.timeline == t
+                            && r.first_block + r.crcs.len() as u64 == b
+                            && r.src_off + (r.crcs.len() as u64) * BLOCK_SIZE == off
+                            && r.crcs.len() < MAX_BLOCKS_PER_RECORD as usize =>
+                    {
+                        r.crcs.push(*crc)
+                    }
+                    _ => runs.push(Run { timeline: t, first_block: b, src_off: off, crcs: vec![*crc] }),
+                }
+            }
+            Ok(())
+        };
+        // A sealed segment: stop quietly at a torn tail (nothing after it
+        // is mapped). Damage before it stops the scan early too; the
+        // blocks after it then stay live here and the segment is not
+        // retired (see `retire`).
+        log::scan_segment(&*self.backend, &self.dir, seg, 0, None, &mut f)?;
+        Ok(runs)
+    }
+
+    /// Copies the live blocks of `seg` forward. Returns (blocks, bytes appended).
+    fn copy_live(&self, seg: u64) -> Result<(u64, u64)> {
+        let (mut blocks, mut bytes) = (0u64, 0u64);
+        for run in self.live_runs(seg)? {
+            let mut data = vec![0u8; run.crcs.len() * BS];
+            self.reader(seg)?.read_exact_at(run.src_off, &mut data)?;
+            for (i, (b, crc)) in data.chunks(BS).zip(&run.crcs).enumerate() {
+                if crc32c::crc32c(b) != *crc {
+                    return Err(corrupt(format!(
+                        "{}: segment {} offset {}: block {} fails its checksum; the cleaner leaves this segment alone (run `hlfs fsck`)",
+                        self.uri,
+                        format::segment_name(seg),
+                        run.src_off + (i * BS) as u64,
+                        run.first_block + i as u64
+                    )));
+                }
+            }
+            // Under the writer lock: copy only the blocks that still point
+            // at the victim (a guest may have overwritten some meanwhile).
+            let mut wguard = self.writer.lock();
+            let w = wguard
+                .as_mut()
+                .ok_or_else(|| Error::new(ErrorKind::ReadOnly, format!("{} is open read-only", self.uri)))?;
+            let mut i = 0;
+            while i < run.crcs.len() {
+                let still = |j: usize| -> Result<bool> {
+                    let want = Entry::Data { seg, off: (run.src_off + (j * BS) as u64) as u32, crc: run.crcs[j] };
+                    Ok(self.index.get(run.timeline, run.first_block + j as u64)? == Some(want))
+                };
+                if !still(i)? {
+                    i += 1;
+                    continue;
+                }
+                let mut j = i + 1;
+                while j < run.crcs.len() && still(j)? {
+                    j += 1;
+                }
+                let before = w.position();
+                let (s, off, rec) = w.append_data(run.timeline, run.first_block + i as u64, &data[i * BS..j * BS])?;
+                {
+                    let mut st = self.state.write();
+                    apply(&self.index, &mut st, s, off, &rec)?;
+                }
+                blocks += (j - i) as u64;
+                let after = w.position();
+                bytes += if after.segment == before.segment { after.offset - before.offset } else { after.offset };
+                i = j;
+            }
+        }
+        Ok((blocks, bytes))
+    }
+
+    /// Makes the copies durable and findable, then retires every victim
+    /// that nothing points into any more. Returns the retired ones.
+    fn retire(&self, victims: &[Candidate]) -> Result<Vec<Candidate>> {
+        let mut wguard = self.writer.lock();
+        let w = wguard
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::ReadOnly, format!("{} is open read-only", self.uri)))?;
+        // Durable, and a checkpoint after the copies: from now on no replay
+        // starts before them.
+        let uuid = self.state.read().uuid;
+        let newest = checkpoint::list(&*self.backend, &self.dir)?.first().copied();
+        let at_end = match newest {
+            Some(seq) => checkpoint::position(&*self.backend, &self.dir, seq, &uuid).ok() == Some(w.position()),
+            None => false,
+        };
+        let was_cleaned = std::mem::replace(&mut self.state.write().cleaned, true);
+        if at_end && was_cleaned {
+            // Nothing was copied and the newest checkpoint already says so.
+        } else {
+            if at_end {
+                // Same position, so the same name: replace it with one
+                // that says the log has been cleaned (older ones remain
+                // usable meanwhile).
+                let seq = newest.expect("newest checkpoint");
+                self.backend.delete(&format!("{}/{}", self.dir, checkpoint::name(seq)))?;
+            }
+            self.checkpoint_locked(w)?;
+        }
+        let mut gone = Vec::new();
+        for v in victims {
+            // With the writer lock held, nothing can map a block into a
+            // victim; check that nothing still does.
+            if self.live_runs(v.segment)?.is_empty() {
+                gone.push(*v);
+            } else {
+                tracing::warn!(
+                    "{}: segment {} still holds live blocks after cleaning; keeping it",
+                    self.uri,
+                    format::segment_name(v.segment)
+                );
+            }
+        }
+        let Some(last) = gone.iter().map(|c| c.segment).max() else { return Ok(gone) };
+        // Checkpoints whose replay would start at or before a retired
+        // segment could no longer be used: remove them first.
+        for seq in checkpoint::list(&*self.backend, &self.dir)? {
+            // The new checkpoint is in a later segment than any victim.
+            let stale = match checkpoint::position(&*self.backend, &self.dir, seq, &uuid) {
+                Ok(p) => p.segment <= last,
+                Err(_) => true,
+            };
+            if stale {
+                self.backend.delete(&format!("{}/{}", self.dir, checkpoint::name(seq)))?;
+            }
+        }
+        let (secs, _) = log::now();
+        for v in &gone {
+            let to = format!("{}/{RETIRED_DIR}/{}", self.dir, retired_name(v.segment, secs));
+            self.backend.rename(&log::segment_path(&self.dir, v.segment), &to)?;
+            self.readers.lock().remove(&v.segment);
+        }
+        tracing::info!("{}: retired {} cleaned segment(s)", self.uri, gone.len());
+        Ok(gone)
+    }
+
+    /// Deletes retired segments older than `grace` seconds. Returns how many.
+    fn delete_retired(&self, grace: u64) -> Result<u64> {
+        let rdir = format!("{}/{RETIRED_DIR}", self.dir);
+        let names = match self.backend.list(&rdir) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let (now, _) = log::now();
+        let mut n = 0;
+        for name in names {
+            if let Some((_, secs)) = parse_retired(&name) {
+                if now.saturating_sub(secs) >= grace {
+                    self.backend.delete(&format!("{rdir}/{name}"))?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retired_names_round_trip() {
+        assert_eq!(parse_retired(&retired_name(0x2a, 1_700_000_000)), Some((0x2a, 1_700_000_000)));
+        assert_eq!(parse_retired("seg-000000000000002a"), None);
+        assert_eq!(parse_retired("lock"), None);
+    }
+
+    #[test]
+    fn emptier_and_older_segments_score_higher() {
+        assert!(score(0, 100, 1) > score(50, 100, 1));
+        assert!(score(50, 100, 10) > score(50, 100, 1));
+        assert_eq!(score(100, 100, 5), 0.0);
+    }
+}

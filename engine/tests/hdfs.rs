@@ -1,0 +1,192 @@
+//! HDFS. Always run (no server needed): a NameNode that cannot be reached
+//! fails within the deadline with its address in the message.
+//!
+//! Against a real HDFS, only when `HLFS_TEST_HDFS=hdfs://host:port/dir` is
+//! set and the ignored tests are asked for (`cargo test --release -p hlfs
+//! --test hdfs -- --ignored`, or tests/e2e/hdfs.sh): the backend conformance
+//! suite, the create / write / snapshot / clone / reopen-elsewhere scenario,
+//! and clones between local and HDFS both ways. Without the variable they
+//! are reported as ignored, never as passed (and fail if forced to run).
+
+mod common;
+
+use common::{assert_same, conformance, pattern, read_all, require_hdfs, Kind, Place};
+use hlfs::{clone_volume, delete_volume, fsck, ErrorKind, OpenOptions, Volume};
+use std::time::{Duration, Instant};
+
+#[test]
+fn unreachable_namenode_fails_within_the_deadline() {
+    std::env::set_var("HLFS_HDFS_TIMEOUT", "1.5");
+    // Port 1 on loopback refuses at once: the engine retries until the deadline.
+    let uri = "hlfs:hdfs://127.0.0.1:1/hlfs-test/vol";
+    let t = Instant::now();
+    let e = Volume::open(uri, &OpenOptions::default()).unwrap_err();
+    let took = t.elapsed();
+    assert_eq!(e.kind(), ErrorKind::Backend, "{e}");
+    let m = e.to_string();
+    eprintln!("{m}");
+    assert!(
+        m.contains("127.0.0.1:1") && m.contains("unreachable"),
+        "{m}"
+    );
+    assert!(
+        m.contains("HLFS_HDFS_TIMEOUT"),
+        "the message says how to change the deadline: {m}"
+    );
+    assert!(
+        took >= Duration::from_millis(1000),
+        "retried until the deadline ({took:?})"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "bounded by the deadline ({took:?})"
+    );
+    for r in [
+        Volume::create(uri, 1 << 20).map(drop),
+        fsck(uri, false).map(drop),
+        delete_volume(uri),
+    ] {
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+    }
+}
+
+/// A "NameNode" that accepts connections and never answers (a hung
+/// server, a black-holed route) is bounded by the same deadline.
+#[test]
+fn silent_namenode_fails_within_the_deadline() {
+    std::env::set_var("HLFS_HDFS_TIMEOUT", "1.5");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s); // keep it open, say nothing
+        }
+    });
+    let uri = format!("hdfs://127.0.0.1:{port}/hlfs-test/vol");
+    let t = Instant::now();
+    let e = Volume::open(&uri, &OpenOptions::read_only()).unwrap_err();
+    let took = t.elapsed();
+    let m = e.to_string();
+    assert_eq!(e.kind(), ErrorKind::Backend, "{m}");
+    assert!(
+        m.contains(&format!("127.0.0.1:{port}")) && m.contains("no answer within"),
+        "{m}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "bounded by the deadline ({took:?})"
+    );
+}
+
+#[test]
+#[ignore = "needs HLFS_TEST_HDFS=hdfs://host:port/dir"]
+fn real_hdfs_conforms() {
+    let place = Place::new(Kind::Hdfs);
+    conformance::run(&*place.backend(), &place.path("conformance"));
+    cleanup(&place);
+}
+
+/// Create, write, snapshot, clone, flush, reopen elsewhere (fresh index
+/// cache, as another host), check every view, delete.
+#[test]
+#[ignore = "needs HLFS_TEST_HDFS=hdfs://host:port/dir"]
+fn real_hdfs_end_to_end() {
+    let place = Place::new(Kind::Hdfs);
+    let uri = place.uri("vol");
+    let size = 8u64 << 20;
+    Volume::create(&uri, size).unwrap();
+    assert_eq!(
+        Volume::create(&uri, size).unwrap_err().kind(),
+        ErrorKind::Exists
+    );
+    let v = Volume::open(&uri, &place.opts()).unwrap();
+    let second = Volume::open(&uri, &place.opts()).unwrap_err();
+    assert_eq!(second.kind(), ErrorKind::Locked, "{second}");
+    let a = pattern(1, size as usize);
+    v.write(0, &a).unwrap();
+    v.flush().unwrap();
+    v.snapshot_create("s1").unwrap();
+    let b = pattern(2, 1 << 20);
+    v.write(3 << 20, &b).unwrap();
+    v.flush().unwrap();
+    let mut head = a.clone();
+    head[3 << 20..(3 << 20) + b.len()].copy_from_slice(&b);
+    // A flushed write is visible to another opener at once.
+    let ro = Volume::open(&uri, &OpenOptions::read_only()).unwrap();
+    assert_same("read-only view after flush", &read_all(&ro), &head);
+    drop(ro);
+    clone_volume(&format!("{uri}%s1"), &place.uri("clone"), None).unwrap();
+    v.close().unwrap();
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = OpenOptions {
+        index_root: Some(elsewhere.path().to_path_buf()),
+        ..place.opts()
+    };
+    let v = Volume::open(&uri, &o).unwrap();
+    assert_same("head reopened elsewhere", &read_all(&v), &head);
+    v.close().unwrap();
+    let s = Volume::open(&format!("{uri}%s1"), &OpenOptions::read_only()).unwrap();
+    assert_same("snapshot", &read_all(&s), &a);
+    drop(s);
+    let c = Volume::open(&place.uri("clone"), &o).unwrap();
+    assert_same("clone", &read_all(&c), &a);
+    c.write(0, &b).unwrap();
+    c.close().unwrap();
+    let rep = fsck(&uri, false).unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    delete_volume(&place.uri("clone")).unwrap();
+    delete_volume(&uri).unwrap();
+    cleanup(&place);
+}
+
+#[test]
+#[ignore = "needs HLFS_TEST_HDFS=hdfs://host:port/dir"]
+fn real_hdfs_cross_backend_clones() {
+    let local = Place::new(Kind::Local);
+    let hdfs = Place::new(Kind::Hdfs);
+    for (a, b) in [(&local, &hdfs), (&hdfs, &local)] {
+        let base = a.uri("base");
+        Volume::create(&base, 4 << 20).unwrap();
+        let v = Volume::open(&base, &a.opts()).unwrap();
+        let img = pattern(7, 4 << 20);
+        v.write(0, &img).unwrap();
+        v.snapshot_create("gold").unwrap();
+        v.close().unwrap();
+        let child = b.uri("child");
+        clone_volume(&format!("{base}%gold"), &child, None).unwrap();
+        let c = Volume::open(&child, &b.opts()).unwrap();
+        assert_same("clone across backends", &read_all(&c), &img);
+        c.write(0, &pattern(8, 4096)).unwrap();
+        c.close().unwrap();
+        let s = Volume::open(&format!("{base}%gold"), &OpenOptions::read_only()).unwrap();
+        assert_same("base unchanged", &read_all(&s), &img);
+        drop(s);
+        delete_volume(&child).unwrap();
+        delete_volume(&base).unwrap();
+    }
+    cleanup(&hdfs);
+}
+
+fn cleanup(place: &Place) {
+    let _ = require_hdfs();
+    let b = place.backend();
+    let root = place.path("");
+    let root = root.trim_end_matches('/');
+    let mut todo = vec![root.to_string()];
+    let mut dirs = Vec::new();
+    while let Some(d) = todo.pop() {
+        for n in b.list(&d).unwrap_or_default() {
+            let p = format!("{d}/{n}");
+            if b.delete(&p).is_err() {
+                todo.push(p);
+            }
+        }
+        dirs.push(d);
+    }
+    for d in dirs.into_iter().rev() {
+        let _ = b.remove_dir(&d);
+    }
+}
