@@ -153,6 +153,33 @@ enum Cmd {
         #[arg(long, value_name = "LENGTH")]
         length: Option<String>,
     },
+    /// Reclaim the space of overwritten and deleted blocks (segment cleaning)
+    #[command(after_help = "Copies the live blocks of mostly-dead segments to the end of the log and \
+        retires those segments; blocks the head, a snapshot or a clone's base still reads are never \
+        dropped. Segments are ranked by (1-u)*age/(1+u), u being their live fraction, and only those \
+        with u <= --max-utilization are cleaned. Retired segments stay readable for --grace seconds \
+        (for readers that looked a block up just before it moved), then a later pass deletes them. \
+        The volume must not be open read-write elsewhere (a running QEMU cleans its volumes itself). \
+        Safe to interrupt: the volume then reads as before. JSON fields: uri, segments_cleaned, \
+        bytes_reclaimed, blocks_copied, bytes_written, retired_deleted, log_bytes_before, \
+        log_bytes_after, live_bytes.\n\
+        Example: hlfs gc local:///var/lib/hlfs/vm1 --grace 0")]
+    Gc {
+        /// Volume to clean
+        uri: String,
+        /// Clean only segments whose live fraction is at most this (0 to 1)
+        #[arg(long, default_value_t = 0.8, value_name = "FRACTION")]
+        max_utilization: f64,
+        /// Clean at most this many segments (0: no limit)
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        max_segments: usize,
+        /// Seconds a retired segment stays readable before it is deleted
+        #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+        grace: u64,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
     /// Verify every record and checkpoint of a volume (like qemu-img check)
     #[command(visible_alias = "check", after_help = "Exits with 5 (corrupt) if errors are found. JSON fields: \
         uri, clean, segments, records, data_blocks, bytes, checkpoints, errors, notes, rebuilt_index.")]
@@ -224,6 +251,10 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Export { uri, raw } => ops::export(&uri, &raw).map(drop),
         Cmd::Wipe { uri, offset, length } => ops::wipe(&uri, offset.as_deref(), length.as_deref()),
         Cmd::Fsck { uri, rebuild_index, output } => ops::fsck(&uri, rebuild_index, output),
+        Cmd::Gc { uri, max_utilization, max_segments, grace, output } => {
+            let opts = hlfs::GcOptions { max_utilization, max_segments, retire_grace_secs: grace };
+            ops::gc(&uri, &opts, output)
+        }
     }
 }
 

@@ -363,3 +363,26 @@ pub fn fsck(uri: &str, rebuild_index: bool, out: Output) -> Result<()> {
     }
     Ok(())
 }
+
+/// Runs a cleaning pass on a volume, with a progress bar on a terminal.
+pub fn gc(uri: &str, opts: &hlfs::GcOptions, out: Output) -> Result<()> {
+    if !(0.0..=1.0).contains(&opts.max_utilization) {
+        return Err(usage(format!(
+            "gc of {uri}: --max-utilization {} must be between 0 and 1",
+            opts.max_utilization
+        )));
+    }
+    let vol = open_rw(uri, "gc")?;
+    let pb = transfer::count_bar("cleaning", "segments");
+    let rep = vol.gc(opts, &mut |done, total| {
+        pb.set_length(total);
+        pb.set_position(done);
+    });
+    pb.finish_and_clear();
+    let rep = rep?;
+    vol.close()?;
+    match out {
+        Output::Human => print(&output::gc_human(uri, &rep)),
+        Output::Json => print(&output::json(&output::GcJson::new(uri, &rep))),
+    }
+}

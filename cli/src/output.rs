@@ -445,3 +445,60 @@ mod tests {
         assert_eq!(size((10 << 20) + (1 << 19)), "10.5 MiB");
     }
 }
+
+/// `hlfs gc --output json`.
+#[derive(Debug, Serialize)]
+pub struct GcJson {
+    /// Volume cleaned.
+    pub uri: String,
+    /// Segments whose live blocks were copied and which were retired.
+    pub segments_cleaned: u64,
+    /// Bytes of those segments.
+    pub bytes_reclaimed: u64,
+    /// Live blocks copied forward.
+    pub blocks_copied: u64,
+    /// Bytes the copies appended to the log.
+    pub bytes_written: u64,
+    /// Retired segments deleted (grace period over).
+    pub retired_deleted: u64,
+    /// Segment bytes before the pass (retired ones included).
+    pub log_bytes_before: u64,
+    /// Segment bytes after the pass (retired ones included).
+    pub log_bytes_after: u64,
+    /// Bytes of live blocks.
+    pub live_bytes: u64,
+}
+
+impl GcJson {
+    /// The report of cleaning `uri`.
+    pub fn new(uri: &str, r: &hlfs::GcReport) -> Self {
+        GcJson {
+            uri: uri.to_string(),
+            segments_cleaned: r.segments_cleaned,
+            bytes_reclaimed: r.bytes_reclaimed,
+            blocks_copied: r.blocks_copied,
+            bytes_written: r.bytes_written,
+            retired_deleted: r.retired_deleted,
+            log_bytes_before: r.log_bytes_before,
+            log_bytes_after: r.log_bytes_after,
+            live_bytes: r.live_bytes,
+        }
+    }
+}
+
+/// Human-readable `hlfs gc` report.
+pub fn gc_human(uri: &str, r: &hlfs::GcReport) -> String {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    format!(
+        "{uri}: cleaned {} segment(s) ({:.1} MiB), copied {} live block(s) ({:.1} MiB written), deleted {} retired segment(s)\n\
+         log: {:.1} MiB -> {:.1} MiB (retired segments awaiting deletion included); live data: {:.1} MiB\n",
+        r.segments_cleaned,
+        mib(r.bytes_reclaimed),
+        r.blocks_copied,
+        mib(r.bytes_written),
+        r.retired_deleted,
+        mib(r.log_bytes_before),
+        mib(r.log_bytes_after),
+        mib(r.live_bytes)
+    )
+}

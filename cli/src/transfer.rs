@@ -62,6 +62,20 @@ pub fn progress_bar(len: Option<u64>, what: &str) -> ProgressBar {
     pb
 }
 
+/// A progress bar counting `unit` (segments, ...) on stderr when it is a
+/// terminal; hidden otherwise.
+pub fn count_bar(what: &str, unit: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(&format!("{{msg}} [{{bar:40}}] {{pos}}/{{len}} {unit} eta {{eta}}")) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
 fn workers() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(2, 4)
 }

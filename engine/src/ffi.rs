@@ -13,12 +13,15 @@
 //!   and never unwinds into C.
 
 use crate::error::{Error, ErrorKind};
-use crate::volume::{clone_volume, BlockState, OpenOptions, Volume};
+use crate::volume::{clone_volume, BackgroundGc, BlockState, GcThread, OpenOptions, Volume};
+use std::sync::Arc;
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// Opaque handle to an open volume (C: `hlfs_volume`).
-pub struct HlfsVolume(Volume);
+/// Opaque handle to an open volume (C: `hlfs_volume`): the volume and, when
+/// it is open read-write, its background cleaner (`HLFS_GC=off` disables
+/// it; see `BackgroundGc::from_env`).
+pub struct HlfsVolume(Arc<Volume>, Option<GcThread>);
 
 /// C mirror of `hlfs_snapshot_info`.
 #[repr(C)]
@@ -182,9 +185,13 @@ pub unsafe extern "C" fn hlfs_open(
             read_only: flags & HLFS_OPEN_RDWR == 0,
             ..Default::default()
         };
-        let v = Volume::open(str_arg(uri, "uri")?, &opts)?;
+        let v = Arc::new(Volume::open(str_arg(uri, "uri")?, &opts)?);
+        let gc = match BackgroundGc::from_env() {
+            Some(policy) if !opts.read_only => Some(v.spawn_gc(policy)?),
+            _ => None,
+        };
         // SAFETY: `out` is non-NULL and valid for writes per the contract.
-        unsafe { *out = Box::into_raw(Box::new(HlfsVolume(v))) };
+        unsafe { *out = Box::into_raw(Box::new(HlfsVolume(v, gc))) };
         Ok(0)
     })
 }
@@ -201,8 +208,17 @@ pub unsafe extern "C" fn hlfs_close(v: *mut HlfsVolume) {
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: `v` came from Box::into_raw in `hlfs_open` and is closed only once.
         let b = unsafe { Box::from_raw(v) };
-        if let Err(e) = b.0.close() {
-            tracing::error!("closing volume: {e}");
+        let HlfsVolume(vol, gc) = *b;
+        // The cleaner holds the volume only during a pass: once it has
+        // stopped, this is the last reference.
+        drop(gc);
+        match Arc::try_unwrap(vol) {
+            Ok(vol) => {
+                if let Err(e) = vol.close() {
+                    tracing::error!("closing volume: {e}");
+                }
+            }
+            Err(_) => tracing::error!("closing volume: still in use by another thread; it closes when that ends"),
         }
     }));
 }

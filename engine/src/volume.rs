@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod cleaner;
-pub use cleaner::{Candidate, GcOptions, GcReport};
+pub use cleaner::{BackgroundGc, Candidate, GcOptions, GcReport, GcThread};
 
 const SECTOR: u64 = 512;
 const BS: usize = BLOCK_SIZE as usize;
@@ -708,7 +708,22 @@ impl Volume {
             std::fs::create_dir_all(&idir).map_err(|e| {
                 Error::io(format!("creating index directory {}", idir.display()), e)
             })?;
-            let index = Index::open(&idir)?;
+            let index = match Index::open(&idir) {
+                // The index is a cache (the write lock is ours): a damaged
+                // one, e.g. after a crash or a full disk interrupted sled,
+                // is rebuilt from the checkpoints and the log.
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    tracing::warn!(
+                        "volume {name}: its index {} is damaged ({e}); rebuilding it from the checkpoints and the log",
+                        idir.display()
+                    );
+                    std::fs::remove_dir_all(&idir)
+                        .and_then(|()| std::fs::create_dir_all(&idir))
+                        .map_err(|e| Error::io(format!("replacing the damaged index {}", idir.display()), e))?;
+                    Index::open(&idir)?
+                }
+                r => r?,
+            };
             let clean = index.meta_get("clean")?.as_deref() == Some(&[1u8][..])
                 && index.meta_get("uuid")?.as_deref() == Some(&uuid[..]);
             let cached = if clean && !opts.rebuild_index {

@@ -19,7 +19,7 @@
 //! 3. makes the copies durable, writes a checkpoint after them, checks
 //!    under the writer lock that nothing points into the victims any more,
 //!    deletes the checkpoints whose replay would need a victim, and only
-//!    then retires the victims: they are renamed into `retired/` (so a
+//!    then retires the victims: they are renamed to `retired-N.<secs>` (so a
 //!    reader that resolved a block just before the copy still finds it) and
 //!    deleted by a later pass once `retire_grace_secs` have passed.
 //!
@@ -88,32 +88,29 @@ pub struct Candidate {
     pub score: f64,
 }
 
-/// Where retired segments wait for their grace period to end.
-pub(crate) const RETIRED_DIR: &str = "retired";
-
-/// `retired/seg-N.<unix seconds>`.
+/// A retired segment waits for its grace period to end as
+/// `retired-<16 hex digits>.<unix seconds>` in the volume directory (a
+/// rename within the directory works on every backend).
 fn retired_name(seg: u64, secs: u64) -> String {
-    format!("{}.{secs}", format::segment_name(seg))
+    format!("retired-{seg:016x}.{secs}")
 }
 
 fn parse_retired(name: &str) -> Option<(u64, u64)> {
-    let (seg, secs) = name.rsplit_once('.')?;
-    Some((format::parse_segment_name(seg)?, secs.parse().ok()?))
+    let (seg, secs) = name.strip_prefix("retired-")?.split_once('.')?;
+    if seg.len() != 16 {
+        return None;
+    }
+    Some((u64::from_str_radix(seg, 16).ok()?, secs.parse().ok()?))
 }
 
 /// The retired copy of segment `seg` in volume directory `dir`, if any.
 pub(crate) fn find_retired(backend: &dyn Backend, dir: &str, seg: u64) -> Result<Option<String>> {
-    let rdir = format!("{dir}/{RETIRED_DIR}");
-    let names = match backend.list(&rdir) {
-        Ok(n) => n,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    Ok(names
+    Ok(backend
+        .list(dir)?
         .into_iter()
         .filter(|n| parse_retired(n).is_some_and(|(s, _)| s == seg))
         .max()
-        .map(|n| format!("{rdir}/{n}")))
+        .map(|n| format!("{dir}/{n}")))
 }
 
 /// Where replay of the whole log starts: the beginning when segment 1 and
@@ -232,12 +229,9 @@ impl Volume {
         for s in log::list_segments(&*self.backend, &self.dir)? {
             total += self.backend.open_read(&log::segment_path(&self.dir, s))?.len()?;
         }
-        let rdir = format!("{}/{RETIRED_DIR}", self.dir);
-        if let Ok(names) = self.backend.list(&rdir) {
-            for n in names {
-                if let Ok(f) = self.backend.open_read(&format!("{rdir}/{n}")) {
-                    total += f.len()?;
-                }
+        for n in self.backend.list(&self.dir)? {
+            if parse_retired(&n).is_some() {
+                total += self.backend.open_read(&format!("{}/{n}", self.dir))?.len()?;
             }
         }
         Ok(total)
@@ -393,7 +387,7 @@ impl Volume {
         }
         let (secs, _) = log::now();
         for v in &gone {
-            let to = format!("{}/{RETIRED_DIR}/{}", self.dir, retired_name(v.segment, secs));
+            let to = format!("{}/{}", self.dir, retired_name(v.segment, secs));
             self.backend.rename(&log::segment_path(&self.dir, v.segment), &to)?;
             self.readers.lock().remove(&v.segment);
         }
@@ -403,23 +397,157 @@ impl Volume {
 
     /// Deletes retired segments older than `grace` seconds. Returns how many.
     fn delete_retired(&self, grace: u64) -> Result<u64> {
-        let rdir = format!("{}/{RETIRED_DIR}", self.dir);
-        let names = match self.backend.list(&rdir) {
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e),
-        };
         let (now, _) = log::now();
         let mut n = 0;
-        for name in names {
+        for name in self.backend.list(&self.dir)? {
             if let Some((_, secs)) = parse_retired(&name) {
                 if now.saturating_sub(secs) >= grace {
-                    self.backend.delete(&format!("{rdir}/{name}"))?;
+                    self.backend.delete(&format!("{}/{name}", self.dir))?;
                     n += 1;
                 }
             }
         }
         Ok(n)
+    }
+}
+
+/// When a background cleaner runs a pass and how fast it may copy.
+#[derive(Debug, Clone)]
+pub struct BackgroundGc {
+    /// Time between checks.
+    pub interval: std::time::Duration,
+    /// Clean once the segments hold more than this many bytes per live byte.
+    pub max_log_ratio: f64,
+    /// ... and at least this many dead bytes.
+    pub min_dead_bytes: u64,
+    /// Average bytes per second the copies may append.
+    pub max_rate: u64,
+    /// How each pass chooses segments (one segment per pass is taken).
+    pub gc: GcOptions,
+}
+
+impl Default for BackgroundGc {
+    fn default() -> Self {
+        BackgroundGc {
+            interval: std::time::Duration::from_secs(30),
+            max_log_ratio: 1.5,
+            min_dead_bytes: 256 << 20,
+            max_rate: 32 << 20,
+            gc: GcOptions::default(),
+        }
+    }
+}
+
+impl BackgroundGc {
+    /// The defaults, changed by `HLFS_GC_INTERVAL` (seconds),
+    /// `HLFS_GC_RATIO`, `HLFS_GC_MIN_DEAD` and `HLFS_GC_RATE` (bytes, with
+    /// size suffixes); None if `HLFS_GC=off`.
+    pub fn from_env() -> Option<BackgroundGc> {
+        if std::env::var("HLFS_GC").is_ok_and(|v| v == "off" || v == "0") {
+            return None;
+        }
+        let mut p = BackgroundGc::default();
+        let var = |k: &str| std::env::var(k).ok();
+        if let Some(s) = var("HLFS_GC_INTERVAL").and_then(|v| v.parse::<f64>().ok()).filter(|s| *s > 0.0) {
+            p.interval = std::time::Duration::from_secs_f64(s);
+        }
+        if let Some(r) = var("HLFS_GC_RATIO").and_then(|v| v.parse::<f64>().ok()).filter(|r| *r >= 1.0) {
+            p.max_log_ratio = r;
+        }
+        if let Some(b) = var("HLFS_GC_MIN_DEAD").and_then(|v| crate::size::parse_size(&v).ok()) {
+            p.min_dead_bytes = b;
+        }
+        if let Some(b) = var("HLFS_GC_RATE").and_then(|v| crate::size::parse_size(&v).ok()).filter(|b| *b > 0) {
+            p.max_rate = b;
+        }
+        Some(p)
+    }
+}
+
+/// A background cleaner; stopping (or dropping) it waits for its pass.
+pub struct GcThread {
+    stop: Arc<(Mutex<bool>, parking_lot::Condvar)>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GcThread {
+    /// Stops the cleaner and waits for it.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for GcThread {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+impl Volume {
+    /// Whether the log holds enough dead space for `policy` to clean.
+    pub fn needs_gc(&self, policy: &BackgroundGc) -> Result<bool> {
+        let log_bytes = self.segment_bytes()?;
+        let live: u64 = self.state.read().seg_live.values().sum();
+        Ok(log_bytes > policy.min_dead_bytes.saturating_add(live)
+            && log_bytes as f64 > live as f64 * policy.max_log_ratio)
+    }
+
+    /// Starts a thread that cleans this (read-write) volume while it stays
+    /// open: every `interval` it checks `needs_gc` and, if so, cleans one
+    /// segment, then sleeps long enough to keep the copies under
+    /// `max_rate`. Errors are logged and the next check tries again.
+    pub fn spawn_gc(self: &Arc<Self>, policy: BackgroundGc) -> Result<GcThread> {
+        self.check_writable()?;
+        let weak = Arc::downgrade(self);
+        let stop = Arc::new((Mutex::new(false), parking_lot::Condvar::new()));
+        let s2 = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("hlfs-gc".into())
+            .spawn(move || {
+                let mut pause = policy.interval;
+                loop {
+                    {
+                        let mut stopped = s2.0.lock();
+                        if !*stopped {
+                            s2.1.wait_for(&mut stopped, pause);
+                        }
+                        if *stopped {
+                            return;
+                        }
+                    }
+                    let Some(v) = weak.upgrade() else { return };
+                    pause = policy.interval;
+                    let pass = || -> Result<Option<GcReport>> {
+                        if !v.needs_gc(&policy)? {
+                            return Ok(None);
+                        }
+                        let opts = GcOptions { max_segments: 1, ..policy.gc.clone() };
+                        v.gc(&opts, &mut |_, _| {}).map(Some)
+                    };
+                    match pass() {
+                        Ok(Some(rep)) => {
+                            tracing::info!("{}: background gc: {rep:?}", v.uri);
+                            let busy = std::time::Duration::from_secs_f64(rep.bytes_written as f64 / policy.max_rate as f64);
+                            // Dead space left: go on after the rate limit's pause.
+                            if rep.segments_cleaned > 0 {
+                                pause = busy.max(std::time::Duration::from_millis(10));
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!("{}: background gc: {e}", v.uri),
+                    }
+                }
+            })
+            .map_err(|e| Error::io("starting the background cleaner", e))?;
+        Ok(GcThread { stop, handle: Some(handle) })
     }
 }
 
@@ -431,6 +559,7 @@ mod tests {
     fn retired_names_round_trip() {
         assert_eq!(parse_retired(&retired_name(0x2a, 1_700_000_000)), Some((0x2a, 1_700_000_000)));
         assert_eq!(parse_retired("seg-000000000000002a"), None);
+        assert_eq!(format::parse_segment_name(&retired_name(0x2a, 5)), None);
         assert_eq!(parse_retired("lock"), None);
     }
 
