@@ -252,6 +252,7 @@ fn the_background_cleaner_keeps_the_log_bounded() {
         max_log_ratio: 1.5,
         min_dead_bytes: 0,
         max_rate: 1 << 30,
+        batch: 4,
         gc: GcOptions { retire_grace_secs: 0, ..Default::default() },
     };
     let gc = v.spawn_gc(policy).unwrap();

@@ -422,6 +422,10 @@ pub struct BackgroundGc {
     pub min_dead_bytes: u64,
     /// Average bytes per second the copies may append.
     pub max_rate: u64,
+    /// Segments cleaned per pass: each pass ends with a checkpoint (the
+    /// whole map), so cleaning one segment at a time costs more than it
+    /// frees on large volumes (docs/benchmarks.md, write amplification).
+    pub batch: usize,
     /// How each pass chooses segments (one segment per pass is taken).
     pub gc: GcOptions,
 }
@@ -433,6 +437,7 @@ impl Default for BackgroundGc {
             max_log_ratio: 1.5,
             min_dead_bytes: 256 << 20,
             max_rate: 32 << 20,
+            batch: 8,
             gc: GcOptions::default(),
         }
     }
@@ -529,7 +534,7 @@ impl Volume {
                         if !v.needs_gc(&policy)? {
                             return Ok(None);
                         }
-                        let opts = GcOptions { max_segments: 1, ..policy.gc.clone() };
+                        let opts = GcOptions { max_segments: policy.batch.max(1), ..policy.gc.clone() };
                         v.gc(&opts, &mut |_, _| {}).map(Some)
                     };
                     match pass() {
