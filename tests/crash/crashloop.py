@@ -24,8 +24,8 @@ rebuild) and first re-reads (a sample of) the state just observed with
 
 About a quarter of the crash points instead kill a metadata command on the
 volume (which qemu-io does not hold then): `hlfs snapshot create|revert|
-delete`, `hlfs clone`, `qemu-img snapshot -c|-a|-d` or `qemu-img create -b`
-(clone). After the kill the volume must open; every snapshot must exist
+delete`, `hlfs clone`, `hlfs gc` (the segment cleaner), `qemu-img snapshot
+-c|-a|-d` or `qemu-img create -b` (clone). After the kill the volume must open; every snapshot must exist
 with its contents; the operation must have happened whole or not at all (a
 snapshot exists with the head's contents or does not exist; a reverted head
 equals the snapshot, and the replaced head survives as a snapshot; a clone
@@ -408,7 +408,8 @@ class Loop:
     def op_point(self):
         rng = self.rng
         names = sorted(self.snaps)
-        choices = []
+        # gc: the segment cleaner, killed while it copies, checkpoints or retires.
+        choices = ["gc"] * 3
         if len(names) < MAX_SNAPS:
             choices += ["create"] * 4
         if names:
@@ -428,6 +429,9 @@ class Loop:
         elif op == "delete":
             argv = ([self.cli, "snapshot", "delete", self.uri, target] if tool == "hlfs"
                     else [self.qemu_img, "snapshot", "-d", target, self.quri])
+        elif op == "gc":
+            tool = "hlfs"
+            argv = [self.cli, "gc", self.uri, "--max-utilization", "1", "--grace", "0"]
         else:
             self.clone_seq += 1
             dst = os.path.join(self.work, f"clone{self.clone_seq}")
@@ -482,6 +486,12 @@ class Loop:
                     raise Failure(f"head unchanged but new snapshots {new} appeared {what}")
             else:
                 self.lost_head(head, vals, what, also=want)
+        elif op == "gc":
+            if new:
+                raise Failure(f"unexpected new snapshots {new} {what}")
+            if vals != head:
+                self.lost_head(head, vals, what)
+            happened = rc is not None
         elif op == "delete":
             if new:
                 raise Failure(f"unexpected new snapshots {new} {what}")
