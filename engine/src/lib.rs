@@ -1,8 +1,9 @@
 //! HLFS: log-structured virtual-disk volumes with O(1) snapshots and clones.
 //!
 //! A volume is an append-only log of segments in a backend (a local
-//! directory, later HDFS). Block maps, the snapshot tree and segment usage
-//! are indexed in sled; the log stays the source of truth. See
+//! directory or HDFS). Block maps, the snapshot tree and segment usage
+//! are indexed in sled; the log (from its base checkpoint, once the
+//! cleaner has retired its first segments) stays the source of truth. See
 //! `docs/design.md` and `docs/format.md`.
 #![warn(missing_docs)]
 
@@ -25,6 +26,6 @@ pub use format::BLOCK_SIZE;
 pub use size::parse_size;
 pub use uri::{validate_snapshot_name, VolumeUri};
 pub use volume::{
-    clone_volume, delete_volume, fsck, BackgroundGc, BlockState, Candidate, FsckReport, GcOptions, GcReport,
-    GcThread, OpenOptions, SnapshotInfo, Volume, VolumeInfo,
+    clone_volume, delete_volume, fsck, BackgroundGc, BlockState, Candidate, DuReport, DuView, FlattenReport, FsckReport,
+    GcOptions, GcReport, GcThread, OpenOptions, SnapshotInfo, Volume, VolumeInfo,
 };
