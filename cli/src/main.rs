@@ -1,7 +1,7 @@
 //! `hlfs`: create, inspect, list, snapshot, clone, import, export and wipe HLFS volumes.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use hlfs_cli::{ops, output::INFO_JSON_HELP, output::LIST_JSON_HELP, Output};
+use hlfs_cli::{ops, output::DU_JSON_HELP, output::INFO_JSON_HELP, output::LIST_JSON_HELP, Output};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -180,6 +180,30 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
+    /// Show the space each snapshot and the head use (like rbd du)
+    #[command(after_long_help = DU_JSON_HELP)]
+    Du {
+        /// Volume
+        uri: String,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Make a clone independent of its base snapshot (copies what it still reads from it)
+    #[command(after_help = "Every block the clone's head or one of its snapshots still reads from the base is \
+        copied into the clone, then the clone drops its base: the base snapshot (or the whole base volume) can \
+        then be deleted. Contents do not change. Safe to interrupt: the clone then still reads its base, and \
+        running flatten again finishes the job. On a volume that is no clone it does nothing (exit 0). The \
+        volume must not be open read-write elsewhere. A progress bar is shown when stderr is a terminal. JSON \
+        fields: uri, base, blocks_copied, bytes_copied, zero_blocks, finished_earlier_flatten.\n\
+        Example: hlfs flatten local:///var/lib/hlfs/vm2 && hlfs snapshot delete local:///var/lib/hlfs/golden base")]
+    Flatten {
+        /// Clone to flatten
+        uri: String,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
     /// Verify every record and checkpoint of a volume (like qemu-img check)
     #[command(visible_alias = "check", after_help = "Exits with 5 (corrupt) if errors are found. JSON fields: \
         uri, clean, segments, records, data_blocks, bytes, checkpoints, errors, notes, rebuilt_index.")]
@@ -251,6 +275,8 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Export { uri, raw } => ops::export(&uri, &raw).map(drop),
         Cmd::Wipe { uri, offset, length } => ops::wipe(&uri, offset.as_deref(), length.as_deref()),
         Cmd::Fsck { uri, rebuild_index, output } => ops::fsck(&uri, rebuild_index, output),
+        Cmd::Du { uri, output } => ops::du(&uri, output),
+        Cmd::Flatten { uri, output } => ops::flatten(&uri, output),
         Cmd::Gc { uri, max_utilization, max_segments, grace, output } => {
             let opts = hlfs::GcOptions { max_utilization, max_segments, retire_grace_secs: grace };
             ops::gc(&uri, &opts, output)

@@ -386,3 +386,31 @@ pub fn gc(uri: &str, opts: &hlfs::GcOptions, out: Output) -> Result<()> {
         Output::Json => print(&output::json(&output::GcJson::new(uri, &rep))),
     }
 }
+
+/// Prints the space use of each snapshot and of the head (`rbd du`).
+pub fn du(uri: &str, out: Output) -> Result<()> {
+    let vol = open_ro(uri)?;
+    let rep = vol.du()?;
+    match out {
+        Output::Human => print(&output::du_human(&rep)),
+        Output::Json => print(&output::json(&output::DuJson::from(&rep))),
+    }
+}
+
+/// Copies what a clone still reads from its base into it and drops the
+/// base, with a progress bar on a terminal.
+pub fn flatten(uri: &str, out: Output) -> Result<()> {
+    let vol = open_rw(uri, "flatten")?;
+    let pb = transfer::count_bar("flattening", "blocks");
+    let rep = vol.flatten(&mut |done, total| {
+        pb.set_length(total);
+        pb.set_position(done);
+    });
+    pb.finish_and_clear();
+    let rep = rep?;
+    vol.close()?;
+    match out {
+        Output::Human => print(&output::flatten_human(uri, &rep)),
+        Output::Json => print(&output::json(&output::FlattenJson::new(uri, &rep))),
+    }
+}

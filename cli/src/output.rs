@@ -23,8 +23,10 @@ JSON fields (--output json):
   uuid             volume UUID, hex
   virtual_size     size the guest sees, bytes
   block_size       mapping unit, bytes (4096)
-  allocated_bytes  bytes the log occupies in the backend (segments, checkpoints)
+  allocated_bytes  log bytes: what the log occupies in the backend (segments,
+                   checkpoints); it only shrinks when `hlfs gc` cleans it
   live_bytes       bytes of blocks still mapped by the head, a snapshot or a clone
+                   (`hlfs du` shows them per snapshot)
   head_bytes       bytes written since the last snapshot
   segments         number of segment files
   created          creation time, UTC, \"YYYY-MM-DD HH:MM:SS\"
@@ -301,8 +303,9 @@ pub fn info_human(i: &VolumeInfo) -> String {
     line("backend", &i.backend);
     line("uuid", &i.uuid);
     line("virtual size", &size_exact(i.virtual_size));
-    line("allocated bytes", &size_exact(i.allocated_bytes));
-    line("live bytes", &size_exact(i.live_bytes));
+    // The log only grows until `hlfs gc` cleans it: say which is which.
+    line("log bytes", &format!("{} (segments and checkpoints in the backend)", size_exact(i.allocated_bytes)));
+    line("live bytes", &format!("{} (blocks the head, snapshots or clones still read; `hlfs du` breaks them down)", size_exact(i.live_bytes)));
     line("head bytes", &size_exact(i.head_bytes));
     line("block size", &i.block_size.to_string());
     line("segments", &i.segments.to_string());
@@ -501,4 +504,213 @@ pub fn gc_human(uri: &str, r: &hlfs::GcReport) -> String {
         mib(r.log_bytes_after),
         mib(r.live_bytes)
     )
+}
+
+/// Fields of `hlfs du --output json`, for `--help`. Keep in step with [`DuJson`].
+pub const DU_JSON_HELP: &str = "\
+A block version is exclusive to a snapshot (or the head) when no other snapshot and not the
+head reads it, shared when two or more do; unread when none does. Deleting a snapshot frees at
+most its exclusive bytes (once `hlfs gc` runs). For a clone, FROM BASE is what each still reads
+from its base: what `hlfs flatten` copies. Nothing is locked: works on volumes in use.
+Example: hlfs du local:///var/lib/hlfs/vm1
+
+JSON fields (--output json):
+  uri                volume URI
+  views              snapshots oldest first, then the head, each with:
+    name               snapshot name, or null for the head
+    id                 snapshot id, or null for the head
+    provisioned_bytes  virtual size
+    exclusive_bytes    bytes of block versions no other snapshot (or the head) reads
+    shared_bytes       bytes of block versions it reads that others read too
+    base_bytes         bytes it still reads from the clone's base
+  provisioned_bytes  sum of the views' virtual sizes
+  exclusive_bytes    sum of the views' exclusive bytes
+  shared_bytes       bytes read by two or more views, each counted once
+  unread_bytes       bytes still mapped that no view reads
+  base               \"URI%snapshot\" of a clone's base, or null
+  base_bytes         distinct bytes some view still reads from the base
+  log_bytes          bytes of segment files (retired ones awaiting deletion included)
+  live_bytes         bytes of blocks still mapped: exclusive + shared + unread";
+
+/// A view in `hlfs du --output json`.
+#[derive(Debug, Serialize)]
+pub struct DuViewJson {
+    /// Snapshot name, or null for the head.
+    pub name: Option<String>,
+    /// Snapshot id, or null for the head.
+    pub id: Option<u64>,
+    /// Virtual size.
+    pub provisioned_bytes: u64,
+    /// Bytes only this view reads.
+    pub exclusive_bytes: u64,
+    /// Bytes this view reads that others read too.
+    pub shared_bytes: u64,
+    /// Bytes read from the clone's base.
+    pub base_bytes: u64,
+}
+
+/// `hlfs du --output json`.
+#[derive(Debug, Serialize)]
+pub struct DuJson {
+    /// Volume.
+    pub uri: String,
+    /// Snapshots oldest first, then the head.
+    pub views: Vec<DuViewJson>,
+    /// Sum of virtual sizes.
+    pub provisioned_bytes: u64,
+    /// Sum of exclusive bytes.
+    pub exclusive_bytes: u64,
+    /// Distinct shared bytes.
+    pub shared_bytes: u64,
+    /// Mapped bytes no view reads.
+    pub unread_bytes: u64,
+    /// Base of a clone.
+    pub base: Option<String>,
+    /// Distinct bytes read from the base.
+    pub base_bytes: u64,
+    /// Segment bytes.
+    pub log_bytes: u64,
+    /// Live bytes.
+    pub live_bytes: u64,
+}
+
+impl From<&hlfs::DuReport> for DuJson {
+    fn from(r: &hlfs::DuReport) -> Self {
+        DuJson {
+            uri: r.uri.clone(),
+            views: r
+                .views
+                .iter()
+                .map(|v| DuViewJson {
+                    name: v.snapshot.clone(),
+                    id: v.snapshot_id,
+                    provisioned_bytes: v.provisioned_bytes,
+                    exclusive_bytes: v.exclusive_bytes,
+                    shared_bytes: v.shared_bytes,
+                    base_bytes: v.base_bytes,
+                })
+                .collect(),
+            provisioned_bytes: r.provisioned_bytes,
+            exclusive_bytes: r.exclusive_bytes,
+            shared_bytes: r.shared_bytes,
+            unread_bytes: r.unread_bytes,
+            base: r.base.clone(),
+            base_bytes: r.base_bytes,
+            log_bytes: r.log_bytes,
+            live_bytes: r.live_bytes,
+        }
+    }
+}
+
+/// `hlfs du` for people: a table like `rbd du`, then the totals.
+pub fn du_human(r: &hlfs::DuReport) -> String {
+    let clone = r.base.is_some();
+    let mut header = vec!["NAME", "PROVISIONED", "EXCLUSIVE", "SHARED"];
+    if clone {
+        header.push("FROM BASE");
+    }
+    let mut rows: Vec<Vec<String>> = r
+        .views
+        .iter()
+        .map(|v| {
+            let mut row = vec![
+                v.snapshot.clone().unwrap_or_else(|| "<head>".to_string()),
+                size(v.provisioned_bytes),
+                size(v.exclusive_bytes),
+                size(v.shared_bytes),
+            ];
+            if clone {
+                row.push(size(v.base_bytes));
+            }
+            row
+        })
+        .collect();
+    let mut total = vec![
+        "<TOTAL>".to_string(),
+        size(r.provisioned_bytes),
+        size(r.exclusive_bytes),
+        size(r.shared_bytes),
+    ];
+    if clone {
+        total.push(size(r.base_bytes));
+    }
+    rows.push(total);
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (k, c) in row.iter().enumerate() {
+            w[k] = w[k].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (k, c) in cells.iter().enumerate() {
+            if k == 0 {
+                s.push_str(&format!("{c:<width$}", width = w[0]));
+            } else {
+                s.push_str(&format!("  {c:>width$}", width = w[k]));
+            }
+        }
+        s.push('\n');
+        s
+    };
+    let mut s = line(header.clone());
+    for row in &rows {
+        s.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    s.push_str(&format!(
+        "log bytes: {} (segment files, retired ones included); live bytes: {} (mapped blocks{})\n",
+        size(r.log_bytes),
+        size(r.live_bytes),
+        if r.unread_bytes > 0 { format!(", of which {} read by no view", size(r.unread_bytes)) } else { String::new() }
+    ));
+    if let Some(b) = &r.base {
+        s.push_str(&format!("base: {b} ({} still read from it)\n", size(r.base_bytes)));
+    }
+    s
+}
+
+/// `hlfs flatten --output json`.
+#[derive(Debug, Serialize)]
+pub struct FlattenJson {
+    /// Volume flattened.
+    pub uri: String,
+    /// Base dropped (`URI%snapshot`), or null if it was no clone.
+    pub base: Option<String>,
+    /// Blocks copied from the base.
+    pub blocks_copied: u64,
+    /// Bytes copied from the base.
+    pub bytes_copied: u64,
+    /// Blocks read from the base that held only zeros (not copied).
+    pub zero_blocks: u64,
+    /// Whether a base reference left by an interrupted flatten was removed.
+    pub finished_earlier_flatten: bool,
+}
+
+impl FlattenJson {
+    /// The report of flattening `uri`.
+    pub fn new(uri: &str, r: &hlfs::FlattenReport) -> Self {
+        FlattenJson {
+            uri: uri.to_string(),
+            base: r.base.clone(),
+            blocks_copied: r.blocks_copied,
+            bytes_copied: r.bytes_copied,
+            zero_blocks: r.zero_blocks,
+            finished_earlier_flatten: r.finished_earlier_flatten,
+        }
+    }
+}
+
+/// `hlfs flatten` for people.
+pub fn flatten_human(uri: &str, r: &hlfs::FlattenReport) -> String {
+    match &r.base {
+        Some(b) => format!(
+            "{uri}: copied {} block(s) ({}) from {b}; it no longer depends on it\n",
+            r.blocks_copied,
+            size(r.bytes_copied)
+        ),
+        None if r.finished_earlier_flatten => {
+            format!("{uri}: finished an interrupted flatten (removed its reference in the base)\n")
+        }
+        None => format!("{uri} is not a clone; nothing to flatten\n"),
+    }
 }

@@ -517,6 +517,8 @@ fn every_command_has_help() {
         &["list"],
         &["wipe"],
         &["unlock"],
+        &["du"],
+        &["flatten"],
     ] {
         let mut args = cmd.to_vec();
         args.push("--help");
@@ -525,6 +527,8 @@ fn every_command_has_help() {
     }
     assert!(ok(&["info", "--help"]).contains("live_bytes"));
     assert!(ok(&["list", "--help"]).contains("allocated_bytes"));
+    assert!(ok(&["du", "--help"]).contains("exclusive_bytes"));
+    assert!(ok(&["flatten", "--help"]).contains("blocks_copied"));
     assert!(ok(&["import", "--help"]).contains("stdin"));
     assert!(ok(&["export", "--help"]).contains("stdout"));
     for bin in [env!("CARGO_BIN_EXE_snapshot_hlfs"), env!("CARGO_BIN_EXE_clone_hlfs")] {
@@ -710,4 +714,85 @@ fn wipe_refuses_unaligned_or_out_of_range() {
     }
     assert_eq!(fails(&["wipe", &format!("{v}%s")]).0, 2);
     assert!(export_stdout(&v) == a, "a refused wipe changed data");
+}
+
+#[test]
+fn du_shows_exclusive_and_shared_bytes_that_add_up() {
+    // Property: after a snapshot and a partial overwrite, the snapshot holds
+    // exclusively the overwritten blocks' old versions, the head its new
+    // ones, both share the rest; exclusive + shared + unread = live bytes.
+    let env = Env::new();
+    let v = env.uri("v");
+    ok(&["create", &v, "4M"]);
+    let a = raw_with_holes(2 * MIB, 3);
+    ok(&["import", &env.write_raw("a.raw", &a), &v]);
+    ok(&["snapshot", "create", &v, "s1"]);
+    let b = raw_with_holes(MIB / 2, 4);
+    ok(&["import", "-n", &env.write_raw("b.raw", &b), &v]);
+    let d = json(&ok(&["du", "--output", "json", &v]));
+    let views = d["views"].as_array().unwrap();
+    assert_eq!(views.len(), 2, "{d}");
+    assert_eq!(views[0]["name"], "s1");
+    assert!(views[1]["name"].is_null(), "the head comes last: {d}");
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} missing: {v}"));
+    let (a_blocks, b_blocks) = (nonzero_blocks(&a) as u64, nonzero_blocks(&b) as u64);
+    // Import overwrites all of the first 512 KiB (b's zero blocks become
+    // zero entries where a had data): s1 alone reads a's data there.
+    let overwritten = nonzero_blocks(&a[..MIB / 2]) as u64;
+    assert_eq!(n(&views[0], "exclusive_bytes"), overwritten * BS as u64, "{d}");
+    assert_eq!(n(&views[1], "exclusive_bytes"), b_blocks * BS as u64, "{d}");
+    assert_eq!(n(&views[0], "shared_bytes"), (a_blocks - overwritten) * BS as u64, "{d}");
+    assert_eq!(n(&views[1], "shared_bytes"), n(&views[0], "shared_bytes"), "{d}");
+    assert_eq!(n(&d, "exclusive_bytes") + n(&d, "shared_bytes") + n(&d, "unread_bytes"), n(&d, "live_bytes"), "{d}");
+    let info = json(&ok(&["info", "--output", "json", &v]));
+    assert_eq!(info["live_bytes"], d["live_bytes"]);
+    assert!(n(&d, "log_bytes") >= n(&d, "live_bytes"));
+    assert_eq!(n(&d, "provisioned_bytes"), 8 * MIB as u64);
+    let human = ok(&["du", &v]);
+    assert!(human.contains("EXCLUSIVE") && human.contains("<TOTAL>") && human.contains("log bytes"), "{human}");
+    let (code, err) = fails(&["du", &env.uri("missing")]);
+    assert_eq!(code, 3, "{err}");
+}
+
+#[test]
+fn flatten_frees_the_base_snapshot() {
+    // Property: flatten copies what a clone reads from its base and drops
+    // the base; the clone exports the same, du shows nothing read from the
+    // base, the base snapshot (then the base volume) can be deleted, and a
+    // second flatten (or one of a plain volume) does nothing.
+    let env = Env::new();
+    let (base, child) = (env.uri("base"), env.uri("child"));
+    ok(&["create", &base, "4M"]);
+    let a = raw_with_holes(3 * MIB, 5);
+    ok(&["import", &env.write_raw("a.raw", &a), &base]);
+    ok(&["snapshot", "create", &base, "gold"]);
+    ok(&["clone", &format!("{base}%gold"), &child]);
+    let c = raw_with_holes(MIB / 2, 6);
+    ok(&["import", "-n", &env.write_raw("c.raw", &c), &child]);
+    ok(&["wipe", &child, "--offset", "2M", "--length", "256K"]);
+    let before = export(&env, &child, "c0");
+    let d = json(&ok(&["du", "--output", "json", &child]));
+    assert_eq!(d["base"], format!("{base}%gold").as_str());
+    let from_base = d["base_bytes"].as_u64().unwrap();
+    assert!(from_base > 0, "{d}");
+    assert_eq!(fails(&["snapshot", "delete", &base, "gold"]).0, 6);
+
+    let r = json(&ok(&["flatten", "--output", "json", &child]));
+    assert_eq!(r["base"], format!("{base}%gold").as_str(), "{r}");
+    assert_eq!(r["bytes_copied"].as_u64().unwrap(), from_base - r["zero_blocks"].as_u64().unwrap() * BS as u64, "{r}");
+    assert_eq!(export(&env, &child, "c1"), before);
+    let d = json(&ok(&["du", "--output", "json", &child]));
+    assert!(d["base"].is_null() && d["base_bytes"] == 0, "{d}");
+    let info = json(&ok(&["info", "--output", "json", &child]));
+    assert!(info["base"].is_null(), "{info}");
+    let list = json(&ok(&["snapshot", "list", "--output", "json", &base]));
+    assert_eq!(list[0]["clones"].as_array().unwrap().len(), 0, "{list}");
+    ok(&["snapshot", "delete", &base, "gold"]);
+    ok(&["delete", &base]);
+    assert_eq!(export(&env, &child, "c2"), before);
+    let again = ok(&["flatten", &child]);
+    assert!(again.contains("not a clone"), "{again}");
+    let (code, err) = fails(&["flatten", &format!("{child}%nosuch")]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(fails(&["flatten", &env.uri("missing")]).0, 3);
 }

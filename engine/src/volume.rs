@@ -24,6 +24,10 @@ use std::sync::Arc;
 
 mod cleaner;
 pub use cleaner::{BackgroundGc, Candidate, GcOptions, GcReport, GcThread};
+mod du;
+pub use du::{DuReport, DuView};
+mod flatten;
+pub use flatten::FlattenReport;
 
 const SECTOR: u64 = 512;
 const BS: usize = BLOCK_SIZE as usize;
@@ -374,7 +378,8 @@ fn apply(index: &Index, st: &mut VolState, seg: u64, rec_off: u64, rec: &Record)
             st.next_timeline = st.next_timeline.max(new_head + 1);
             index.collect_hidden(st)?;
         }
-        Record::SetBase(b) => st.base = Some(b.clone()),
+        // An empty base URI drops the base (a flattened clone).
+        Record::SetBase(b) => st.base = (!b.uri.is_empty()).then(|| b.clone()),
         Record::Resize { virtual_size } => {
             st.virtual_size = *virtual_size;
             st.head_resized = true;
@@ -1013,7 +1018,17 @@ impl Volume {
                 return Ok(());
             }
         }
-        self.reader(seg)?.read_exact_at(off, buf).map_err(|e| {
+        let r = match self.reader(seg)?.read_exact_at(off, buf) {
+            // A cached handle to a segment the cleaner has since retired: on
+            // backends that read by path (HDFS, memory) it no longer finds
+            // the file. Look the segment up again (under its retired name).
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.readers.lock().remove(&seg);
+                self.reader(seg)?.read_exact_at(off, buf)
+            }
+            r => r,
+        };
+        r.map_err(|e| {
             e.context(format!(
                 "{}: reading segment {} at offset {off}",
                 self.uri,
@@ -1101,10 +1116,16 @@ impl Volume {
         Ok(())
     }
 
+    /// The base this volume reads through, if it is (still) a clone: a
+    /// flatten drops the base while the volume stays open.
+    fn live_base(&self) -> Option<&Arc<Volume>> {
+        self.base.as_ref().filter(|_| self.state.read().base.is_some())
+    }
+
     /// Reads blocks that no timeline of this volume maps: from the base, or zeros.
     fn read_base(&self, first: u64, buf: &mut [u8]) -> Result<()> {
         buf.fill(0);
-        let Some(base) = &self.base else {
+        let Some(base) = self.live_base() else {
             return Ok(());
         };
         // Round up: a base whose size is not a multiple of the block size
@@ -1494,7 +1515,7 @@ impl Volume {
             match entries[i] {
                 Some(Entry::Data { .. }) => states.push(BlockState::Data),
                 Some(Entry::Zero) => states.push(BlockState::Zero),
-                None => match &self.base {
+                None => match self.live_base() {
                     Some(b) if (first + i as u64) * BLOCK_SIZE < b.size() => {
                         let (s, l) = b.block_status((first + i as u64) * BLOCK_SIZE, BLOCK_SIZE)?;
                         let _ = l;

@@ -1,7 +1,7 @@
 //! Property: whatever sequence of writes, zeroes, discards, snapshot
 //! creates / deletes / reverts (by call and by opening `vol%snap`
-//! read-write), clones (also of clones), volume deletes, resizes, flushes,
-//! reopens and index rebuilds a family of volumes goes through, each reads
+//! read-write), clones (also of clones), flattens of clones, volume
+//! deletes, resizes, flushes, cleaning passes (gc), reopens and index rebuilds a family of volumes goes through, each reads
 //! exactly like a plain `Vec<u8>` model: every head, every snapshot (opened
 //! read-only as `vol%snap`) and every clone. Writing to a clone never
 //! changes its base. A snapshot or volume that clones depend on cannot be
@@ -18,7 +18,7 @@
 mod common;
 
 use common::{assert_same, pattern, read_all, snap_names, Kind, Place};
-use hlfs::{ErrorKind, OpenOptions, Volume};
+use hlfs::{ErrorKind, GcOptions, OpenOptions, Volume};
 use proptest::prelude::*;
 use proptest::sample::Index as Pick;
 use std::collections::BTreeMap;
@@ -62,6 +62,12 @@ enum Op {
     DeleteVolume(Pick),
     Grow(Pick, u32),
     Flush(Pick),
+    /// Zero or discard a wide range, up to the whole volume.
+    Discard(Pick, Pick, Pick, bool),
+    /// A cleaning pass that takes every segment and deletes retired ones at once.
+    Gc(Pick),
+    /// Flatten a clone (a no-op on a volume that is none).
+    Flatten(Pick),
     Reopen,
     Rebuild,
     Check,
@@ -92,6 +98,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => p().prop_map(Op::DeleteVolume),
         2 => (p(), 1..=2048u32).prop_map(|(v, n)| Op::Grow(v, n)),
         3 => p().prop_map(Op::Flush),
+        2 => (p(), p(), p(), any::<bool>()).prop_map(|(v, a, b, d)| Op::Discard(v, a, b, d)),
+        2 => p().prop_map(Op::Gc),
+        2 => p().prop_map(Op::Flatten),
         3 => Just(Op::Reopen),
         1 => Just(Op::Rebuild),
         2 => Just(Op::Check),
@@ -365,6 +374,35 @@ impl Run {
                         &m.head,
                     );
                 }
+            }
+            Op::Discard(vol, a, b, discard) => {
+                let i = self.pick(vol);
+                let m = &mut self.vols[i];
+                let sectors = m.head.len() as u64 / SECTOR;
+                let (x, y) = (a.index(sectors as usize + 1) as u64, b.index(sectors as usize + 1) as u64);
+                let (off, len) = (x.min(y) * SECTOR, x.abs_diff(y) * SECTOR);
+                let r = if *discard { m.v().discard(off, len) } else { m.v().write_zeroes(off, len) };
+                r.unwrap_or_else(|e| panic!("{} discard {off}+{len}: {e}", m.uri));
+                m.head[off as usize..(off + len) as usize].fill(0);
+            }
+            Op::Gc(vol) => {
+                let i = self.pick(vol);
+                // Open clones hold read-only views of their base that may
+                // still look blocks up in the segments this pass retires:
+                // those stay readable for the grace period (design.md §12),
+                // so delete retired segments at once only without clones.
+                let grace = if self.clones_of(i, None).is_empty() { 0 } else { 600 };
+                let m = &self.vols[i];
+                let opts = GcOptions { max_utilization: 1.0, max_segments: 0, retire_grace_secs: grace };
+                m.v().gc(&opts, &mut |_, _| {}).unwrap_or_else(|e| panic!("gc {}: {e}", m.uri));
+            }
+            Op::Flatten(vol) => {
+                let i = self.pick(vol);
+                let m = &mut self.vols[i];
+                let rep = m.v().flatten(&mut |_, _| {}).unwrap_or_else(|e| panic!("flatten {}: {e}", m.uri));
+                let base = m.base.take().map(|(b, s)| format!("{}%{s}", self.place.uri(&b)));
+                assert_eq!(rep.base, base, "flatten {}", m.uri);
+                assert_eq!(m.v().info().expect("info").base, None, "{} after flatten", m.uri);
             }
             Op::Reopen => {
                 self.close_all();
