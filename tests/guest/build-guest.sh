@@ -13,6 +13,11 @@
 # devices or mounts are needed, so this works in containers too.
 #
 # Usage: build-guest.sh            (as root; apt-get installs missing tools)
+# fio (for bench/report.sh; guest command fio:SPEC) is built from Debian's
+# source tarball as a static binary (Debian's own fio links librados,
+# librbd, libgfapi, ... which would not fit the root fs), cached in
+# $HLFS_CACHE/fio-<version>-<hash>/fio and copied to /usr/bin/fio.
+#
 # Env:   HLFS_CACHE       cache root (default /var/cache/hlfs-build)
 #        HLFS_GUEST_DISK_MIB   disk size in MiB (default 64)
 # Prints KERNEL=, VMLINUX=, INITRD=, CMDLINE=, DISK= lines, and the disk path last.
@@ -33,9 +38,16 @@ CMDLINE="root=$ROOT_DEV rootfstype=ext4 rw console=ttyS0 quiet panic=-1"
 # Modules the initramfs loads; modprobe --show-depends adds their deps and
 # softdeps (ext4 wants crc32c) in load order.
 MODULES="virtio_pci virtio_blk ata_piix sd_mod ext4 qemu_fw_cfg"
+# fio: the orig tarball of Debian bookworm's fio, pinned by its sha256 (as
+# in fio_3.33-3.dsc); built with only what a guest benchmark needs (libaio).
+FIO_VER=3.33
+FIO_ORIG=fio_$FIO_VER.orig.tar.gz
+FIO_SHA256=d2410e13e0f379d061d077cc5ae325835bb7c6186aa7bafc1df954cbc9b014fc
+FIO_URL=http://deb.debian.org/debian/pool/main/f/fio/$FIO_ORIG
+FIO_CONFIGURE="--build-static --disable-native"
 
 key=$(cat "$HERE/build-guest.sh" "$HERE/initramfs-init.sh" "$HERE/guest-init.sh" \
-    <(echo "$DISK_MIB $KERNEL_PKG $BUSYBOX_PKG $CMDLINE $MODULES") |
+    <(echo "$DISK_MIB $KERNEL_PKG $BUSYBOX_PKG $CMDLINE $MODULES $FIO_SHA256 $FIO_CONFIGURE") |
     sha256sum | cut -c1-16)
 OUT="$CACHE/guest-$key"
 
@@ -72,7 +84,8 @@ apt_update_once() {
 
 # Host tools, installed only when missing (dpkg-query is fast; apt-get isn't).
 need_pkgs=()
-for pkg in dosfstools mtools syslinux syslinux-common fdisk e2fsprogs cpio kmod gzip xz-utils; do
+for pkg in dosfstools mtools syslinux syslinux-common fdisk e2fsprogs cpio kmod gzip xz-utils \
+    curl ca-certificates gcc make libc6-dev libaio-dev zlib1g-dev; do
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null)" = installed ] ||
         need_pkgs+=("$pkg")
 done
@@ -114,6 +127,32 @@ KVER=$(ls "$WORK/kernel/lib/modules")
 BUSYBOX="$WORK/busybox/bin/busybox"
 [ -x "$BUSYBOX" ] || die "busybox binary not found in $BUSYBOX_PKG"
 
+# --- fio (static) ------------------------------------------------------------
+FIO_DIR="$CACHE/fio-$FIO_VER-$(echo "$FIO_SHA256 $FIO_CONFIGURE" | sha256sum | cut -c1-12)"
+build_fio() {
+    [ -x "$FIO_DIR/fio" ] && return 0
+    local src="$WORK/fio-src" tarball="$CACHE/dist/$FIO_ORIG"
+    mkdir -p "$CACHE/dist"
+    if [ ! -f "$tarball" ] || [ "$(sha256sum <"$tarball" | cut -d' ' -f1)" != "$FIO_SHA256" ]; then
+        log "downloading $FIO_URL"
+        curl -fsSL -o "$tarball.tmp" "$FIO_URL" || die "cannot download $FIO_URL"
+        [ "$(sha256sum <"$tarball.tmp" | cut -d' ' -f1)" = "$FIO_SHA256" ] ||
+            die "$FIO_ORIG: sha256 mismatch (expected $FIO_SHA256)"
+        mv "$tarball.tmp" "$tarball"
+    fi
+    log "building fio $FIO_VER (static, ~30 s)"
+    mkdir -p "$src"
+    tar -xzf "$tarball" -C "$src" --strip-components=1 --no-same-owner
+    # shellcheck disable=SC2086
+    (cd "$src" && ./configure $FIO_CONFIGURE && make -j"$(nproc)") >"$WORK/fio-build.log" 2>&1 ||
+        { tail -n 30 "$WORK/fio-build.log" >&2; die "fio build failed"; }
+    grep -q '^Linux AIO support *yes' "$WORK/fio-build.log" || die "fio was built without libaio"
+    mkdir -p "$WORK/fio-out"
+    strip -o "$WORK/fio-out/fio" "$src/fio"
+    mv -T "$WORK/fio-out" "$FIO_DIR" 2>/dev/null || [ -x "$FIO_DIR/fio" ] || die "cannot create $FIO_DIR"
+}
+build_fio
+
 # --- initramfs -----------------------------------------------------------------
 # The .deb ships no modules.dep (depmod runs at install time): make one.
 depmod -b "$WORK/kernel" "$KVER"
@@ -148,11 +187,12 @@ mknod -m 600 "$IRD/dev/console" c 5 1
 
 # --- root filesystem -------------------------------------------------------------
 ROOT="$WORK/rootfs"
-mkdir -p "$ROOT"/{bin,sbin,dev,proc,sys,tmp,var,etc,root}
+mkdir -p "$ROOT"/{bin,sbin,dev,proc,sys,tmp,var,etc,root,usr/bin}
 install_busybox "$ROOT"
+install -m 755 "$FIO_DIR/fio" "$ROOT/usr/bin/fio"
 install -m 755 "$HERE/guest-init.sh" "$ROOT/sbin/init"
 echo "hlfs-guest" >"$ROOT/etc/hostname"
-echo "kernel=$kpkg ($KVER) busybox=$("$BUSYBOX" | head -1)" >"$ROOT/etc/hlfs-guest-release"
+echo "kernel=$kpkg ($KVER) busybox=$("$BUSYBOX" | head -1) $("$FIO_DIR/fio" --version)" >"$ROOT/etc/hlfs-guest-release"
 
 ROOT_MIB=$((DISK_MIB - BOOT_MIB - PART1_START / 2048))
 mke2fs -q -F -t ext4 -L hlfs-root -E root_owner=0:0 -d "$ROOT" "$WORK/root.img" "${ROOT_MIB}M"

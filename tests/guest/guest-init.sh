@@ -48,6 +48,43 @@ put_file() { # path content
     printf '%s' "$2" >"$1.tmp" && sync && mv "$1.tmp" "$1" && sync
 }
 
+# fio:KEY=VAL,KEY=VAL,...: runs /usr/bin/fio with --KEY=VAL for each pair
+# (name= is required, and the job's options follow it) on the second disk, /dev/vdb, unless filename= is
+# given, and prints its JSON result between "HLFS-GUEST: fio-begin=NAME" and
+# "HLFS-GUEST: fio-end=NAME" lines (bench/report.sh parses them).
+run_fio() {
+    spec=$1
+    name=""
+    set --
+    IFS=','
+    for kv in $spec; do
+        case "$kv" in
+            name=*) name="${kv#name=}"; continue ;;
+            filename=*) dev="${kv#filename=}" ;;
+        esac
+        set -- "$@" "--$kv"
+    done
+    IFS=';'
+    [ -n "$name" ] || { say "error=fio-no-name"; return; }
+    set -- "--name=$name" "$@" # job options follow the job's name
+    case "$spec" in *filename=*) ;; *) dev=/dev/vdb; set -- "$@" "--filename=$dev" ;; esac
+    # The second virtio disk may still be probing when init starts.
+    i=0
+    while [ ! -b "$dev" ] && [ ! -f "$dev" ] && [ $i -lt 50 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    [ -e "$dev" ] || { say "error=fio-no-device:$dev"; return; }
+    if out=$(fio --output-format=json "$@" 2>/tmp/fio.err); then
+        say "fio-begin=$name"
+        printf '%s\n' "$out"
+        say "fio-end=$name"
+    else
+        cat /tmp/fio.err
+        say "error=fio-failed:$name"
+    fi
+}
+
 run_one() {
     case "$1" in
         write:*)
@@ -73,6 +110,9 @@ run_one() {
             ;;
         rm-fill)
             rm -f "$FILL" && sync && say "removed=fill"
+            ;;
+        fio:*)
+            run_fio "${1#fio:}"
             ;;
         "") ;;
         *) say "error=unknown-cmd:$1" ;;
