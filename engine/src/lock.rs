@@ -167,7 +167,11 @@ pub fn break_lock(backend: &dyn Backend, dir: &str, name: &str) -> Result<Option
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     }
-    backend.delete(&aside)?;
+    match backend.delete(&aside) {
+        // A writer that took the lock meanwhile may have swept it already.
+        Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     match &h {
         Some(h) => tracing::warn!("volume {name}: broke the write lock of pid {} on host {}", h.pid, h.host),
         None => tracing::warn!("volume {name}: removed an unreadable lock file"),
@@ -201,6 +205,33 @@ impl Holder {
     }
 }
 
+/// Removes the private files that openers killed mid-way leave next to
+/// the lock (`lock.<pid>.<n>` being taken, `lock.stale.*` / `lock.broken.*`
+/// being moved aside). Called with the lock held, so no live opener can be
+/// about to rename one of them into place. A `lock.<pid>.<n>` is removed
+/// only on a backend with a local directory and when no process `pid` runs
+/// here: elsewhere its writer may be on another host. Failures are ignored.
+fn sweep_leftovers(backend: &dyn Backend, dir: &str, path: &str) {
+    let Ok(names) = backend.list(dir) else { return };
+    let local = backend.local_index_dir(dir).is_some();
+    for n in names {
+        let Some(rest) = n.strip_prefix("lock.") else { continue };
+        let gone = if rest.starts_with("stale.") || rest.starts_with("broken.") {
+            true
+        } else {
+            local
+                && rest
+                    .split_once('.')
+                    .and_then(|(pid, _)| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| process_start(pid).is_none())
+        };
+        let p = format!("{dir}/{n}");
+        if gone && p != path {
+            let _ = backend.delete(&p);
+        }
+    }
+}
+
 impl WriteLock {
     /// Takes the write lock of the volume `name` in `dir`.
     pub fn acquire(backend: Arc<dyn Backend>, dir: &str, name: &str) -> Result<WriteLock> {
@@ -217,6 +248,7 @@ impl WriteLock {
             match renamed {
                 Ok(()) => {
                     held().lock().insert(name.to_string(), me.token);
+                    sweep_leftovers(&*backend, dir, &path);
                     return Ok(WriteLock {
                         backend,
                         path,
@@ -312,5 +344,30 @@ impl Drop for WriteLock {
             self.forget();
             let _ = self.remove_if_ours();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+
+    #[test]
+    fn taking_the_lock_sweeps_what_killed_openers_left() {
+        // Property: leftovers of dead openers go, a private file of a live
+        // process stays, and the lock itself is ours.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_str().unwrap().to_string();
+        let dead = 0x7fff_fff0u32; // above any pid_max
+        let live = std::process::id();
+        for n in [format!("lock.{dead}.1"), format!("lock.stale.{dead}.2"), format!("lock.broken.{dead}.3"), format!("lock.{live}.4")] {
+            std::fs::write(tmp.path().join(n), b"pid=1\n").unwrap();
+        }
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend);
+        let l = WriteLock::acquire(backend.clone(), &dir, "local:///x/v").unwrap();
+        let mut left: Vec<String> = backend.list(&dir).unwrap();
+        left.sort();
+        assert_eq!(left, vec!["lock".to_string(), format!("lock.{live}.4")]);
+        l.release().unwrap();
     }
 }
