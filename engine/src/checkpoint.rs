@@ -83,7 +83,24 @@ pub fn write(backend: &dyn Backend, dir: &str, pos: LogPos, st: &VolState, index
     e.u32(hcrc).u32(0);
     debug_assert_eq!(e.0.len(), HEADER_LEN);
     e.bytes(&state);
-    let mut f = backend.create(&tmp)?;
+    let r = write_file(backend, index, &tmp, e);
+    if r.is_err() {
+        // Do not leave a partial file behind (on a full disk it holds the
+        // space the next attempt needs); the log still has everything.
+        let _ = backend.delete(&tmp);
+    }
+    let written = r?;
+    backend.rename(&tmp, &final_path)?;
+    for old in list(backend, dir)?.into_iter().skip(2) {
+        let _ = backend.delete(&format!("{dir}/{}", name(old)));
+    }
+    Ok(written)
+}
+
+/// Writes and closes the checkpoint file `tmp`: the header and state in `e`,
+/// then the map's chunks and their directory. Returns its length.
+fn write_file(backend: &dyn Backend, index: &Index, tmp: &str, mut e: Enc) -> Result<u64> {
+    let mut f = backend.create(tmp)?;
     let mut written = 0u64; // bytes already appended to `f`
     let mut total = 0u64;
     let mut directory = Enc::default();
@@ -120,10 +137,6 @@ pub fn write(backend: &dyn Backend, dir: &str, pos: LogPos, st: &VolState, index
     f.append(&e.0)?;
     written += e.0.len() as u64;
     f.close()?;
-    backend.rename(&tmp, &final_path)?;
-    for old in list(backend, dir)?.into_iter().skip(2) {
-        let _ = backend.delete(&format!("{dir}/{}", name(old)));
-    }
     Ok(written)
 }
 

@@ -432,6 +432,10 @@ pub struct LogWriter {
     /// Number of the active segment (u64::MAX if none), for lock-free checks by readers.
     pub active_segment: Arc<AtomicU64>,
     poisoned: Option<String>,
+    /// A push failed (a full disk, say) on a backend that can carry on: the
+    /// active segment's file may hold part of the bytes past `pushed`, to be
+    /// cut back before anything else is appended.
+    needs_repair: bool,
     /// Bytes appended since the last checkpoint.
     pub since_checkpoint: u64,
     dirty: bool,
@@ -463,6 +467,7 @@ impl LogWriter {
             next_seq,
             active_segment: Arc::new(AtomicU64::new(u64::MAX)),
             poisoned: None,
+            needs_repair: false,
             since_checkpoint: 0,
             dirty: false,
         }
@@ -486,6 +491,42 @@ impl LogWriter {
             self.poisoned = Some(e.to_string());
         }
         r
+    }
+
+    /// A failed push, append or segment create: on a backend that can carry
+    /// on (`append_is_repairable`) the writer stays usable and the next
+    /// call first cuts the file back (`repair`), so that once space is
+    /// freed the same open volume goes on, with every write it acknowledged
+    /// still in place. Elsewhere the writer is poisoned.
+    fn fail_repairable<T>(&mut self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            if self.backend.append_is_repairable() {
+                self.needs_repair = true;
+                return r;
+            }
+            return self.poison(r);
+        }
+        r
+    }
+
+    /// Cuts the active segment back to the bytes pushed before a failed
+    /// push; the bytes after them are still in `mem` and go out again with
+    /// the next push, at the offsets the records were given.
+    fn repair(&mut self) -> Result<()> {
+        if !self.needs_repair {
+            return Ok(());
+        }
+        if let Some(a) = self.active.as_mut() {
+            a.file.truncate(a.pushed)?;
+        }
+        self.needs_repair = false;
+        Ok(())
+    }
+
+    /// `check`, then `repair`.
+    fn ready(&mut self) -> Result<()> {
+        self.check()?;
+        self.repair()
     }
 
     /// Where the next record will go (after the active segment, if any).
@@ -553,17 +594,18 @@ impl LogWriter {
         data_len: usize,
         encode: &mut dyn FnMut(&mut Vec<u8>, u64),
     ) -> Result<(u64, u64, u64)> {
-        self.check()?;
+        self.ready()?;
         let need = RECORD_HEADER_LEN as u64 + 64 + data_len as u64 + 1024;
         if let Some(a) = &self.active {
             if a.len + need > self.segment_size && a.len > 128 {
-                let r = self.seal();
-                self.poison(r)?;
+                self.seal()?;
             }
         }
         if self.active.is_none() {
+            // A failed create changes nothing here (the segment number is
+            // taken only once the file exists).
             let r = self.open_segment();
-            self.poison(r)?;
+            self.fail_repairable(r)?;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -577,7 +619,17 @@ impl LogWriter {
         self.dirty = true;
         if a.mem.len() - (a.pushed - a.mem_start) as usize >= PUSH_THRESHOLD {
             let r = self.push();
-            self.poison(r)?;
+            if let Err(e) = self.fail_repairable(r) {
+                // The caller sees this append fail, so it must not reach the
+                // log with a later push: take the record back. The records
+                // before it were acknowledged and stay in `mem`.
+                let a = self.active.as_mut().expect("active segment");
+                a.mem.truncate(before);
+                a.len -= added;
+                self.since_checkpoint -= added;
+                self.next_seq -= 1;
+                return Err(e);
+            }
         }
         Ok((self.active.as_ref().expect("active").n, rec_off, 0))
     }
@@ -627,14 +679,19 @@ impl LogWriter {
     /// next append starts a new segment. A flush with nothing appended since
     /// the last one creates no segment.
     pub fn flush(&mut self) -> Result<()> {
-        self.check()?;
+        self.ready()?;
         if !self.backend.sync_is_durable() {
             return self.seal();
         }
-        let r = self.push().and_then(|_| match self.active.as_mut() {
+        let r = self.push();
+        self.fail_repairable(r)?;
+        // A failed sync is not retried: after fsync reports an error the
+        // kernel may have dropped the dirty pages, so only a reopen (which
+        // reads back what the log really holds) is safe.
+        let r = match self.active.as_mut() {
             Some(a) => a.file.sync(),
             None => Ok(()),
-        });
+        };
         self.poison(r)?;
         self.dirty = false;
         Ok(())
@@ -645,27 +702,28 @@ impl LogWriter {
     /// was broken fails when it tries to create that segment, instead of
     /// writing a log beside ours.
     pub fn claim(&mut self) -> Result<()> {
-        self.check()?;
+        self.ready()?;
         if self.active.is_none() {
             let r = self.open_segment();
-            self.poison(r)?;
+            self.fail_repairable(r)?;
         }
         Ok(())
     }
 
     /// Makes everything durable and closes the active segment.
     pub fn seal(&mut self) -> Result<()> {
-        self.check()?;
-        // Poison on failure: `prev` then names a segment whose tail may not
-        // be durable (or, after a partial append, not where we think), and
-        // the next segment's header would vouch for it.
-        let r = self.push().and_then(|()| match self.active.take() {
+        self.ready()?;
+        let r = self.push();
+        self.fail_repairable(r)?;
+        // Poison if the close fails: `prev` then names a segment whose tail
+        // may not be durable, and the next segment's header would vouch for it.
+        let r = match self.active.take() {
             Some(a) => {
                 self.prev = (a.n, a.len);
                 a.file.close()
             }
             None => Ok(()),
-        });
+        };
         self.poison(r)?;
         self.active_segment.store(u64::MAX, Ordering::SeqCst);
         self.dirty = false;

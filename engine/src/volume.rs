@@ -1280,7 +1280,12 @@ impl Volume {
         };
         w.flush()?;
         if w.since_checkpoint >= self.opts.checkpoint_every {
-            self.checkpoint_locked(w)?;
+            // The flush's promise is kept once the log is durable; a
+            // checkpoint only shortens the replay of the next open. If it
+            // cannot be written (a full disk), the next flush tries again.
+            if let Err(e) = self.checkpoint_locked(w) {
+                tracing::warn!("{}: checkpoint not written, will retry: {e}", self.uri);
+            }
         }
         Ok(())
     }

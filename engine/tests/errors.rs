@@ -582,13 +582,17 @@ fn other_refusals() {
     v.close().unwrap();
 }
 
-#[test]
-fn out_of_space_is_reported_and_loses_nothing_flushed() {
-    let place = Place::new(Kind::Mem);
+/// Fills the backend of `place` with 64 KiB writes, each followed by a
+/// flush, until one fails. Returns the open volume, the model of what was
+/// flushed (without the failing write), the failing write's range, whether the write itself failed
+/// (rather than its flush), and the error.
+fn fill_until_full(
+    place: &Place,
+    uri: &str,
+) -> (Volume, Vec<u8>, std::ops::Range<usize>, bool, hlfs::Error) {
     let mem = place.mem.clone().unwrap();
-    let uri = place.uri("vol");
-    Volume::create(&uri, 8 << 20).unwrap();
-    let v = Volume::open(&uri, &place.opts()).unwrap();
+    Volume::create(uri, 8 << 20).unwrap();
+    let v = Volume::open(uri, &place.opts()).unwrap();
     let mut model = vec![0u8; 8 << 20];
     let first = pattern(1, 256 << 10);
     v.write(0, &first).unwrap();
@@ -596,40 +600,83 @@ fn out_of_space_is_reported_and_loses_nothing_flushed() {
     model[..first.len()].copy_from_slice(&first);
     let used: u64 = place.listing("vol").iter().map(|(_, n)| n).sum();
     mem.set_capacity(Some(used + (600 << 10)));
-    // Write and flush 64 KiB at a time until the backend is full.
     let mut off = 1 << 20;
-    let err = loop {
+    loop {
         let data = pattern(off, 64 << 10);
-        match v.write(off, &data).and_then(|()| v.flush()) {
-            Ok(()) => model[off as usize..off as usize + data.len()].copy_from_slice(&data),
-            Err(e) => break e,
+        let range = off as usize..off as usize + data.len();
+        if let Err(e) = v.write(off, &data) {
+            return (v, model, range, true, e);
         }
+        if let Err(e) = v.flush() {
+            return (v, model, range, false, e);
+        }
+        model[range].copy_from_slice(&data);
         off += 64 << 10;
         assert!(off < 8 << 20, "capacity was never reached");
-    };
+    }
+}
+
+/// `got` equals `model` except in `torn` (a write that failed), where each
+/// 4 KiB block holds the old or the new data.
+fn assert_model(got: &[u8], model: &[u8], torn: &std::ops::Range<usize>, new: &[u8], what: &str) {
+    assert!(got[..torn.start] == model[..torn.start], "{what}: data before the failed write differs");
+    assert!(got[torn.end..] == model[torn.end..], "{what}: data after the failed write differs");
+    for (i, b) in got[torn.clone()].chunks(4096).enumerate() {
+        let old = &model[torn.start + i * 4096..][..4096];
+        assert!(b == old || b == &new[i * 4096..][..4096], "{what}: block {i} of the failed write is torn");
+    }
+}
+
+#[test]
+fn out_of_space_is_reported_and_the_volume_goes_on_once_space_is_freed() {
+    let place = Place::new(Kind::Mem);
+    let mem = place.mem.clone().unwrap();
+    let uri = place.uri("vol");
+    let (v, mut model, torn, write_failed, err) = fill_until_full(&place, &uri);
     assert_eq!(err.kind(), ErrorKind::NoSpace, "{err}");
-    assert!(
-        err.to_string().contains("/vols/vol/"),
-        "{err} should name the file"
-    );
-    // Nothing more is accepted until the volume is reopened.
-    let again = expect_err(
-        v.write(0, &[1u8; 4096]),
-        ErrorKind::Backend,
-        &["close and reopen"],
-    );
+    assert!(err.to_string().contains("/vols/vol/"), "{err} should name the file");
+    let failed_data = pattern(torn.start as u64, torn.len());
+    // While the backend is full, writes and flushes fail with ENOSPC again
+    // (the writer is not poisoned), and reads see every acknowledged write.
+    for _ in 0..3 {
+        let e = v.write(torn.start as u64, &failed_data).and_then(|()| v.flush()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoSpace, "{e}");
+    }
+    assert_model(&read_all(&v), &model, &torn, &failed_data, "still full");
+    // Space comes back: the same open volume retries the failed write (as
+    // QEMU does on `cont` after werror=stop paused the VM) and goes on.
+    mem.set_capacity(None);
+    v.write(torn.start as u64, &failed_data).unwrap();
+    v.flush().unwrap();
+    model[torn.clone()].copy_from_slice(&failed_data);
+    let more = pattern(7 << 20, 128 << 10);
+    v.write(7 << 20, &more).unwrap();
+    model[7 << 20..(7 << 20) + more.len()].copy_from_slice(&more);
+    assert!(read_all(&v) == model, "the live volume differs from what it acknowledged");
+    v.close().unwrap();
+    let v = Volume::open(&uri, &place.opts()).unwrap();
+    assert!(read_all(&v) == model, "after reopening, the volume differs (write_failed={write_failed})");
+    v.close().unwrap();
+    assert!(hlfs::fsck(&uri, false).unwrap().errors.is_empty());
+}
+
+#[test]
+fn out_of_space_on_hdfs_fails_the_writer_until_reopened_and_loses_nothing_flushed() {
+    // HDFS cannot cut a half-written file back: the writer stays failed and
+    // the reopen's recovery reads back what the log holds.
+    let place = Place::new(Kind::MemClosedOnly);
+    let mem = place.mem.clone().unwrap();
+    let uri = place.uri("vol");
+    let (v, model, torn, _, err) = fill_until_full(&place, &uri);
+    assert_eq!(err.kind(), ErrorKind::NoSpace, "{err}");
+    let again = expect_err(v.write(0, &[1u8; 4096]), ErrorKind::Backend, &["close and reopen"]);
     assert!(again.contains("No space"), "{again} should carry the cause");
     drop(v);
     mem.set_capacity(None);
     let v = Volume::open(&uri, &place.opts()).unwrap();
-    let got = read_all(&v);
-    // The write whose flush failed may or may not be there; all else is exact.
-    let torn = off as usize..off as usize + (64 << 10);
-    assert!(
-        got[..torn.start] == model[..torn.start],
-        "flushed data lost after running out of space"
-    );
-    assert!(got[torn.end..] == model[torn.end..]);
+    // Every flushed write is there; the one whose write or flush failed may
+    // or may not be.
+    assert_model(&read_all(&v), &model, &torn, &pattern(torn.start as u64, torn.len()), "reopened");
     v.write(0, &[2u8; 4096]).unwrap();
     v.close().unwrap();
     assert!(hlfs::fsck(&uri, false).unwrap().errors.is_empty());

@@ -51,14 +51,13 @@ import subprocess
 import sys
 import time
 
+from common import Failure, run
+
 SECTOR = 512
 PROMPT = b"qemu-io> "
 MAX_SNAPS = 4
 RW_CHECK_RUNS = 300  # runs of equal sectors re-read by each read-write open
 
-
-class Failure(Exception):
-    """A check failed: something was lost, did not open, or errored."""
 
 
 def log(msg):
@@ -99,13 +98,6 @@ class Loop:
         )
 
     # --- helpers -------------------------------------------------------------
-
-    def run(self, argv, ok=(0,)):
-        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out = p.stdout.decode(errors="replace")
-        if ok is not None and p.returncode not in ok:
-            raise Failure(f"'{' '.join(argv)}' exited {p.returncode}:\n{out}")
-        return p.returncode, out
 
     def read_volume(self, quri):
         """Per-sector values of quri read through a read-only open, or None
@@ -524,7 +516,7 @@ class Loop:
 
     def check_clone(self, dst, want, what):
         duri = "local://" + dst
-        rc, out = self.run([self.cli, "info", duri], ok=None)
+        rc, out = run([self.cli, "info", duri], ok=None)
         if rc == 3:
             if os.path.exists(dst):
                 # A directory without a volume: harmless, not a clone.
@@ -542,7 +534,7 @@ class Loop:
             raise Failure(f"clone {duri} does not read as its snapshot {what}: "
                           f"{self.diff(want, bytes(b & 0xff for b in v))}")
         self.st["clones_checked"] += 1
-        self.run([self.cli, "delete", duri])
+        run([self.cli, "delete", duri])
         return True
 
     @staticmethod
@@ -563,7 +555,7 @@ class Loop:
         must report exactly that sector."""
         s = self.rng.randrange(self.nsec)
         v = (self.state[s] + 1) % 256 or 1
-        self.run([self.qemu_io, "-c", f"write -P {v} {s * SECTOR} {SECTOR}", "-c", "flush", self.quri])
+        run([self.qemu_io, "-c", f"write -P {v} {s * SECTOR} {SECTOR}", "-c", "flush", self.quri])
         lost = self.st["lost"]
         try:
             self.check_head(bytearray(self.state), list(self.owner), {}, "by the tamper check")
@@ -589,7 +581,7 @@ class Loop:
     def main(self):
         a = self.a
         os.makedirs(a.work, exist_ok=True)
-        self.run([self.qemu_img, "create", "-f", "hlfs", self.quri, str(a.size)])
+        run([self.qemu_img, "create", "-f", "hlfs", self.quri, str(a.size)])
         t0 = time.monotonic()
         log(f"seed {a.seed}, {a.points} crash points, volume {self.quri} ({a.size >> 20} MiB)")
         try:
@@ -601,7 +593,7 @@ class Loop:
                 if (i + 1) % a.progress == 0:
                     log(f"{i + 1}/{a.points} in {time.monotonic() - t0:.0f} s: {self.counts()}")
             self.tamper_check()
-            rc, out = self.run([self.cli, "fsck", self.uri], ok=None)
+            rc, out = run([self.cli, "fsck", self.uri], ok=None)
             if rc != 0:
                 raise Failure(f"hlfs fsck {self.uri} exited {rc}:\n{out}")
             log("ok: hlfs fsck passes")

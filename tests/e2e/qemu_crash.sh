@@ -19,16 +19,12 @@ qemu_init
 
 POINTS=${HLFS_CRASH_POINTS:-25}
 [[ $POINTS =~ ^[1-9][0-9]*$ ]] || fail "HLFS_CRASH_POINTS must be a positive number, not '$POINTS'"
-seed=()
-if [ -n "${HLFS_CRASH_SEED:-}" ]; then
-    [[ $HLFS_CRASH_SEED =~ ^[0-9]+$ ]] || fail "HLFS_CRASH_SEED must be a number, not '$HLFS_CRASH_SEED'"
-    seed=(--seed "$HLFS_CRASH_SEED")
-fi
+crash_seed_args
 command -v python3 >/dev/null || skip "python3 is not installed"
 
 rc=0
 python3 "$HLFS_ROOT/tests/crash/crashloop.py" --qemu-bin "$QEMU_BIN" --cli "$HLFS_CLI" \
-    --work "$E2E_WORK/loop" --points "$POINTS" "${seed[@]}" \
+    --work "$E2E_WORK/loop" --points "$POINTS" "${SEED_ARGS[@]}" \
     --progress $((POINTS >= 200 ? 50 : POINTS)) \
     ${HLFS_KEEP_WORK:+--keep-failed "$E2E_WORK/failed-volume"} >"$E2E_WORK/counts" || rc=$?
 counts=$(cat "$E2E_WORK/counts")

@@ -51,9 +51,15 @@ put_file() { # path content
 # fio:KEY=VAL,KEY=VAL,...: runs /usr/bin/fio with --KEY=VAL for each pair
 # (name= is required, and the job's options follow it) on the second disk, /dev/vdb, unless filename= is
 # given, and prints its JSON result between "HLFS-GUEST: fio-begin=NAME" and
-# "HLFS-GUEST: fio-end=NAME" lines (bench/report.sh parses them).
+# "HLFS-GUEST: fio-end=NAME" lines (bench/report.sh parses them); fio's
+# stderr (verify failures, say) is printed before them.
+# fio-stream:...: the same job, but fio writes straight to the console
+# (terse lines, a status line every 250 ms, nothing buffered in the guest)
+# between "HLFS-GUEST: fio-stream-begin=NAME" and "fio-stream-end=NAME rc=N":
+# a harness that kills QEMU mid-job reads how far fio got
+# (tests/crash/guest_fio_crash.py).
 run_fio() {
-    spec=$1
+    spec=$1 mode=$2
     name=""
     set --
     IFS=','
@@ -75,12 +81,23 @@ run_fio() {
         i=$((i + 1))
     done
     [ -e "$dev" ] || { say "error=fio-no-device:$dev"; return; }
-    if out=$(fio --output-format=json "$@" 2>/tmp/fio.err); then
+    if [ "$mode" = stream ]; then
+        say "fio-stream-begin=$name"
+        rc=0
+        fio --output-format=terse --status-interval=250ms "$@" || rc=$?
+        say "fio-stream-end=$name rc=$rc"
+        [ $rc = 0 ] || say "error=fio-failed:$name"
+        return
+    fi
+    rc=0
+    out=$(fio --output-format=json "$@" 2>/tmp/fio.err) || rc=$?
+    cat /tmp/fio.err
+    if [ $rc = 0 ]; then
         say "fio-begin=$name"
         printf '%s\n' "$out"
         say "fio-end=$name"
     else
-        cat /tmp/fio.err
+        printf '%s\n' "$out"
         say "error=fio-failed:$name"
     fi
 }
@@ -112,7 +129,10 @@ run_one() {
             rm -f "$FILL" && sync && say "removed=fill"
             ;;
         fio:*)
-            run_fio "${1#fio:}"
+            run_fio "${1#fio:}" json
+            ;;
+        fio-stream:*)
+            run_fio "${1#fio-stream:}" stream
             ;;
         "") ;;
         *) say "error=unknown-cmd:$1" ;;

@@ -162,3 +162,33 @@ guest_accel_args() {
         *) fail "HLFS_GUEST_ACCEL must be kvm, tcg or auto" ;;
     esac
 }
+
+# small_tmpfs DIR SIZE: mounts a tmpfs of SIZE (e.g. 40m) on DIR (created),
+# for full-disk tests; skips the test if it cannot. The EXIT trap then kills
+# E2E_PIDS with SIGKILL (a QEMU or qemu-io holding files there), unmounts
+# and cleans up.
+small_tmpfs() {
+    SMALL_TMPFS=$1
+    mkdir -p "$SMALL_TMPFS"
+    mount -t tmpfs -o "size=$2" "hlfs-$E2E_NAME" "$SMALL_TMPFS" || skip "cannot mount a tmpfs on $SMALL_TMPFS"
+    trap small_tmpfs_cleanup EXIT
+}
+small_tmpfs_cleanup() {
+    local pid
+    for pid in "${E2E_PIDS[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    umount "$SMALL_TMPFS" 2>/dev/null || umount -l "$SMALL_TMPFS" 2>/dev/null || true
+    e2e_cleanup
+}
+
+# crash_seed_args: sets SEED_ARGS to (--seed N) from HLFS_CRASH_SEED, or ()
+# (the crash loops pick a random seed and print it).
+crash_seed_args() {
+    SEED_ARGS=()
+    if [ -n "${HLFS_CRASH_SEED:-}" ]; then
+        [[ $HLFS_CRASH_SEED =~ ^[0-9]+$ ]] || fail "HLFS_CRASH_SEED must be a number, not '$HLFS_CRASH_SEED'"
+        SEED_ARGS=(--seed "$HLFS_CRASH_SEED")
+    fi
+}

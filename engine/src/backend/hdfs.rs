@@ -362,6 +362,14 @@ impl AppendFile for HdfsAppend {
             .io("syncing", &self.path, async move { w.hsync().await })
     }
 
+    fn truncate(&mut self, _len: u64) -> Result<()> {
+        // Never called: `append_is_repairable` is false.
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("{}: an HDFS file cannot be truncated while it is written", self.path),
+        ))
+    }
+
     fn close(mut self: Box<Self>) -> Result<()> {
         let w = &mut self.writer;
         self.backend
@@ -529,6 +537,10 @@ impl Backend for Arc<HdfsBackend> {
     }
 
     fn reads_see_unclosed_appends(&self) -> bool {
+        false
+    }
+
+    fn append_is_repairable(&self) -> bool {
         false
     }
 

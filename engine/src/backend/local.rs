@@ -45,6 +45,13 @@ impl AppendFile for LocalAppend {
         Ok(())
     }
 
+    fn truncate(&mut self, len: u64) -> Result<()> {
+        // The file is opened O_APPEND: the next append goes to the new end.
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io(format!("truncating {} to {len} bytes", self.path.display()), e))
+    }
+
     fn close(mut self: Box<Self>) -> Result<()> {
         self.sync()
     }
@@ -181,6 +188,10 @@ impl Backend for LocalBackend {
     }
 
     fn reads_see_unclosed_appends(&self) -> bool {
+        true
+    }
+
+    fn append_is_repairable(&self) -> bool {
         true
     }
 

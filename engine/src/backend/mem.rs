@@ -271,6 +271,11 @@ impl AppendFile for MemAppend {
             if let Some(cap) = st.capacity {
                 let used: u64 = st.files.values().map(|f| f.data.len() as u64).sum();
                 if used + data.len() as u64 > cap {
+                    // Like a real file system: what fits is written, then ENOSPC.
+                    let fits = cap.saturating_sub(used) as usize;
+                    if let Some(f) = st.files.get_mut(path) {
+                        f.data.extend_from_slice(&data[..fits]);
+                    }
                     return Err(Error::io(
                         format!("appending to {path}"),
                         std::io::Error::from_raw_os_error(libc::ENOSPC),
@@ -299,6 +304,31 @@ impl AppendFile for MemAppend {
                 f.durable_len = f.data.len();
                 f.durable_exists = true;
             }
+            Ok(())
+        })
+    }
+
+    fn truncate(&mut self, len: u64) -> Result<()> {
+        if self.backend.hdfs_rules {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("{}: HDFS files cannot be truncated by their writer", self.path),
+            ));
+        }
+        self.with(|st, path| {
+            let f = st
+                .files
+                .get_mut(path)
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} vanished")))?;
+            let len = len as usize;
+            if len > f.data.len() {
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    format!("{path}: truncate to {len} bytes, past its end ({})", f.data.len()),
+                ));
+            }
+            f.data.truncate(len);
+            f.durable_len = f.durable_len.min(len);
             Ok(())
         })
     }
@@ -486,6 +516,10 @@ impl Backend for MemBackend {
 
     fn reads_see_unclosed_appends(&self) -> bool {
         self.visible_before_close
+    }
+
+    fn append_is_repairable(&self) -> bool {
+        !self.hdfs_rules
     }
 
     fn local_index_dir(&self, _volume_dir: &str) -> Option<PathBuf> {

@@ -23,6 +23,11 @@ pub trait AppendFile: Send {
     /// appended so far is durable, including the file's existence (its
     /// directory entry). Elsewhere it promises nothing the engine relies on.
     fn sync(&mut self) -> Result<()>;
+    /// Cuts the file back to `len` bytes, which were appended earlier:
+    /// after a failed `append` (a full disk) the file may hold part of the
+    /// data, and the writer retries from `len`. Only called where the
+    /// backend's `append_is_repairable` says so.
+    fn truncate(&mut self, len: u64) -> Result<()>;
     /// Closes the file; once it returns, every appended byte is durable and
     /// visible to readers.
     fn close(self: Box<Self>) -> Result<()>;
@@ -66,6 +71,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Whether readers see appended bytes before the writer closes the file.
     /// Local files do; HDFS does not, so the engine keeps the unsealed tail in memory.
     fn reads_see_unclosed_appends(&self) -> bool;
+    /// Whether a writer can carry on after a failed `append` or `create`
+    /// (ENOSPC, say) once the cause is gone: local files can (a failed
+    /// create leaves no file, a partial append is cut back with
+    /// `truncate`). HDFS cannot: a failed append may leave a broken block
+    /// pipeline and a half-written file under our lease, so the engine's
+    /// writer stays failed until the volume is reopened, whose recovery
+    /// reads back what the log holds.
+    fn append_is_repairable(&self) -> bool;
     /// A local directory where the engine may keep its sled index cache for
     /// the volume at `volume_dir`, if the backend has a natural one.
     fn local_index_dir(&self, volume_dir: &str) -> Option<PathBuf>;
