@@ -416,7 +416,8 @@ def main():
             if extra > 32:
                 notes_mem.append(f"In the {label} row hlfs adds {extra:.0f} MiB, more than the fixed bounds "
                                  "docs/design.md §11 lists (16 MiB sled cache, a 2 MiB log tail, per-thread read "
-                                 "scratch buffers); where it goes has not been profiled yet.")
+                                 "scratch buffers); see \"QEMU memory with hlfs: where it goes\" in the hand-written "
+                                 "analysis below for a heap profile of one fio job.")
             summary.append((f"QEMU peak RSS, {label} (memory)", ratio(st["hlfs"]["median"], st["raw"]["median"]),
                             ratio(st["hlfs"]["median"], st["qcow2"]["median"])))
         a("")

@@ -166,7 +166,8 @@ pub struct Volume {
     read_only: bool,
     /// Timeline and size seen by a read-only snapshot view (None: the head).
     view: Option<(u64, u64)>,
-    index: Index,
+    /// The block map. Only a read-only view replaces it (`reload_view`).
+    index: RwLock<Arc<Index>>,
     state: RwLock<VolState>,
     writer: Mutex<Option<LogWriter>>,
     active_segment: Arc<AtomicU64>,
@@ -175,6 +176,9 @@ pub struct Volume {
     lock: Mutex<Option<WriteLock>>,
     opts: OpenOptions,
     closed: AtomicBool,
+    /// Bumped by every `reload_view`; serialised by `reloading`.
+    view_generation: AtomicU64,
+    reloading: Mutex<()>,
 }
 
 impl std::fmt::Debug for Volume {
@@ -877,7 +881,7 @@ impl Volume {
             dir,
             read_only: opts.read_only,
             view,
-            index,
+            index: RwLock::new(Arc::new(index)),
             state: RwLock::new(st),
             writer: Mutex::new(writer),
             active_segment,
@@ -886,6 +890,8 @@ impl Volume {
             lock: Mutex::new(lock),
             opts: opts.clone(),
             closed: AtomicBool::new(false),
+            view_generation: AtomicU64::new(0),
+            reloading: Mutex::new(()),
         };
         if let (Some(s), false) = (&u.snapshot, opts.read_only) {
             vol.snapshot_revert(s)?;
@@ -1037,16 +1043,58 @@ impl Volume {
         })
     }
 
+    fn index(&self) -> Arc<Index> {
+        self.index.read().clone()
+    }
+
+    /// A read-only view loads the map once, at open. If the volume's writer
+    /// cleans it meanwhile, blocks move to new segments and the old ones
+    /// are deleted after the grace period (design.md §13); the view then
+    /// fails with `NotFound` (a segment, or the checkpoint it searches).
+    /// This loads the newest checkpoint and log again, as a new open would.
+    /// A snapshot view reads the same data afterwards (a snapshot never
+    /// changes); a view of the head sees the head as of the reload.
+    fn reload_view(&self, seen_generation: u64) -> Result<()> {
+        let _g = self.reloading.lock();
+        if self.view_generation.load(Ordering::Acquire) != seen_generation {
+            return Ok(()); // another reader reloaded meanwhile
+        }
+        let uuid = self.state.read().uuid;
+        let ckpt = checkpoint::open_newest(&*self.backend, &self.dir, &uuid)?;
+        let (mut st, from) = match &ckpt {
+            Some(c) => (c.state.clone(), c.pos),
+            None => (VolState::default(), LogPos::default()),
+        };
+        let index = Index::layered(ckpt);
+        replay(&*self.backend, &self.dir, &uuid, &index, &mut st, from, false)?;
+        if let (Some((tl, _)), Some(name)) = (self.view, &self.uri.snapshot) {
+            if st.snapshot_by_name(name).map(|s| s.timeline) != Some(tl) {
+                return Err(not_found(format!(
+                    "{}: snapshot {name:?} was deleted while this view was open",
+                    self.uri
+                )));
+            }
+        }
+        let mut state = self.state.write(); // no resolve runs meanwhile
+        *self.index.write() = Arc::new(index);
+        *state = st;
+        self.readers.lock().clear();
+        self.view_generation.fetch_add(1, Ordering::AcqRel);
+        tracing::info!("{}: reloaded the read-only view (its writer cleaned the log)", self.uri);
+        Ok(())
+    }
+
     /// Resolves blocks `[first, first+n)` through the timeline chain.
     fn resolve(&self, first: u64, n: u64) -> Result<Vec<Option<Entry>>> {
         let st = self.state.read();
+        let index = self.index();
         let tl = self.view.map(|v| v.0).unwrap_or(st.head);
         let chain = st.chain(tl);
         let mut out = Vec::with_capacity(n as usize);
         for b in first..first + n {
             let mut found = None;
             for t in &chain {
-                if let Some(e) = self.index.get(*t, b)? {
+                if let Some(e) = index.get(*t, b)? {
                     found = Some(e);
                     break;
                 }
@@ -1056,8 +1104,25 @@ impl Volume {
         Ok(out)
     }
 
-    /// Reads whole blocks `[first, first + buf.len()/BS)` into `buf`.
+    /// Reads whole blocks `[first, first + buf.len()/BS)` into `buf`. A
+    /// read-only view whose segments the writer's cleaner deleted reloads
+    /// and reads again (`reload_view`).
     fn read_blocks(&self, first: u64, buf: &mut [u8], held: Option<&LogWriter>) -> Result<()> {
+        if !self.read_only {
+            return self.read_blocks_once(first, buf, held);
+        }
+        let generation = self.view_generation.load(Ordering::Acquire);
+        match self.read_blocks_once(first, buf, held) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.reload_view(generation)
+                    .map_err(|r| r.context(format!("{e}; reloading the view")))?;
+                self.read_blocks_once(first, buf, held)
+            }
+            r => r,
+        }
+    }
+
+    fn read_blocks_once(&self, first: u64, buf: &mut [u8], held: Option<&LogWriter>) -> Result<()> {
         let n = (buf.len() / BS) as u64;
         let entries = self.resolve(first, n)?;
         let mut i = 0usize;
@@ -1212,7 +1277,7 @@ impl Volume {
             let first_block = first + (ci * MAX_BLOCKS_PER_RECORD as usize) as u64;
             let (seg, rec_off, rec) = w.append_data(head, first_block, chunk)?;
             let mut st = self.state.write();
-            apply(&self.index, &mut st, seg, rec_off, &rec)?;
+            apply(&self.index(), &mut st, seg, rec_off, &rec)?;
         }
         Ok(())
     }
@@ -1258,7 +1323,7 @@ impl Volume {
         };
         let (seg, off, _) = w.append(&rec, &[])?;
         let mut st = self.state.write();
-        apply(&self.index, &mut st, seg, off, &rec)
+        apply(&self.index(), &mut st, seg, off, &rec)
     }
 
     /// Same as `write_zeroes`: discarded ranges read as zeros.
@@ -1296,7 +1361,7 @@ impl Volume {
         // make every other opener fail with "the log after … is missing".
         self.sync_visible(w)?;
         let st = self.state.read();
-        checkpoint::write(&*self.backend, &self.dir, w.position(), &st, &self.index)?;
+        checkpoint::write(&*self.backend, &self.dir, w.position(), &st, &self.index())?;
         w.since_checkpoint = 0;
         Ok(())
     }
@@ -1306,7 +1371,7 @@ impl Volume {
         let (seg, off, _) = w.append(&rec, &[])?;
         {
             let mut st = self.state.write();
-            apply(&self.index, &mut st, seg, off, &rec)?;
+            apply(&self.index(), &mut st, seg, off, &rec)?;
         }
         // Snapshots, reverts and resizes must be visible to other openers
         // (`vol%snap` views, `clone_volume`), not only durable.
@@ -1623,15 +1688,15 @@ impl Volume {
             // a whole-map checkpoint.
             if w.since_checkpoint >= self.opts.checkpoint_every.min(CLOSE_CHECKPOINT_BYTES) {
                 let st = self.state.read();
-                checkpoint::write(&*self.backend, &self.dir, w.position(), &st, &self.index)?;
+                checkpoint::write(&*self.backend, &self.dir, w.position(), &st, &self.index())?;
                 w.since_checkpoint = 0;
             }
             let st = self.state.read();
-            self.index.meta_put("state", &st.encode())?;
-            self.index.meta_put("pos", &w.position().encode())?;
-            self.index.meta_put("tail", &log_tail(&*self.backend, &self.dir, w.position())?)?;
-            self.index.meta_put("clean", &[1])?;
-            self.index.flush()?;
+            self.index().meta_put("state", &st.encode())?;
+            self.index().meta_put("pos", &w.position().encode())?;
+            self.index().meta_put("tail", &log_tail(&*self.backend, &self.dir, w.position())?)?;
+            self.index().meta_put("clean", &[1])?;
+            self.index().flush()?;
         }
         if let Some(l) = self.lock.lock().take() {
             l.release()?;

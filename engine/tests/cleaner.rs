@@ -276,3 +276,62 @@ fn the_background_cleaner_keeps_the_log_bounded() {
     assert!(read_all(&v) == head);
     std::sync::Arc::try_unwrap(v).ok().expect("the cleaner let go of the volume").close().unwrap();
 }
+
+/// A clone (which reads through a read-only view of its base snapshot) and
+/// a plain read-only view stay open while the base's writer cleans the log
+/// and deletes the retired segments at once (no grace period): their next
+/// reads find their segments (and the checkpoint the views search) gone,
+/// reload the view and read exactly what they read before.
+#[test]
+fn read_only_views_outlive_the_deletion_of_their_segments() {
+    for kind in [Kind::Local, Kind::Mem, Kind::MemClosedOnly] {
+        let place = Place::new(kind);
+        let uri = place.uri("v");
+        Volume::create(&uri, SIZE).unwrap();
+        let v = Volume::open(&uri, &opts(&place)).unwrap();
+        let mut head = vec![0u8; SIZE as usize];
+        churn(&v, &mut head, 21, 3, 150);
+        v.snapshot_create("s").unwrap();
+        v.close().unwrap();
+        let snap = head.clone();
+        clone_volume(&format!("{uri}%s"), &place.uri("c"), None).unwrap();
+        let c = Volume::open(&place.uri("c"), &opts(&place)).unwrap();
+        let view = Volume::open(&format!("{uri}%s"), &OpenOptions::read_only()).unwrap();
+        let head_view = Volume::open(&uri, &OpenOptions::read_only()).unwrap();
+        assert!(read_all(&view) == snap && read_all(&c) == snap, "{kind:?}: before");
+
+        let v = Volume::open(&uri, &opts(&place)).unwrap();
+        churn(&v, &mut head, 22, 3, 150);
+        let before: Vec<String> = place.listing("v").into_iter().map(|(n, _)| n).collect();
+        for _ in 0..2 {
+            v.gc(&all_now(), &mut |_, _| {}).unwrap();
+        }
+        let after: Vec<String> = place.listing("v").into_iter().map(|(n, _)| n).collect();
+        let is_seg = |n: &String| n.rsplit('/').next().is_some_and(|f| f.starts_with("seg-"));
+        let gone = before.iter().filter(|n| is_seg(n) && !after.contains(n)).count();
+        assert!(gone > 0, "{kind:?}: the passes deleted no segment; the test proves nothing");
+
+        assert!(read_all(&view) == snap, "{kind:?}: snapshot view after its segments were deleted");
+        assert!(read_all(&c) == snap, "{kind:?}: clone after its base's segments were deleted");
+        // A view of the head reloads to the head as it is now.
+        assert!(read_all(&head_view) == head, "{kind:?}: head view after the reload");
+        // A deleted snapshot is reported as such, not as a missing segment.
+        drop(c);
+        delete_clone_and_snapshot(&place, &v);
+        churn(&v, &mut head, 23, 2, 150);
+        for _ in 0..2 {
+            v.gc(&all_now(), &mut |_, _| {}).unwrap();
+        }
+        let mut buf = vec![0u8; SIZE as usize];
+        match view.read(0, &mut buf) {
+            Ok(()) => assert!(buf == snap, "{kind:?}: a view of a deleted snapshot read something else"),
+            Err(e) => assert!(e.to_string().contains("was deleted while this view was open"), "{kind:?}: {e}"),
+        }
+        v.close().unwrap();
+    }
+}
+
+fn delete_clone_and_snapshot(place: &Place, v: &Volume) {
+    hlfs::delete_volume(&place.uri("c")).unwrap();
+    v.snapshot_delete("s").unwrap();
+}

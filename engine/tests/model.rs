@@ -387,13 +387,11 @@ impl Run {
             }
             Op::Gc(vol) => {
                 let i = self.pick(vol);
-                // Open clones hold read-only views of their base that may
-                // still look blocks up in the segments this pass retires:
-                // those stay readable for the grace period (design.md §12),
-                // so delete retired segments at once only without clones.
-                let grace = if self.clones_of(i, None).is_empty() { 0 } else { 600 };
+                // Retired segments are deleted at once, although open clones
+                // hold read-only views of their base that still point into
+                // them: those views reload on their next read.
                 let m = &self.vols[i];
-                let opts = GcOptions { max_utilization: 1.0, max_segments: 0, retire_grace_secs: grace };
+                let opts = GcOptions { max_utilization: 1.0, max_segments: 0, retire_grace_secs: 0 };
                 m.v().gc(&opts, &mut |_, _| {}).unwrap_or_else(|e| panic!("gc {}: {e}", m.uri));
             }
             Op::Flatten(vol) => {

@@ -250,7 +250,7 @@ impl Volume {
                 let want = Entry::Data { seg, off: off as u32, crc: *crc };
                 let mut owner = None;
                 for t in &timelines {
-                    if self.index.get(*t, b)? == Some(want) {
+                    if self.index().get(*t, b)? == Some(want) {
                         owner = Some(*t);
                         break;
                     }
@@ -305,7 +305,7 @@ impl Volume {
             while i < run.crcs.len() {
                 let still = |j: usize| -> Result<bool> {
                     let want = Entry::Data { seg, off: (run.src_off + (j * BS) as u64) as u32, crc: run.crcs[j] };
-                    Ok(self.index.get(run.timeline, run.first_block + j as u64)? == Some(want))
+                    Ok(self.index().get(run.timeline, run.first_block + j as u64)? == Some(want))
                 };
                 if !still(i)? {
                     i += 1;
@@ -319,7 +319,7 @@ impl Volume {
                 let (s, off, rec) = w.append_data(run.timeline, run.first_block + i as u64, &data[i * BS..j * BS])?;
                 {
                     let mut st = self.state.write();
-                    apply(&self.index, &mut st, s, off, &rec)?;
+                    apply(&self.index(), &mut st, s, off, &rec)?;
                 }
                 blocks += (j - i) as u64;
                 let after = w.position();

@@ -249,7 +249,7 @@ impl Volume {
     pub(super) fn next_mapped_in(&self, tls: &[u64], from: u64) -> Result<Option<u64>> {
         let mut best: Option<u64> = None;
         for t in tls {
-            if let Some(r) = self.index.range(*t, from, u64::MAX).next() {
+            if let Some(r) = self.index().range(*t, from, u64::MAX).next() {
                 let (b, _) = r?;
                 best = Some(best.map_or(b, |x| x.min(b)));
             }
@@ -266,7 +266,7 @@ impl Volume {
         };
         let mut seen: BTreeMap<u64, bool> = BTreeMap::new();
         for t in &chain {
-            for r in self.index.range(*t, from, to) {
+            for r in self.index().range(*t, from, to) {
                 let (b, e) = r?;
                 seen.entry(b).or_insert(matches!(e, Entry::Data { .. }));
             }
@@ -287,7 +287,7 @@ impl Volume {
     pub(super) fn entries_in(&self, tls: &[u64], from: u64, to: u64) -> Result<BTreeMap<u64, Vec<(u64, Entry)>>> {
         let mut m: BTreeMap<u64, Vec<(u64, Entry)>> = BTreeMap::new();
         for t in tls {
-            for r in self.index.range(*t, from, to) {
+            for r in self.index().range(*t, from, to) {
                 let (b, e) = r?;
                 m.entry(b).or_default().push((*t, e));
             }

@@ -159,10 +159,10 @@ impl Volume {
                 while i < *n {
                     let copy = |j: u64| -> Result<bool> {
                         let blk = &buf[j as usize * BS..(j as usize + 1) * BS];
-                        Ok(self.index.get(*root, first + j)?.is_none() && blk.iter().any(|x| *x != 0))
+                        Ok(self.index().get(*root, first + j)?.is_none() && blk.iter().any(|x| *x != 0))
                     };
                     if !copy(i)? {
-                        if self.index.get(*root, first + i)?.is_none() {
+                        if self.index().get(*root, first + i)?.is_none() {
                             rep.zero_blocks += 1;
                         }
                         i += 1;
@@ -176,7 +176,7 @@ impl Volume {
                         w.append_data(*root, first + i, &buf[i as usize * BS..j as usize * BS])?;
                     {
                         let mut st = self.state.write();
-                        apply(&self.index, &mut st, seg, off, &rec)?;
+                        apply(&self.index(), &mut st, seg, off, &rec)?;
                     }
                     rep.blocks_copied += j - i;
                     rep.bytes_copied += (j - i) * BLOCK_SIZE;
