@@ -79,7 +79,7 @@ APT_PKGS=(build-essential ninja-build pkg-config flex bison python3-venv
 install_deps() {
     install_apt "${APT_PKGS[@]}"
     # Option ROMs, keymaps etc. matching QEMU 10 (the +ds tarball has none).
-    if ! dpkg-query -W -f='${Version}' qemu-system-data 2>/dev/null | grep -q "^1:$QEMU_VERSION"; then
+    if ! dpkg-query -W -f='${Version}' qemu-system-data 2>/dev/null | grep "^1:$QEMU_VERSION" >/dev/null; then
         apt_update
         log "apt-get install -t bookworm-backports qemu-system-data"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
@@ -169,7 +169,7 @@ rm -rf "$WORK/share/qemu/keymaps"
 cp -r "$WORK/src/pc-bios/keymaps" "$WORK/share/qemu/"
 
 # ---- smoke test ---------------------------------------------------------------
-"$BIN/qemu-img" --help | grep -q 'Supported formats:.* hlfs' ||
+"$BIN/qemu-img" --help | grep 'Supported formats:.* hlfs' >/dev/null ||
     die "$BIN/qemu-img lacks the hlfs driver"
 echo "$STAMP_WANT" >"$WORK/stamp"
 touch "$WORK"

@@ -29,23 +29,23 @@ with open(sys.argv[1], "wb") as f:
 EOF
 
 run qemu-img create -f hlfs "$V" 10G
-run qemu-img info -f hlfs "$V" | grep -q 'virtual size: 10 GiB' || fail info
+run qemu-img info -f hlfs "$V" | grep 'virtual size: 10 GiB' >/dev/null || fail info
 run qemu-img convert "$T/raw.img" "$V"
-run qemu-img compare "$T/raw.img" "$V" 2>/dev/null | grep -q identical || fail compare
+run qemu-img compare "$T/raw.img" "$V" 2>/dev/null | grep identical >/dev/null || fail compare
 run qemu-img snapshot -c snapshot1 "$V"
-run qemu-img snapshot -l "$V" | grep -q snapshot1 || fail "snapshot -l"
-run qemu-img info --output json -U "$V" | grep -q '"format": "hlfs"' || fail "info json"
+run qemu-img snapshot -l "$V" | grep snapshot1 >/dev/null || fail "snapshot -l"
+run qemu-img info --output json -U "$V" | grep '"format": "hlfs"' >/dev/null || fail "info json"
 run qemu-img map --output json "$V" >/dev/null
 run qemu-img bench -c 1000 -s 4k "$V" >/dev/null
 run qemu-img create -f hlfs "$V"2 10G
 run qemu-img create -b "$V%snapshot1" "$V"2
-run qemu-img compare "$T/raw.img" "$V"2 2>/dev/null | grep -q identical || fail clone
+run qemu-img compare "$T/raw.img" "$V"2 2>/dev/null | grep identical >/dev/null || fail clone
 run qemu-img create -f hlfs -F hlfs -b "$V%snapshot1" "$V"3 12G
 run qemu-io -c 'write -P 0x5a 1M 64k' -c 'read -P 0x5a 1M 64k' "$V"3 >/dev/null
 # snapshot1 has clones now, so delete another one
 run qemu-img snapshot -c snapshot2 "$V"
 run qemu-img snapshot -d snapshot2 "$V"
-qemu-img snapshot -l "$V" | grep -q snapshot2 && fail "snapshot -d"
+qemu-img snapshot -l "$V" | grep snapshot2 >/dev/null && fail "snapshot -d"
 qemu-img info "$V%shopshot1" >/dev/null 2>&1 && fail "bad snapshot accepted"
 
 ACCEL=tcg; [ -w /dev/kvm ] && ACCEL=kvm
@@ -55,6 +55,6 @@ for drive in "-drive file=$V,if=virtio" "-drive file=$V%snapshot1,if=virtio" "-h
     out=$(timeout 60 qemu-system-x86_64 -accel $ACCEL -m 256 -display none \
           -serial stdio -monitor none -no-reboot \
           -device isa-debug-exit,iobase=0xf4,iosize=4 $drive 2>&1) || true
-    echo "$out" | grep -q HLFS-BOOT-OK || fail "boot from $drive: $out"
+    echo "$out" | grep HLFS-BOOT-OK >/dev/null || fail "boot from $drive: $out"
 done
 echo "smoke test passed ($BIN)"

@@ -20,7 +20,7 @@ apt_update() {
 # bookworm-backports known to apt unless SRCPKG's source at that version
 # already is.
 ensure_backports() {
-    apt-cache showsrc "$1" 2>/dev/null | grep -q "^Version: $2" && return 0
+    apt-cache showsrc "$1" 2>/dev/null | grep "^Version: $2" >/dev/null && return 0
     if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
         log "adding bookworm-backports (deb, deb-src) as $BACKPORTS"
         cat >"$BACKPORTS" <<'EOT'
@@ -38,7 +38,7 @@ EOT
 install_apt() {
     local missing=() p
     for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'ok installed' >/dev/null || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     apt_update

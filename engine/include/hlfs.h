@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -75,6 +76,13 @@ void hlfs_close(hlfs_volume *vol);
  * volume.  Reads of never-written areas return zeros. */
 int hlfs_pread(hlfs_volume *vol, void *buf, uint64_t len, uint64_t offset);
 int hlfs_pwrite(hlfs_volume *vol, const void *buf, uint64_t len, uint64_t offset);
+/* The same with a scatter-gather list: the request is the concatenation of
+ * the iovcnt buffers (any lengths; their sum follows the rules above).  A
+ * write is gathered straight into the log, so the caller needs no bounce
+ * buffer, and the buffers may change meanwhile (guest memory): checksums
+ * are taken from the log's own copy. */
+int hlfs_preadv(hlfs_volume *vol, const struct iovec *iov, int iovcnt, uint64_t offset);
+int hlfs_pwritev(hlfs_volume *vol, const struct iovec *iov, int iovcnt, uint64_t offset);
 /* Returns after every write that completed before the call is durable. */
 int hlfs_flush(hlfs_volume *vol);
 /* Both make the range read as zeros and unmap it. */

@@ -271,6 +271,72 @@ pub unsafe extern "C" fn hlfs_pwrite(
     })
 }
 
+/// The buffers of an iovec list, checked.
+///
+/// # Safety
+/// `iov` valid for `iovcnt` entries, each buffer valid for its length.
+unsafe fn iovecs<'a>(iov: *const libc::iovec, iovcnt: c_int) -> crate::error::Result<Vec<&'a mut [u8]>> {
+    if iovcnt < 0 || (iovcnt > 0 && iov.is_null()) {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("bad iovec list ({iovcnt} entries at {iov:?})"),
+        ));
+    }
+    // SAFETY: the caller guarantees `iov` holds `iovcnt` entries.
+    let list = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
+    Ok(list
+        .iter()
+        .filter(|e| e.iov_len > 0)
+        // SAFETY: the caller guarantees each buffer is valid for its length for the call.
+        .map(|e| unsafe { std::slice::from_raw_parts_mut(e.iov_base as *mut u8, e.iov_len) })
+        .collect())
+}
+
+/// Reads into the concatenation of `iovcnt` buffers from `offset`.
+///
+/// # Safety
+/// `v` a live handle; `iov` valid for `iovcnt` entries, each buffer valid
+/// for its length and writable.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_preadv(
+    v: *mut HlfsVolume,
+    iov: *const libc::iovec,
+    iovcnt: c_int,
+    offset: u64,
+) -> c_int {
+    guard(std::ptr::null_mut(), || {
+        let vol = vol(v)?;
+        // SAFETY: forwarded from the caller.
+        let mut bufs = unsafe { iovecs(iov, iovcnt) }?;
+        vol.read_vectored(offset, &mut bufs)
+            .inspect_err(|e| tracing::error!("{e}"))?;
+        Ok(0)
+    })
+}
+
+/// Writes the concatenation of `iovcnt` buffers at `offset`.
+///
+/// # Safety
+/// `v` a live handle; `iov` valid for `iovcnt` entries, each buffer valid
+/// for its length.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_pwritev(
+    v: *mut HlfsVolume,
+    iov: *const libc::iovec,
+    iovcnt: c_int,
+    offset: u64,
+) -> c_int {
+    guard(std::ptr::null_mut(), || {
+        let vol = vol(v)?;
+        // SAFETY: forwarded from the caller.
+        let bufs = unsafe { iovecs(iov, iovcnt) }?;
+        let parts: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
+        vol.write_vectored(offset, &parts)
+            .inspect_err(|e| tracing::error!("{e}"))?;
+        Ok(0)
+    })
+}
+
 /// Makes completed writes durable.
 ///
 /// # Safety

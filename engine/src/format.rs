@@ -380,6 +380,11 @@ fn encode_payload(rec: &Record, e: &mut Enc) {
 /// bytes of a `Data` record; empty otherwise). Returns the offset within the
 /// encoded record where `data` begins.
 pub fn encode_record(out: &mut Vec<u8>, seq: u64, rec: &Record, data: &[u8]) -> usize {
+    encode_record_parts(out, seq, rec, &[data])
+}
+
+/// `encode_record` with the data gathered from `parts`, in order.
+fn encode_record_parts(out: &mut Vec<u8>, seq: u64, rec: &Record, parts: &[&[u8]]) -> usize {
     let start = out.len();
     let mut e = Enc(std::mem::take(out));
     e.bytes(&MAGIC)
@@ -392,7 +397,9 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, rec: &Record, data: &[u8]) -> 
         .u64(0);
     encode_payload(rec, &mut e);
     let data_off = e.0.len() - start;
-    e.bytes(data);
+    for p in parts {
+        e.bytes(p);
+    }
     *out = e.0;
     let len = (out.len() - start - RECORD_HEADER_LEN) as u32;
     out[start + OFF_LEN..start + OFF_LEN + 4].copy_from_slice(&len.to_le_bytes());
@@ -401,26 +408,28 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, rec: &Record, data: &[u8]) -> 
     data_off
 }
 
-/// Encodes a `Data` record for `data` (whole blocks) into `out`, taking the
-/// per-block checksums from the bytes as copied into `out`, so a caller that
-/// changes its buffer meanwhile (guest memory) can never log a block whose
-/// checksum does not match it. Returns the record as logged.
+/// Encodes a `Data` record for whole blocks, gathered from `parts` in order,
+/// into `out`, taking the per-block checksums from the bytes as copied into
+/// `out`, so a caller that changes its buffers meanwhile (guest memory) can
+/// never log a block whose checksum does not match it. Returns the record
+/// as logged.
 pub fn encode_data_record(
     out: &mut Vec<u8>,
     seq: u64,
     timeline: u64,
     first_block: u64,
-    data: &[u8],
+    parts: &[&[u8]],
 ) -> Record {
-    let count = data.len() / BLOCK_SIZE as usize;
-    debug_assert!(count > 0 && data.len() % BLOCK_SIZE as usize == 0);
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let count = len / BLOCK_SIZE as usize;
+    debug_assert!(count > 0 && len % BLOCK_SIZE as usize == 0);
     let start = out.len();
     let placeholder = Record::Data {
         timeline,
         first_block,
         crcs: vec![0; count],
     };
-    let data_off = encode_record(out, seq, &placeholder, data);
+    let data_off = encode_record_parts(out, seq, &placeholder, parts);
     let crcs: Vec<u32> = out[start + data_off..]
         .chunks(BLOCK_SIZE as usize)
         .map(crc32c::crc32c)

@@ -643,15 +643,21 @@ impl LogWriter {
         first_block: u64,
         data: &[u8],
     ) -> Result<(u64, u64, Record)> {
+        self.append_data_parts(timeline, first_block, &[data])
+    }
+
+    /// `append_data` with the blocks gathered from `parts`, in order (a
+    /// guest's scatter-gather list: no copy of it is made first).
+    pub fn append_data_parts(
+        &mut self,
+        timeline: u64,
+        first_block: u64,
+        parts: &[&[u8]],
+    ) -> Result<(u64, u64, Record)> {
+        let len = parts.iter().map(|p| p.len()).sum();
         let mut logged = None;
-        let (seg, off, _) = self.append_with(data.len(), &mut |out, seq| {
-            logged = Some(format::encode_data_record(
-                out,
-                seq,
-                timeline,
-                first_block,
-                data,
-            ));
+        let (seg, off, _) = self.append_with(len, &mut |out, seq| {
+            logged = Some(format::encode_data_record(out, seq, timeline, first_block, parts));
         })?;
         Ok((seg, off, logged.expect("encoded")))
     }

@@ -35,6 +35,36 @@ const BS: usize = BLOCK_SIZE as usize;
 thread_local! {
     /// Per-thread buffer where read blocks are verified before being copied out.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread buffer of `read_vectored`.
+    static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A `GATHER` buffer larger than this is freed after use rather than kept.
+const GATHER_KEEP: usize = 4 << 20;
+
+/// Splits the concatenation of `parts` into chunks of `size` bytes (the last
+/// one shorter), each a list of sub-slices of `parts`.
+fn split_parts<'a>(parts: &[&'a [u8]], size: usize) -> Vec<Vec<&'a [u8]>> {
+    let mut out = Vec::new();
+    let mut cur: Vec<&'a [u8]> = Vec::new();
+    let mut room = size;
+    for &p in parts {
+        let mut p = p;
+        while !p.is_empty() {
+            let n = p.len().min(room);
+            cur.push(&p[..n]);
+            p = &p[n..];
+            room -= n;
+            if room == 0 {
+                out.push(std::mem::take(&mut cur));
+                room = size;
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// How to open a volume.
@@ -1232,22 +1262,31 @@ impl Volume {
     /// and inside the volume. Whole 4 KiB blocks are written as they are;
     /// only a partial block at either end is read, merged and rewritten.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.write_vectored(offset, &[data])
+    }
+
+    /// Writes the concatenation of `parts` at `offset`, like `write`. Whole
+    /// blocks are gathered straight into the log's tail (one copy, which is
+    /// also what the checksums are taken from), so a caller with a
+    /// scatter-gather list (QEMU) needs no buffer of its own.
+    pub fn write_vectored(&self, offset: u64, parts: &[&[u8]]) -> Result<()> {
         self.check_writable()?;
         let mut wguard = self.writer.lock();
         let size = self.state.read().virtual_size;
-        self.check_io(offset, data.len() as u64, size)?;
-        if data.is_empty() {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.check_io(offset, len as u64, size)?;
+        if len == 0 {
             return Ok(());
         }
         let w = wguard
             .as_mut()
             .ok_or_else(|| Error::new(ErrorKind::ReadOnly, "read-only"))?;
-        let end = offset + data.len() as u64;
+        let end = offset + len as u64;
         let first = offset / BLOCK_SIZE;
         let aligned = offset % BLOCK_SIZE == 0 && end % BLOCK_SIZE == 0;
-        let owned;
-        let blocks: &[u8] = if aligned {
-            data
+        let (owned, owned_ref);
+        let blocks: &[&[u8]] = if aligned {
+            parts
         } else {
             let last = end.div_ceil(BLOCK_SIZE);
             let mut b = vec![0u8; ((last - first) as usize) * BS];
@@ -1264,22 +1303,47 @@ impl Volume {
                 let l = b.len();
                 self.read_blocks(last - 1, &mut b[l - BS..], Some(w))?;
             }
-            let s = (offset - first * BLOCK_SIZE) as usize;
-            b[s..s + data.len()].copy_from_slice(data);
+            let mut s = (offset - first * BLOCK_SIZE) as usize;
+            for p in parts {
+                b[s..s + p.len()].copy_from_slice(p);
+                s += p.len();
+            }
             owned = b;
-            &owned
+            owned_ref = [owned.as_slice()];
+            &owned_ref
         };
         let head = self.state.read().head;
-        for (ci, chunk) in blocks
-            .chunks(MAX_BLOCKS_PER_RECORD as usize * BS)
-            .enumerate()
-        {
+        for (ci, chunk) in split_parts(blocks, MAX_BLOCKS_PER_RECORD as usize * BS).iter().enumerate() {
             let first_block = first + (ci * MAX_BLOCKS_PER_RECORD as usize) as u64;
-            let (seg, rec_off, rec) = w.append_data(head, first_block, chunk)?;
+            let (seg, rec_off, rec) = w.append_data_parts(head, first_block, chunk)?;
             let mut st = self.state.write();
             apply(&self.index(), &mut st, seg, rec_off, &rec)?;
         }
         Ok(())
+    }
+
+    /// Reads into the concatenation of `bufs` from `offset`, like `read`.
+    /// More than one buffer is read through a per-thread buffer (reused, so
+    /// a caller issuing many requests does not allocate for each).
+    pub fn read_vectored(&self, offset: u64, bufs: &mut [&mut [u8]]) -> Result<()> {
+        if let [one] = bufs {
+            return self.read(offset, one);
+        }
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        GATHER.with_borrow_mut(|g| -> Result<()> {
+            g.clear();
+            g.resize(len, 0);
+            self.read(offset, g)?;
+            let mut at = 0;
+            for b in bufs.iter_mut() {
+                b.copy_from_slice(&g[at..at + b.len()]);
+                at += b.len();
+            }
+            if g.capacity() > GATHER_KEEP {
+                *g = Vec::new();
+            }
+            Ok(())
+        })
     }
 
     /// Makes `[offset, offset+len)` read as zeros and releases its blocks

@@ -94,7 +94,7 @@ list=$(must "snapshot -l" qemu-img snapshot -l "$VM")
 pre=$(awk '$2 ~ /^pre-revert-[0-9]+$/ { print $2 }' <<<"$list")
 [ "$(wc -w <<<"$pre")" = 1 ] || fail "expected one pre-revert-N snapshot after booting %s1:
 $list"
-"$HLFS_CLI" snapshot list "local://$T/vm" | grep -qw -- "$pre" ||
+"$HLFS_CLI" snapshot list "local://$T/vm" | grep -w -- "$pre" >/dev/null ||
     fail "hlfs snapshot list does not show $pre"
 marker "local://$T/vm%$pre" second
 marker "local://$T/vm" first

@@ -164,7 +164,7 @@ j = json.loads(sys.argv[1])
 assert j["format"] == "hlfs" and j["virtual-size"] == int(sys.argv[2]), j
 assert j["snapshots"][0]["name"] == "snapshot1", j
 ' "$json" "$GiB10" || fail "info -U while held: $json"
-must "info -U text while held" qemu-img info -U "$VC" | grep -q '^file format: hlfs$' ||
+must "info -U text while held" qemu-img info -U "$VC" | grep '^file format: hlfs$' >/dev/null ||
     fail "info -U text while held lacks the format"
 # The holder's flushed write is visible to a read-only opener.
 qio "read-only read while held" -r -U "$VC" -- 'read -P 0x42 1048576 4096'

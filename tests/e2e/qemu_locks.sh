@@ -55,7 +55,7 @@ holder_cmd() {
     printf '%s\n' "$2" >&"${!fd}"
     wait_prompts "$n" $((before + 1)) || fail "qemu-io $n died on '$2':
 $(cat "$T/$n.out")"
-    if tail -n +1 "$T/$n.out" | grep -Eqi 'failed|error'; then
+    if tail -n +1 "$T/$n.out" | grep -Ei 'failed|error' >/dev/null; then
         fail "qemu-io $n: '$2' failed:
 $(cat "$T/$n.out")"
     fi

@@ -69,7 +69,7 @@ qemu_init() {
     [ -x "$bin/qemu-img" ] || fail "qemu-patch/build.sh printed '$bin', which has no qemu-img"
     export QEMU_BIN=$bin
     export PATH="$bin:$PATH"
-    qemu-img --help | grep -q 'Supported formats:.* hlfs' ||
+    qemu-img --help | grep 'Supported formats:.* hlfs' >/dev/null ||
         fail "$bin/qemu-img has no hlfs driver"
 }
 
@@ -100,7 +100,7 @@ must_fail() {
     out=$("$@" 2>&1) || rc=$?
     [ $rc != 0 ] || fail "$what: '$*' succeeded, expected an error matching /$re/:
 $out"
-    printf '%s\n' "$out" | grep -Eqi -- "$re" ||
+    printf '%s\n' "$out" | grep -Ei -- "$re" >/dev/null ||
         fail "$what: '$*' failed (exit $rc) but its message does not match /$re/:
 $out"
     log "ok ($what): $(printf '%s\n' "$out" | grep -Ei -m1 -- "$re")"
@@ -119,7 +119,7 @@ qio() {
     for c in "$@"; do cmds+=(-c "$c"); done
     echo "+ qemu-io ${opts[*]} $(printf -- "-c '%s' " "$@")" >&2
     out=$(qemu-io "${opts[@]}" "${cmds[@]}" 2>&1) || rc=$?
-    if [ $rc != 0 ] || printf '%s\n' "$out" | grep -Eqi 'verification failed|failed|error|cannot|can.t'; then
+    if [ $rc != 0 ] || printf '%s\n' "$out" | grep -Ei 'verification failed|failed|error|cannot|can.t' >/dev/null; then
         fail "$what: qemu-io exited $rc:
 $out"
     fi
@@ -134,7 +134,7 @@ qio_must_mismatch() {
     shift
     echo "+ qemu-io ${opts[*]} -c '$1' (must mismatch)" >&2
     out=$(qemu-io "${opts[@]}" -c "$1" 2>&1) || rc=$?
-    if [ $rc = 0 ] || ! printf '%s\n' "$out" | grep -q 'Pattern verification failed'; then
+    if [ $rc = 0 ] || ! printf '%s\n' "$out" | grep 'Pattern verification failed' >/dev/null; then
         fail "$what: '$1' verified (exit $rc), expected a mismatch:
 $out"
     fi

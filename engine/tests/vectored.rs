@@ -1,0 +1,112 @@
+//! `Volume::write_vectored` / `read_vectored` (QEMU's scatter-gather path,
+//! `hlfs_pwritev`/`hlfs_preadv`). Property: random 512-aligned requests,
+//! split into random pieces of any length (also empty ones), read and
+//! write exactly what the same request through `write`/`read` would, on
+//! a volume and on a clone reading through its base.
+
+mod common;
+
+use common::{pattern, read_all, Kind, Place};
+use hlfs::{clone_volume, Volume};
+use rand::{Rng, SeedableRng};
+
+const SIZE: u64 = 4 << 20;
+
+/// Cuts `len` bytes into random piece lengths (some empty).
+fn split(rng: &mut impl Rng, len: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut left = len;
+    while left > 0 {
+        let n = match rng.gen_range(0..4) {
+            0 => 0,
+            1 => rng.gen_range(1..=left.min(700)),
+            2 => rng.gen_range(1..=left.min(70_000)),
+            _ => left,
+        };
+        out.push(n);
+        left -= n;
+    }
+    out
+}
+
+fn check(kind: Kind) {
+    let place = Place::new(kind);
+    let uri = place.uri("v");
+    Volume::create(&uri, SIZE).unwrap();
+    let v = Volume::open(&uri, &place.opts()).unwrap();
+    let mut model = vec![0u8; SIZE as usize];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut req = |v: &Volume, model: &mut Vec<u8>, rng: &mut rand::rngs::StdRng, i: u64| {
+        let sectors = SIZE / 512;
+        let first = rng.gen_range(0..sectors);
+        let n = rng.gen_range(1..=(sectors - first).min(2600)); // up to 1.3 MiB: several records
+        let (off, len) = ((first * 512) as usize, (n * 512) as usize);
+        let data = pattern(i, len);
+        let pieces = split(rng, len);
+        let mut parts = Vec::new();
+        let mut at = 0;
+        for p in &pieces {
+            parts.push(&data[at..at + p]);
+            at += p;
+        }
+        v.write_vectored(off as u64, &parts).unwrap();
+        model[off..off + len].copy_from_slice(&data);
+        // Read some range back through another split.
+        let first = rng.gen_range(0..sectors);
+        let n = rng.gen_range(1..=(sectors - first).min(2600));
+        let (off, len) = ((first * 512) as usize, (n * 512) as usize);
+        let mut got = vec![0u8; len];
+        let pieces = split(rng, len);
+        {
+            let mut bufs: Vec<&mut [u8]> = Vec::new();
+            let mut rest = got.as_mut_slice();
+            for p in &pieces {
+                let (a, b) = rest.split_at_mut(*p);
+                bufs.push(a);
+                rest = b;
+            }
+            v.read_vectored(off as u64, &mut bufs).unwrap();
+        }
+        assert!(got == model[off..off + len], "{kind:?}: request {i}: read_vectored differs");
+    };
+    for i in 0..150 {
+        req(&v, &mut model, &mut rng, i);
+    }
+    v.snapshot_create("s").unwrap();
+    v.close().unwrap();
+    let v = Volume::open(&uri, &place.opts()).unwrap();
+    assert!(read_all(&v) == model, "{kind:?}: after reopening");
+    v.close().unwrap();
+    // A clone: reads fall through to the base, writes go to the clone.
+    clone_volume(&format!("{uri}%s"), &place.uri("c"), None).unwrap();
+    let c = Volume::open(&place.uri("c"), &place.opts()).unwrap();
+    for i in 150..250 {
+        req(&c, &mut model, &mut rng, i);
+    }
+    assert!(read_all(&c) == model, "{kind:?}: clone");
+    c.close().unwrap();
+}
+
+#[test]
+fn vectored_io_equals_contiguous_io() {
+    for kind in [Kind::Local, Kind::Mem, Kind::MemClosedOnly] {
+        check(kind);
+    }
+}
+
+#[test]
+fn bad_vectored_requests_are_refused_whole() {
+    let place = Place::new(Kind::Mem);
+    let uri = place.uri("v");
+    Volume::create(&uri, SIZE).unwrap();
+    let v = Volume::open(&uri, &place.opts()).unwrap();
+    let a = [1u8; 300];
+    let b = [2u8; 300];
+    // 600 bytes: not a multiple of 512.
+    assert!(v.write_vectored(0, &[&a, &b]).is_err());
+    // Past the end.
+    let big = vec![3u8; 8192];
+    assert!(v.write_vectored(SIZE - 4096, &[&big]).is_err());
+    assert!(read_all(&v).iter().all(|&x| x == 0), "a refused request changed the volume");
+    v.close().unwrap();
+}
