@@ -39,8 +39,10 @@ thread_local! {
     static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A `GATHER` buffer larger than this is freed after use rather than kept.
-const GATHER_KEEP: usize = 4 << 20;
+/// A `GATHER` buffer larger than this is freed after use rather than kept:
+/// QEMU runs up to 64 pool threads, and keeping a large-read-sized buffer in
+/// each of them cost more peak memory than allocating one per large read.
+const GATHER_KEEP: usize = 256 << 10;
 
 /// Splits the concatenation of `parts` into chunks of `size` bytes (the last
 /// one shorter), each a list of sub-slices of `parts`.
