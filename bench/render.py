@@ -145,9 +145,10 @@ def main():
       f"{le[0]:.1f} / {le[1]:.1f} / {le[2]:.1f} at end |")
     a("")
     if max(ls[0], le[0]) > 0.5 * (M["cores"] or 1):
-        a(f"**This run was on a busy machine** (load average up to {max(ls[0], le[0]):.1f} on {M['cores']} cores: "
-          "other builds and tests ran at the same time). Absolute numbers move a lot between runs on such a "
-          "machine; the ratios within a run are steadier, and the ranges show the spread.")
+        a(f"**The load average reached {max(ls[0], le[0]):.1f} on {M['cores']} cores.** It counts this run's own "
+          "earlier steps too (the engine benchmark, the guests under TCG, which keep a core busy), so it does not "
+          "by itself mean that other jobs ran; a shared machine still moves absolute numbers between runs. The "
+          "ratios within a run are steadier, and the ranges show the spread.")
         a("")
     a("## How to run")
     a("")
