@@ -7,7 +7,7 @@
 # and every acknowledged write must read back; ends with hlfs fsck and a
 # tamper check (the verification must see a volume zeroed behind its back).
 #
-# Short mode (the test suite): 6 crash points, a few minutes under TCG.
+# Short mode (the test suite): 6 crash points, about 40 s under TCG.
 # Soak mode: HLFS_GUEST_CRASH_POINTS=1000 HLFS_GUEST_CRASH_PARALLEL=2 bash tests/e2e/guest_fio_crash.sh
 # HLFS_CRASH_SEED=N repeats a run's random choices (kill timing still varies).
 # Prints: crash points: N, writes checked: N, lost: N, unopenable: N
