@@ -271,11 +271,14 @@ pub unsafe extern "C" fn hlfs_pwrite(
     })
 }
 
-/// The buffers of an iovec list, checked.
+/// An iovec list, checked (empty buffers dropped). Read and write callers
+/// turn the entries into `&mut [u8]` or `&[u8]` themselves: a write's
+/// buffers may be shared by concurrent requests, so they must never be
+/// seen as mutable.
 ///
 /// # Safety
-/// `iov` valid for `iovcnt` entries, each buffer valid for its length.
-unsafe fn iovecs<'a>(iov: *const libc::iovec, iovcnt: c_int) -> crate::error::Result<Vec<&'a mut [u8]>> {
+/// `iov` valid for `iovcnt` entries.
+unsafe fn iovecs<'a>(iov: *const libc::iovec, iovcnt: c_int) -> crate::error::Result<Vec<&'a libc::iovec>> {
     if iovcnt < 0 || (iovcnt > 0 && iov.is_null()) {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
@@ -284,12 +287,7 @@ unsafe fn iovecs<'a>(iov: *const libc::iovec, iovcnt: c_int) -> crate::error::Re
     }
     // SAFETY: the caller guarantees `iov` holds `iovcnt` entries.
     let list = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
-    Ok(list
-        .iter()
-        .filter(|e| e.iov_len > 0)
-        // SAFETY: the caller guarantees each buffer is valid for its length for the call.
-        .map(|e| unsafe { std::slice::from_raw_parts_mut(e.iov_base as *mut u8, e.iov_len) })
-        .collect())
+    Ok(list.iter().filter(|e| e.iov_len > 0).collect())
 }
 
 /// Reads into the concatenation of `iovcnt` buffers from `offset`.
@@ -307,7 +305,12 @@ pub unsafe extern "C" fn hlfs_preadv(
     guard(std::ptr::null_mut(), || {
         let vol = vol(v)?;
         // SAFETY: forwarded from the caller.
-        let mut bufs = unsafe { iovecs(iov, iovcnt) }?;
+        let list = unsafe { iovecs(iov, iovcnt) }?;
+        let mut bufs: Vec<&mut [u8]> = list
+            .iter()
+            // SAFETY: the caller guarantees each buffer is valid and writable for its length.
+            .map(|e| unsafe { std::slice::from_raw_parts_mut(e.iov_base as *mut u8, e.iov_len) })
+            .collect();
         vol.read_vectored(offset, &mut bufs)
             .inspect_err(|e| tracing::error!("{e}"))?;
         Ok(0)
@@ -329,8 +332,12 @@ pub unsafe extern "C" fn hlfs_pwritev(
     guard(std::ptr::null_mut(), || {
         let vol = vol(v)?;
         // SAFETY: forwarded from the caller.
-        let bufs = unsafe { iovecs(iov, iovcnt) }?;
-        let parts: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
+        let list = unsafe { iovecs(iov, iovcnt) }?;
+        let parts: Vec<&[u8]> = list
+            .iter()
+            // SAFETY: the caller guarantees each buffer is valid for its length.
+            .map(|e| unsafe { std::slice::from_raw_parts(e.iov_base as *const u8, e.iov_len) })
+            .collect();
         vol.write_vectored(offset, &parts)
             .inspect_err(|e| tracing::error!("{e}"))?;
         Ok(0)
