@@ -396,7 +396,8 @@ pub struct Loaded {
 /// every checksum. On error the index may hold part of it.
 pub fn load(backend: &dyn Backend, dir: &str, seq: u64, uuid: &[u8; 16], index: &Index) -> Result<Loaded> {
     let r = Reader::open(backend, dir, seq, uuid)?;
-    r.for_each(&mut |k, v| index.put_raw(k, v))?;
+    r.for_each(&mut |k, v| index.load_raw(k, v))?;
+    index.finish_load();
     Ok(Loaded { pos: r.pos, state: r.state })
 }
 

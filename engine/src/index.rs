@@ -1,21 +1,31 @@
-//! The block map in sled: key `timeline:u64 BE | block:u64 BE` (big-endian so
-//! a timeline's blocks sort together and in order), value 16 bytes
-//! `segment:u64 LE | offset:u32 LE | crc32c:u32 LE`; segment `u64::MAX` marks
-//! a block that reads as zeros (a tombstone over older data).
+//! The block map of an open volume.
+//!
+//! A read-write opener keeps the whole map in memory as extents
+//! (`map::ExtentMap`), which every read and write consults, and a copy of it
+//! in sled, fed in batches off the write path (`Index::feed`, at checkpoints
+//! and close): tree `extents`, key `timeline:u64 BE | first_block:u64 BE`
+//! (big-endian so a timeline's extents sort together and in order), value
+//! `map::encode_extent`. A clean close leaves sled equal to the map, so the
+//! next open loads it instead of replaying.
+//!
+//! A read-only opener searches the newest checkpoint in place, with the log
+//! after it replayed into an in-memory overlay.
+//!
+//! Per-block entries (`Entry`, 16 bytes `segment:u64 LE | offset:u32 LE |
+//! crc32c:u32 LE`, segment `u64::MAX` for a block that reads as zeros) are
+//! what checkpoints store and what the per-block accessors return.
 //!
 //! The index is a cache of the log: it can always be rebuilt by replay.
 
 use crate::checkpoint::Reader as Checkpoint;
 use crate::error::{Error, ErrorKind, Result};
+use crate::map::{decode_extent, encode_extent, Extent, ExtentMap, RunBuilder};
 use crate::state::VolState;
-use parking_lot::RwLock;
-use std::collections::BTreeMap;
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, VecDeque};
 use std::iter::Peekable;
 use std::path::Path;
 
-fn corrupt_value(len: usize) -> Error {
-    Error::new(ErrorKind::Corrupt, format!("index value has {len} bytes, expected 16"))
-}
 
 /// Merges the checkpoint's ordered stream with the overlay's ordered slice;
 /// the overlay wins on equal keys, and its `None` hides the key.
@@ -139,9 +149,71 @@ pub struct Index {
 }
 
 enum Store {
-    Sled { db: sled::Db, map: sled::Tree },
+    Mem(MemStore),
     Layered(Layered),
 }
+
+/// A read-write opener's map: all of it in memory, copied to sled in batches.
+struct MemStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    mem: RwLock<Mem>,
+    /// Serialises `feed`.
+    feeding: Mutex<()>,
+}
+
+#[derive(Default)]
+struct Mem {
+    map: ExtentMap,
+    /// Keys whose extent changed (or went) since sled last got them, with
+    /// the generation of their latest change.
+    dirty: BTreeMap<(u64, u64), u64>,
+    generation: u64,
+    /// Run being assembled while a checkpoint is loaded (`load_raw`).
+    loader: RunBuilder,
+}
+
+impl Mem {
+    fn touch(&mut self, k: (u64, u64)) {
+        self.generation += 1;
+        self.dirty.insert(k, self.generation);
+    }
+
+    fn finish_load(&mut self) {
+        if let Some((tl, first, e)) = self.loader.finish() {
+            self.map.put(tl, first, e);
+            self.touch((tl, first));
+        }
+    }
+
+    /// Maps `[first, first + e.count())` of `tl` to `e` (or unmaps it, with
+    /// `None` and `count`), keeping the counters in `st` right.
+    fn put(&mut self, st: &mut VolState, tl: u64, first: u64, count: u64, e: Option<Extent>) {
+        let Mem { map, dirty, generation, .. } = self;
+        let mut removed = |_: u64, old: &Extent| account_extent(st, tl, old, false);
+        let mut touched = |k: (u64, u64)| {
+            *generation += 1;
+            dirty.insert(k, *generation);
+        };
+        match e {
+            Some(e) => {
+                let added = e.clone();
+                map.insert(tl, first, e, &mut removed, &mut touched);
+                account_extent(st, tl, &added, true);
+            }
+            None => map.punch(tl, first, count, &mut removed, &mut touched),
+        }
+    }
+}
+
+/// Name of the sled tree holding extents, and of the tree older versions
+/// kept per-block entries in (dropped when found).
+const EXTENT_TREE: &str = "extents";
+const OLD_BLOCK_TREE: &str = "map";
+/// Value of the `map_format` metadata key for extents.
+const MAP_FORMAT: &[u8] = &[2];
+/// Extents handed to sled per batch.
+const FEED_BATCH: usize = 16384;
 
 /// Checkpoint + overlay. `None` in the overlay hides a checkpoint entry.
 struct Layered {
@@ -152,8 +224,9 @@ struct Layered {
 type RawEntry = ([u8; 16], [u8; 16]);
 type RawIter<'a> = Box<dyn Iterator<Item = Result<RawEntry>> + 'a>;
 
-/// Cache memory sled may use for one volume.
-const SLED_CACHE_BYTES: u64 = 16 << 20;
+/// Cache memory sled may use for one volume. sled is read only at open and
+/// written in batches (the map in memory serves lookups), so it needs little.
+const SLED_CACHE_BYTES: u64 = 4 << 20;
 
 impl Index {
     /// Opens (or creates) the index at `dir`. Fails with `Locked` if another
@@ -195,8 +268,82 @@ impl Index {
                 Err(e) => return Err(sled_err(&format!("opening {}", dir.display()), e)),
             }
         };
-        let map = db.open_tree("map").map_err(|e| sled_err("opening map tree", e))?;
-        Ok(Index { store: Store::Sled { db, map } })
+        let tree = db.open_tree(EXTENT_TREE).map_err(|e| sled_err("opening extent tree", e))?;
+        if db.get("map_format").map_err(|e| sled_err("reading metadata", e))?.as_deref() != Some(MAP_FORMAT) {
+            // An index of an older version: a cache, so start it afresh
+            // (its `clean` flag goes too, and the volume reloads).
+            db.drop_tree(OLD_BLOCK_TREE).map_err(|e| sled_err("dropping the old map tree", e))?;
+            tree.clear().map_err(|e| sled_err("clearing", e))?;
+            db.clear().map_err(|e| sled_err("clearing", e))?;
+            db.insert("map_format", MAP_FORMAT).map_err(|e| sled_err("writing metadata", e))?;
+        }
+        Ok(Index {
+            store: Store::Mem(MemStore { db, tree, mem: RwLock::new(Mem::default()), feeding: Mutex::new(()) }),
+        })
+    }
+
+    /// Loads the extents sled holds into memory (a clean index, at open).
+    pub fn load_cached(&self) -> Result<()> {
+        let Store::Mem(m) = &self.store else { return Ok(()) };
+        let mut mem = m.mem.write();
+        mem.map.clear();
+        mem.dirty.clear();
+        for r in m.tree.iter() {
+            let (k, v) = r.map_err(|e| sled_err("loading", e))?;
+            let (tl, first) = split_key(&k)?;
+            let e = decode_extent(&v).ok_or_else(|| {
+                Error::new(ErrorKind::Corrupt, format!("index: extent ({tl}, {first}) has a bad value"))
+            })?;
+            mem.map.put(tl, first, e);
+        }
+        Ok(())
+    }
+
+    /// Copies the extents changed since the last feed to sled, in batches.
+    /// The map in memory stays the one that is read; sled has to match it
+    /// only when the index is closed cleanly.
+    pub fn feed(&self) -> Result<()> {
+        let Store::Mem(m) = &self.store else { return Ok(()) };
+        let _one = m.feeding.lock();
+        loop {
+            let work: Vec<((u64, u64), u64, Option<Vec<u8>>)> = {
+                let mem = m.mem.read();
+                mem.dirty
+                    .iter()
+                    .take(FEED_BATCH)
+                    .map(|(k, g)| (*k, *g, mem.map.at(k.0, k.1).map(encode_extent)))
+                    .collect()
+            };
+            if work.is_empty() {
+                return Ok(());
+            }
+            let mut batch = sled::Batch::default();
+            for (k, _, v) in &work {
+                match v {
+                    Some(v) => batch.insert(&key(k.0, k.1)[..], v.as_slice()),
+                    None => batch.remove(&key(k.0, k.1)[..]),
+                }
+            }
+            m.tree.apply_batch(batch).map_err(|e| sled_err("feeding", e))?;
+            // Keys changed again meanwhile stay dirty for the next round.
+            let mut mem = m.mem.write();
+            for (k, g, _) in work {
+                if mem.dirty.get(&k) == Some(&g) {
+                    mem.dirty.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// Extents in memory and extents not yet fed to sled.
+    pub fn extent_counts(&self) -> (usize, usize) {
+        match &self.store {
+            Store::Mem(m) => {
+                let mem = m.mem.read();
+                (mem.map.len(), mem.dirty.len())
+            }
+            Store::Layered(_) => (0, 0),
+        }
     }
 
     /// A read-only opener's index: `base` searched in place (if any), with
@@ -208,9 +355,13 @@ impl Index {
     /// Drops every entry and all metadata.
     pub fn clear(&self) -> Result<()> {
         match &self.store {
-            Store::Sled { db, map } => {
-                map.clear().map_err(|e| sled_err("clearing", e))?;
-                db.clear().map_err(|e| sled_err("clearing", e))
+            Store::Mem(m) => {
+                let _one = m.feeding.lock();
+                *m.mem.write() = Mem::default();
+                m.tree.clear().map_err(|e| sled_err("clearing", e))?;
+                m.db.clear().map_err(|e| sled_err("clearing", e))?;
+                m.db.insert("map_format", MAP_FORMAT).map_err(|e| sled_err("writing metadata", e))?;
+                Ok(())
             }
             Store::Layered(_) => Err(Error::new(ErrorKind::Unsupported, "a read-only index cannot be cleared")),
         }
@@ -219,87 +370,117 @@ impl Index {
     /// Reads a metadata value (always None for a read-only index).
     pub fn meta_get(&self, k: &str) -> Result<Option<Vec<u8>>> {
         match &self.store {
-            Store::Sled { db, .. } => Ok(db.get(k).map_err(|e| sled_err("reading metadata", e))?.map(|v| v.to_vec())),
+            Store::Mem(m) => Ok(m.db.get(k).map_err(|e| sled_err("reading metadata", e))?.map(|v| v.to_vec())),
             Store::Layered(_) => Ok(None),
         }
     }
 
     /// Writes a metadata value (ignored by a read-only index).
     pub fn meta_put(&self, k: &str, v: &[u8]) -> Result<()> {
-        if let Store::Sled { db, .. } = &self.store {
-            db.insert(k, v).map_err(|e| sled_err("writing metadata", e))?;
+        if let Store::Mem(m) = &self.store {
+            m.db.insert(k, v).map_err(|e| sled_err("writing metadata", e))?;
         }
         Ok(())
     }
 
-    /// Makes everything written so far durable.
+    /// Feeds sled and makes everything written to it so far durable.
     pub fn flush(&self) -> Result<()> {
-        if let Store::Sled { db, .. } = &self.store {
-            db.flush().map_err(|e| sled_err("flushing", e))?;
+        if let Store::Mem(m) = &self.store {
+            self.feed()?;
+            m.db.flush().map_err(|e| sled_err("flushing", e))?;
         }
         Ok(())
     }
 
-    fn get_raw(&self, k: &[u8; 16]) -> Result<Option<[u8; 16]>> {
-        match &self.store {
-            Store::Sled { map, .. } => match map.get(k).map_err(|e| sled_err("lookup", e))? {
-                None => Ok(None),
-                Some(v) => Ok(Some(v.as_ref().try_into().map_err(|_| corrupt_value(v.len()))?)),
-            },
-            Store::Layered(l) => {
-                if let Some(v) = l.overlay.read().get(k) {
-                    return Ok(*v);
-                }
-                match &l.base {
-                    Some(c) => c.get(k),
-                    None => Ok(None),
-                }
-            }
+    fn get_layered(l: &Layered, k: &[u8; 16]) -> Result<Option<[u8; 16]>> {
+        if let Some(v) = l.overlay.read().get(k) {
+            return Ok(*v);
+        }
+        match &l.base {
+            Some(c) => c.get(k),
+            None => Ok(None),
         }
     }
 
-    /// Stores `v` (or removes the key), returning the old value.
-    fn put_raw_old(&self, k: &[u8; 16], v: Option<&[u8; 16]>) -> Result<Option<[u8; 16]>> {
-        match &self.store {
-            Store::Sled { map, .. } => {
-                let old = match v {
-                    Some(v) => map.insert(k, v).map_err(|e| sled_err("insert", e))?,
-                    None => map.remove(k).map_err(|e| sled_err("remove", e))?,
-                };
-                old.map(|o| o.as_ref().try_into().map_err(|_| corrupt_value(o.len()))).transpose()
+    /// Stores `v` (or removes the key) in a read-only opener's overlay,
+    /// returning the old value.
+    fn put_layered(l: &Layered, k: &[u8; 16], v: Option<&[u8; 16]>) -> Result<Option<[u8; 16]>> {
+        let old = Self::get_layered(l, k)?;
+        let in_base = match &l.base {
+            Some(c) => c.get(k)?.is_some(),
+            None => false,
+        };
+        let mut o = l.overlay.write();
+        match v {
+            Some(v) => {
+                o.insert(*k, Some(*v));
             }
-            Store::Layered(l) => {
-                let old = self.get_raw(k)?;
-                let in_base = match &l.base {
-                    Some(c) => c.get(k)?.is_some(),
-                    None => false,
-                };
-                let mut o = l.overlay.write();
-                match v {
-                    Some(v) => {
-                        o.insert(*k, Some(*v));
-                    }
-                    None if in_base => {
-                        o.insert(*k, None);
-                    }
-                    None => {
-                        o.remove(k);
-                    }
-                }
-                Ok(old)
+            None if in_base => {
+                o.insert(*k, None);
+            }
+            None => {
+                o.remove(k);
             }
         }
+        Ok(old)
+    }
+
+    /// The entry for (tl, block), if any.
+    pub fn get(&self, tl: u64, block: u64) -> Result<Option<Entry>> {
+        match &self.store {
+            Store::Mem(m) => Ok(m.mem.read().map.get(tl, block)),
+            Store::Layered(l) => Self::get_layered(l, &key(tl, block))?.map(|v| Entry::decode(&v)).transpose(),
+        }
+    }
+
+    /// Resolves blocks `[first, first + n)` through `chain` (nearest
+    /// timeline first): each block's entry in the nearest timeline that
+    /// maps it, or None.
+    pub fn resolve(&self, chain: &[u64], first: u64, n: u64) -> Result<Vec<Option<Entry>>> {
+        let mut out = vec![None; n as usize];
+        match &self.store {
+            Store::Mem(m) => {
+                let mem = m.mem.read();
+                let mut missing = n;
+                for t in chain {
+                    if missing == 0 {
+                        break;
+                    }
+                    for (f, e) in mem.map.range(*t, first, first + n) {
+                        for i in 0..e.count() {
+                            let slot = &mut out[(f - first) as usize + i as usize];
+                            if slot.is_none() {
+                                *slot = Some(e.entry(i));
+                                missing -= 1;
+                            }
+                        }
+                    }
+                }
+            }
+            Store::Layered(_) => {
+                for (i, slot) in out.iter_mut().enumerate() {
+                    for t in chain {
+                        if let Some(e) = self.get(*t, first + i as u64)? {
+                            *slot = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Entries with `from <= key < to`, in key order.
     fn range_raw(&self, from: [u8; 16], to: [u8; 16]) -> RawIter<'_> {
         match &self.store {
-            Store::Sled { map, .. } => Box::new(map.range(from..to).map(|r| {
-                let (k, v) = r.map_err(|e| sled_err("range scan", e))?;
-                let k: [u8; 16] = k.as_ref().try_into().map_err(|_| Error::new(ErrorKind::Corrupt, "index key size"))?;
-                let v: [u8; 16] = v.as_ref().try_into().map_err(|_| corrupt_value(v.len()))?;
-                Ok((k, v))
-            })),
+            Store::Mem(m) => Box::new(MemIter {
+                mem: &m.mem,
+                next: split_key(&from).expect("16 bytes"),
+                to: split_key(&to).expect("16 bytes"),
+                pieces: VecDeque::new(),
+                cur: None,
+            }),
             Store::Layered(l) => {
                 // The overlay holds only the log tail: copy its slice out and
                 // merge it with the checkpoint's stream.
@@ -312,11 +493,6 @@ impl Index {
                 Box::new(MergeIter { base: base.peekable(), over: over.into_iter().peekable() })
             }
         }
-    }
-
-    /// The entry for (tl, block), if any.
-    pub fn get(&self, tl: u64, block: u64) -> Result<Option<Entry>> {
-        self.get_raw(&key(tl, block))?.map(|v| Entry::decode(&v)).transpose()
     }
 
     /// Entries of `tl` with block in `[from, to)`, in block order.
@@ -333,25 +509,82 @@ impl Index {
         self.range_raw([0; 16], [0xff; 16])
     }
 
-    /// Inserts a raw entry (checkpoint load); counters come from the checkpoint.
-    pub fn put_raw(&self, k: &[u8; 16], v: &[u8; 16]) -> Result<()> {
-        self.put_raw_old(k, Some(v)).map(drop)
+    /// Adds a checkpoint's entry (in key order) while loading it into an
+    /// empty index; counters come from the checkpoint. `finish_load` ends
+    /// the load.
+    pub fn load_raw(&self, k: &[u8; 16], v: &[u8; 16]) -> Result<()> {
+        match &self.store {
+            Store::Mem(m) => {
+                let (tl, b) = split_key(k)?;
+                let e = Entry::decode(v)?;
+                let mut mem = m.mem.write();
+                if let Some((tl, first, ext)) = mem.loader.push(tl, b, e) {
+                    mem.map.put(tl, first, ext);
+                    mem.touch((tl, first));
+                }
+                Ok(())
+            }
+            Store::Layered(l) => Self::put_layered(l, k, Some(v)).map(drop),
+        }
+    }
+
+    /// Ends a load begun with `load_raw`.
+    pub fn finish_load(&self) {
+        if let Store::Mem(m) = &self.store {
+            m.mem.write().finish_load();
+        }
     }
 
     /// Sets (tl, block) to `e`, keeping the counters in `st` right.
     pub fn set(&self, st: &mut VolState, tl: u64, block: u64, e: Entry) -> Result<()> {
-        let old = self.put_raw_old(&key(tl, block), Some(&e.encode()))?;
-        let old = old.map(|v| Entry::decode(&v)).transpose()?;
-        account(st, tl, old, Some(e));
-        Ok(())
+        self.set_extent(st, tl, block, Extent::from_entry(e))
+    }
+
+    /// Maps `[first, first + e.count())` of `tl` to `e`, keeping the
+    /// counters in `st` right.
+    pub fn set_extent(&self, st: &mut VolState, tl: u64, first: u64, e: Extent) -> Result<()> {
+        match &self.store {
+            Store::Mem(m) => {
+                m.mem.write().put(st, tl, first, e.count() as u64, Some(e));
+                Ok(())
+            }
+            Store::Layered(l) => {
+                for i in 0..e.count() {
+                    let new = e.entry(i);
+                    let old = Self::put_layered(l, &key(tl, first + i as u64), Some(&new.encode()))?;
+                    let old = old.map(|v| Entry::decode(&v)).transpose()?;
+                    account(st, tl, old, Some(new));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Removes (tl, block), keeping the counters right.
     pub fn remove(&self, st: &mut VolState, tl: u64, block: u64) -> Result<()> {
-        let old = self.put_raw_old(&key(tl, block), None)?;
-        let old = old.map(|v| Entry::decode(&v)).transpose()?;
-        account(st, tl, old, None);
-        Ok(())
+        self.remove_range(st, tl, block, 1)
+    }
+
+    /// Removes `[first, first + count)` of `tl`, keeping the counters right.
+    fn remove_range(&self, st: &mut VolState, tl: u64, first: u64, count: u64) -> Result<()> {
+        match &self.store {
+            Store::Mem(m) => {
+                m.mem.write().put(st, tl, first, count, None);
+                Ok(())
+            }
+            Store::Layered(l) => {
+                let keys: Vec<u64> = self
+                    .range(tl, first, first.saturating_add(count))
+                    .map(|r| r.map(|(b, _)| b))
+                    .collect::<Result<_>>()?;
+                for b in keys {
+                    let old = Self::put_layered(l, &key(tl, b), None)?;
+                    let old = old.map(|v| Entry::decode(&v)).transpose()?;
+                    account(st, tl, old, None);
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Makes `[first, first+count)` of the head read as zeros. On a root
@@ -361,44 +594,53 @@ impl Index {
         let end = first.saturating_add(count);
         let chain = st.chain(tl);
         // Blocks already in this timeline: drop them first.
-        let own: Vec<u64> = self
-            .range(tl, first, end)
-            .map(|r| r.map(|(b, _)| b))
-            .collect::<Result<_>>()?;
-        for b in own {
-            self.remove(st, tl, b)?;
-        }
+        self.remove_range(st, tl, first, count)?;
         if st.base.is_some() {
             // The base cannot be asked cheaply here, so cover all of it.
             let base_end = end.min(st.virtual_size.div_ceil(crate::format::BLOCK_SIZE));
-            for b in first..base_end {
-                self.set(st, tl, b, Entry::Zero)?;
+            let mut b = first;
+            while b < base_end {
+                let n = (base_end - b).min(u32::MAX as u64 / 2);
+                self.set_extent(st, tl, b, Extent::zero(n as u32))?;
+                b += n;
             }
             return Ok(());
         }
-        let mut shadowed = std::collections::BTreeSet::new();
+        // Runs of blocks some ancestor maps with data.
+        let mut shadowed: Vec<(u64, u64)> = Vec::new();
         for anc in &chain[1..] {
             for r in self.range(*anc, first, end) {
                 let (b, e) = r?;
                 if e != Entry::Zero {
-                    shadowed.insert(b);
+                    shadowed.push((b, b + 1));
                 }
             }
         }
-        for b in shadowed {
-            self.set(st, tl, b, Entry::Zero)?;
+        shadowed.sort_unstable();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (a, z) in shadowed {
+            match runs.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(z),
+                _ => runs.push((a, z)),
+            }
+        }
+        for (a, z) in runs {
+            self.set_extent(st, tl, a, Extent::zero((z - a) as u32))?;
         }
         Ok(())
     }
 
     /// Removes every entry of `tl` and the timeline itself.
     pub fn drop_timeline(&self, st: &mut VolState, tl: u64) -> Result<()> {
-        let keys: Vec<u64> = self
-            .range(tl, 0, u64::MAX)
-            .map(|r| r.map(|(b, _)| b))
-            .collect::<Result<_>>()?;
-        for b in keys {
-            self.remove(st, tl, b)?;
+        match &self.store {
+            Store::Mem(m) => {
+                let mut mem = m.mem.write();
+                for (first, e) in mem.map.take_timeline(tl) {
+                    account_extent(st, tl, &e, false);
+                    mem.touch((tl, first));
+                }
+            }
+            Store::Layered(_) => self.remove_range(st, tl, 0, u64::MAX)?,
         }
         st.timelines.remove(&tl);
         Ok(())
@@ -407,13 +649,42 @@ impl Index {
     /// Folds `from` into its only child `into`: blocks `into` lacks move
     /// down, the rest die. Reads of `into` are unchanged.
     pub fn merge_timeline(&self, st: &mut VolState, from: u64, into: u64) -> Result<()> {
-        let entries: Vec<(u64, Entry)> = self.range(from, 0, u64::MAX).collect::<Result<_>>()?;
-        for (b, e) in entries {
-            if self.get(into, b)?.is_none() {
-                // Insert below before removing above, so a reader never misses it.
-                self.set(st, into, b, e)?;
+        match &self.store {
+            Store::Mem(m) => {
+                // One write lock for the whole fold: readers see it done or not.
+                let mut mem = m.mem.write();
+                for (first, e) in mem.map.take_timeline(from) {
+                    account_extent(st, from, &e, false);
+                    mem.touch((from, first));
+                    // The gaps `into` leaves inside this extent move down.
+                    let end = first + e.count() as u64;
+                    let mut gaps = Vec::new();
+                    let mut at = first;
+                    for (f, x) in mem.map.range(into, first, end) {
+                        if f > at {
+                            gaps.push((at, f));
+                        }
+                        at = f + x.count() as u64;
+                    }
+                    if at < end {
+                        gaps.push((at, end));
+                    }
+                    for (a, z) in gaps {
+                        let piece = e.slice((a - first) as u32, (z - a) as u32);
+                        mem.put(st, into, a, z - a, Some(piece));
+                    }
+                }
             }
-            self.remove(st, from, b)?;
+            Store::Layered(_) => {
+                let entries: Vec<(u64, Entry)> = self.range(from, 0, u64::MAX).collect::<Result<_>>()?;
+                for (b, e) in entries {
+                    if self.get(into, b)?.is_none() {
+                        // Insert below before removing above, so a reader never misses it.
+                        self.set(st, into, b, e)?;
+                    }
+                    self.remove(st, from, b)?;
+                }
+            }
         }
         let parent = st.timelines.get(&from).and_then(|t| t.parent);
         if let Some(t) = st.timelines.get_mut(&into) {
@@ -450,6 +721,81 @@ impl Index {
             }
             if !changed {
                 return Ok(());
+            }
+        }
+    }
+}
+
+/// Per-block entries of the map in memory between two keys, read a few
+/// extents at a time (the lock is not held between calls).
+struct MemIter<'a> {
+    mem: &'a RwLock<Mem>,
+    /// Next (timeline, block) to return from.
+    next: (u64, u64),
+    /// End (exclusive).
+    to: (u64, u64),
+    pieces: VecDeque<(u64, u64, Extent)>,
+    cur: Option<(u64, u64, Extent, u32)>,
+}
+
+impl Iterator for MemIter<'_> {
+    type Item = Result<RawEntry>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((tl, f, e, i)) = &mut self.cur {
+                if *i < e.count() {
+                    let out = (key(*tl, *f + *i as u64), e.entry(*i).encode());
+                    *i += 1;
+                    return Some(Ok(out));
+                }
+                self.cur = None;
+            }
+            if let Some((tl, f, e)) = self.pieces.pop_front() {
+                self.cur = Some((tl, f, e, 0));
+                continue;
+            }
+            if self.next >= self.to {
+                return None;
+            }
+            let mem = self.mem.read();
+            let (tl, b) = self.next;
+            // Within the first timeline, clip at `to` if it ends there.
+            let end = if self.to.0 == tl { self.to.1 } else { u64::MAX };
+            for (f, e) in mem.map.range(tl, b, end).take(64) {
+                self.next = (tl, f + e.count() as u64);
+                self.pieces.push_back((tl, f, e));
+            }
+            if self.pieces.is_empty() {
+                // Nothing more in this timeline: on to the next one that has extents.
+                let after = mem.map.iter_from((tl.saturating_add(1), 0)).next().map(|(k, _)| k.0);
+                match after {
+                    Some(t) if tl < u64::MAX && (t, 0) < self.to => self.next = (t, 0),
+                    _ => self.next = self.to,
+                }
+            }
+        }
+    }
+}
+
+/// Counts an extent into (`added`) or out of `tl`'s counters and the
+/// segment's live bytes.
+fn account_extent(st: &mut VolState, tl: u64, e: &Extent, added: bool) {
+    let n = e.count() as u64;
+    let t = st.timelines.entry(tl).or_default();
+    if added {
+        t.entries += n;
+    } else {
+        t.entries = t.entries.saturating_sub(n);
+    }
+    if let Some(seg) = e.segment() {
+        let bytes = n * crate::format::BLOCK_SIZE;
+        if added {
+            t.blocks += n;
+            *st.seg_live.entry(seg).or_default() += bytes;
+        } else {
+            t.blocks = t.blocks.saturating_sub(n);
+            if let Some(x) = st.seg_live.get_mut(&seg) {
+                *x = x.saturating_sub(bytes);
             }
         }
     }

@@ -16,6 +16,7 @@ pub mod index;
 pub mod listing;
 pub mod lock;
 pub mod log;
+pub mod map;
 pub mod size;
 pub mod state;
 pub mod uri;

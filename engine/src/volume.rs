@@ -12,6 +12,7 @@ use crate::checkpoint;
 use crate::error::{corrupt, invalid, not_found, Error, ErrorKind, Result};
 use crate::format::{self, BaseRef, Record, BLOCK_SIZE, MAX_BLOCKS_PER_RECORD, MAX_VIRTUAL_SIZE};
 use crate::index::{Entry, Index};
+use crate::map::Extent;
 use crate::lock::{self, WriteLock};
 use crate::log::{self, LogPos, LogWriter, Scanned};
 use crate::state::{SnapshotMeta, Timeline, VolState};
@@ -316,22 +317,13 @@ fn apply(index: &Index, st: &mut VolState, seg: u64, rec_off: u64, rec: &Record)
             first_block,
             crcs,
         } => {
-            let n = crcs.len();
-            for (i, crc) in crcs.iter().enumerate() {
-                let off = rec_off + format::data_block_offset(n, i) as u64;
-                let off = u32::try_from(off)
-                    .map_err(|_| corrupt("data offset beyond 4 GiB in a segment"))?;
-                index.set(
-                    st,
-                    *timeline,
-                    first_block + i as u64,
-                    Entry::Data {
-                        seg,
-                        off,
-                        crc: *crc,
-                    },
-                )?;
-            }
+            let off = rec_off + format::data_block_offset(crcs.len(), 0) as u64;
+            let end = off + crcs.len() as u64 * BLOCK_SIZE;
+            let off = u32::try_from(off)
+                .ok()
+                .filter(|_| end <= u32::MAX as u64)
+                .ok_or_else(|| corrupt("data offset beyond 4 GiB in a segment"))?;
+            index.set_extent(st, *timeline, *first_block, Extent::data(seg, off, crcs))?;
         }
         Record::Zero {
             timeline,
@@ -796,6 +788,17 @@ impl Volume {
                 }
                 None => None,
             };
+            let cached = match cached {
+                Some(x) => match index.load_cached() {
+                    Ok(()) => Some(x),
+                    Err(e) if e.kind() == ErrorKind::Corrupt => {
+                        tracing::warn!("volume {name}: the cached index is damaged ({e}); reloading from checkpoint and log");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                },
+                None => None,
+            };
             from_cache = cached.is_some();
             let (st, from) = match cached {
                 Some(x) => x,
@@ -1122,18 +1125,7 @@ impl Volume {
         let index = self.index();
         let tl = self.view.map(|v| v.0).unwrap_or(st.head);
         let chain = st.chain(tl);
-        let mut out = Vec::with_capacity(n as usize);
-        for b in first..first + n {
-            let mut found = None;
-            for t in &chain {
-                if let Some(e) = index.get(*t, b)? {
-                    found = Some(e);
-                    break;
-                }
-            }
-            out.push(found);
-        }
-        Ok(out)
+        index.resolve(&chain, first, n)
     }
 
     /// Reads whole blocks `[first, first + buf.len()/BS)` into `buf`. A
@@ -1757,6 +1749,8 @@ impl Volume {
                 checkpoint::write(&*self.backend, &self.dir, w.position(), &st, &self.index())?;
                 w.since_checkpoint = 0;
             }
+            // sled must hold the whole map before it is marked clean.
+            self.index().feed()?;
             let st = self.state.read();
             self.index().meta_put("state", &st.encode())?;
             self.index().meta_put("pos", &w.position().encode())?;
