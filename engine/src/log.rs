@@ -439,7 +439,22 @@ pub struct LogWriter {
     /// Bytes appended since the last checkpoint.
     pub since_checkpoint: u64,
     dirty: bool,
+    /// The previous segment, full, being synced and closed in the
+    /// background. Nothing of the active segment reaches the backend before
+    /// it is durable, so a segment's header never vouches for bytes that a
+    /// crash could still lose.
+    closing: Option<Closing>,
 }
+
+/// A full segment being synced and closed by a thread of its own.
+struct Closing {
+    n: u64,
+    done: std::thread::JoinHandle<Result<()>>,
+}
+
+/// While the previous segment is still being closed, the active one's
+/// bytes stay in memory up to this much; past it, appends wait.
+const CLOSING_BUFFER: usize = 8 << 20;
 
 /// Push buffered bytes to the backend once this many are waiting.
 const PUSH_THRESHOLD: usize = 1 << 20;
@@ -470,7 +485,44 @@ impl LogWriter {
             needs_repair: false,
             since_checkpoint: 0,
             dirty: false,
+            closing: None,
         }
+    }
+
+    /// Waits for the previous segment's background close, if any.
+    fn finish_closing(&mut self) -> Result<()> {
+        let Some(c) = self.closing.take() else { return Ok(()) };
+        let r = match c.done.join() {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(ErrorKind::Backend, "the thread closing a segment panicked")),
+        };
+        // As with a failed sync: the kernel may have dropped what it could
+        // not write, so only a reopen is safe.
+        self.poison(r.map_err(|e| e.context(format!("closing segment {}", format::segment_name(c.n)))))
+    }
+
+    /// Ends the active segment because it is full: its remaining bytes are
+    /// pushed, and where the backend allows it (`Backend::close_in_background`)
+    /// it is synced and closed by another thread while appends go on into
+    /// the next segment's memory.
+    fn roll(&mut self) -> Result<()> {
+        if !self.backend.close_in_background() {
+            return self.seal();
+        }
+        self.ready()?;
+        self.finish_closing()?;
+        let r = self.push();
+        self.fail_repairable(r)?;
+        let Some(a) = self.active.take() else { return Ok(()) };
+        self.prev = (a.n, a.len);
+        self.active_segment.store(u64::MAX, Ordering::SeqCst);
+        let file = a.file;
+        let done = std::thread::Builder::new()
+            .name("hlfs-close".into())
+            .spawn(move || file.close())
+            .map_err(|e| Error::io("starting a thread to close a segment", e))?;
+        self.closing = Some(Closing { n: a.n, done });
+        Ok(())
     }
 
     fn check(&self) -> Result<()> {
@@ -598,7 +650,7 @@ impl LogWriter {
         let need = RECORD_HEADER_LEN as u64 + 64 + data_len as u64 + 1024;
         if let Some(a) = &self.active {
             if a.len + need > self.segment_size && a.len > 128 {
-                self.seal()?;
+                self.roll()?;
             }
         }
         if self.active.is_none() {
@@ -662,8 +714,17 @@ impl LogWriter {
         Ok((seg, off, logged.expect("encoded")))
     }
 
-    /// Hands buffered bytes to the backend (not yet durable).
+    /// Hands buffered bytes to the backend (not yet durable). While the
+    /// previous segment is still closing they wait in memory, up to
+    /// `CLOSING_BUFFER`.
     fn push(&mut self) -> Result<()> {
+        if let Some(c) = &self.closing {
+            let waiting = self.active.as_ref().map_or(0, |a| a.mem.len());
+            if !c.done.is_finished() && waiting < CLOSING_BUFFER {
+                return Ok(());
+            }
+            self.finish_closing()?;
+        }
         let visible = self.backend.reads_see_unclosed_appends();
         if let Some(a) = self.active.as_mut() {
             let from = (a.pushed - a.mem_start) as usize;
@@ -686,6 +747,7 @@ impl LogWriter {
     /// the last one creates no segment.
     pub fn flush(&mut self) -> Result<()> {
         self.ready()?;
+        self.finish_closing()?;
         if !self.backend.sync_is_durable() {
             return self.seal();
         }
@@ -719,6 +781,7 @@ impl LogWriter {
     /// Makes everything durable and closes the active segment.
     pub fn seal(&mut self) -> Result<()> {
         self.ready()?;
+        self.finish_closing()?;
         let r = self.push();
         self.fail_repairable(r)?;
         // Poison if the close fails: `prev` then names a segment whose tail

@@ -195,6 +195,10 @@ impl Backend for LocalBackend {
         true
     }
 
+    fn close_in_background(&self) -> bool {
+        true
+    }
+
     fn local_index_dir(&self, volume_dir: &str) -> Option<PathBuf> {
         Some(Path::new(volume_dir).join("index"))
     }

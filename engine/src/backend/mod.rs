@@ -79,6 +79,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// writer stays failed until the volume is reopened, whose recovery
     /// reads back what the log holds.
     fn append_is_repairable(&self) -> bool;
+    /// Whether a full segment may be synced and closed by another thread
+    /// while appends go on (local files). The in-memory test backends say
+    /// no, so that crash tests see their operations in one order.
+    fn close_in_background(&self) -> bool {
+        false
+    }
     /// A local directory where the engine may keep its sled index cache for
     /// the volume at `volume_dir`, if the backend has a natural one.
     fn local_index_dir(&self, volume_dir: &str) -> Option<PathBuf>;
