@@ -83,6 +83,12 @@ int hlfs_pwrite(hlfs_volume *vol, const void *buf, uint64_t len, uint64_t offset
  * are taken from the log's own copy. */
 int hlfs_preadv(hlfs_volume *vol, const struct iovec *iov, int iovcnt, uint64_t offset);
 int hlfs_pwritev(hlfs_volume *vol, const struct iovec *iov, int iovcnt, uint64_t offset);
+/* hlfs_pwritev if it can complete at once: no I/O and no waiting for a lock
+ * (a 4 KiB-aligned write that the log's in-memory tail takes).  Returns 0
+ * when done, -EAGAIN when the caller should call hlfs_pwritev instead (from
+ * a thread that may block), another negative errno on error.  QEMU's event
+ * loop calls it first, so most writes need no thread hop. */
+int hlfs_try_pwritev(hlfs_volume *vol, const struct iovec *iov, int iovcnt, uint64_t offset);
 /* Returns after every write that completed before the call is durable. */
 int hlfs_flush(hlfs_volume *vol);
 /* Both make the range read as zeros and unmap it. */

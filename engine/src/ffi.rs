@@ -344,6 +344,40 @@ pub unsafe extern "C" fn hlfs_pwritev(
     })
 }
 
+/// `hlfs_pwritev` if it can complete at once, without I/O or waiting for
+/// a lock (a block-aligned write that the log's in-memory tail takes):
+/// returns 0 when done, -EAGAIN when the caller should use `hlfs_pwritev`
+/// (from a thread that may block), or another negative errno.
+///
+/// # Safety
+/// As `hlfs_pwritev`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_try_pwritev(
+    v: *mut HlfsVolume,
+    iov: *const libc::iovec,
+    iovcnt: c_int,
+    offset: u64,
+) -> c_int {
+    guard(std::ptr::null_mut(), || {
+        let vol = vol(v)?;
+        // SAFETY: forwarded from the caller.
+        let list = unsafe { iovecs(iov, iovcnt) }?;
+        let parts: Vec<&[u8]> = list
+            .iter()
+            // SAFETY: the caller guarantees each buffer is valid for its length.
+            .map(|e| unsafe { std::slice::from_raw_parts(e.iov_base as *const u8, e.iov_len) })
+            .collect();
+        match vol.try_write_vectored(offset, &parts) {
+            Ok(true) => Ok(0),
+            Ok(false) => Ok(-libc::EAGAIN),
+            Err(e) => {
+                tracing::error!("{e}");
+                Err(e)
+            }
+        }
+    })
+}
+
 /// Makes completed writes durable.
 ///
 /// # Safety

@@ -714,6 +714,29 @@ impl LogWriter {
         Ok((seg, off, logged.expect("encoded")))
     }
 
+    /// `append_data_parts` if it can be done without any I/O: the active
+    /// segment exists and has room, nothing needs repair, and the record
+    /// does not bring the buffered bytes to the push threshold. None
+    /// otherwise, with nothing changed.
+    pub fn try_append_data_parts(
+        &mut self,
+        timeline: u64,
+        first_block: u64,
+        parts: &[&[u8]],
+    ) -> Option<(u64, u64, Record)> {
+        if self.poisoned.is_some() || self.needs_repair {
+            return None;
+        }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let need = RECORD_HEADER_LEN as u64 + 64 + len as u64 + 1024;
+        let a = self.active.as_ref()?;
+        let pending = a.mem.len() - (a.pushed - a.mem_start) as usize;
+        if a.len + need > self.segment_size || pending + need as usize >= PUSH_THRESHOLD {
+            return None;
+        }
+        self.append_data_parts(timeline, first_block, parts).ok()
+    }
+
     /// Hands buffered bytes to the backend (not yet durable). While the
     /// previous segment is still closing they wait in memory, up to
     /// `CLOSING_BUFFER`.

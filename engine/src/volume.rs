@@ -1316,6 +1316,34 @@ impl Volume {
         Ok(())
     }
 
+    /// `write_vectored` if it can complete at once, without I/O and without
+    /// waiting for a lock: the write is block-aligned, fits one record, and
+    /// the log takes it into its in-memory tail without a push. Returns
+    /// false, having changed nothing, when the caller should use
+    /// `write_vectored` instead (QEMU's driver then hands the request to a
+    /// worker thread; done here, it is a copy with no thread hop).
+    pub fn try_write_vectored(&self, offset: u64, parts: &[&[u8]]) -> Result<bool> {
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if self.read_only
+            || self.closed.load(Ordering::Acquire)
+            || len == 0
+            || offset % BLOCK_SIZE != 0
+            || len % BLOCK_SIZE != 0
+            || len > MAX_BLOCKS_PER_RECORD as u64 * BLOCK_SIZE
+        {
+            return Ok(false);
+        }
+        let Some(mut wguard) = self.writer.try_lock() else { return Ok(false) };
+        let Some(w) = wguard.as_mut() else { return Ok(false) };
+        let Some(mut st) = self.state.try_write() else { return Ok(false) };
+        self.check_io(offset, len, st.virtual_size)?;
+        let Some((seg, rec_off, rec)) = w.try_append_data_parts(st.head, offset / BLOCK_SIZE, parts) else {
+            return Ok(false);
+        };
+        apply(&self.index(), &mut st, seg, rec_off, &rec)?;
+        Ok(true)
+    }
+
     /// Reads into the concatenation of `bufs` from `offset`, like `read`.
     /// More than one buffer is read through a per-thread buffer (reused, so
     /// a caller issuing many requests does not allocate for each).

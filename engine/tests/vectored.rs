@@ -36,7 +36,7 @@ fn check(kind: Kind) {
     let v = Volume::open(&uri, &place.opts()).unwrap();
     let mut model = vec![0u8; SIZE as usize];
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let mut req = |v: &Volume, model: &mut Vec<u8>, rng: &mut rand::rngs::StdRng, i: u64| {
+    let req = |v: &Volume, model: &mut Vec<u8>, rng: &mut rand::rngs::StdRng, i: u64| {
         let sectors = SIZE / 512;
         let first = rng.gen_range(0..sectors);
         let n = rng.gen_range(1..=(sectors - first).min(2600)); // up to 1.3 MiB: several records
@@ -109,4 +109,72 @@ fn bad_vectored_requests_are_refused_whole() {
     assert!(v.write_vectored(SIZE - 4096, &[&big]).is_err());
     assert!(read_all(&v).iter().all(|&x| x == 0), "a refused request changed the volume");
     v.close().unwrap();
+}
+
+/// `try_write_vectored` (QEMU's inline write, `hlfs_try_pwritev`):
+/// from several threads at once, mixed with blocking writes, every request
+/// either completes or says "use the blocking path" having changed nothing,
+/// so doing exactly that gives the same volume as a model, also after a
+/// reopen; segment rolls and pushes happen on the blocking path. Requests
+/// it must decline (unaligned, larger than one record, read-only) are
+/// declined.
+#[test]
+fn inline_writes_complete_or_change_nothing() {
+    for kind in [Kind::Local, Kind::Mem, Kind::MemClosedOnly] {
+        let place = Place::new(kind);
+        let uri = place.uri("v");
+        Volume::create(&uri, SIZE).unwrap();
+        let mut opts = place.opts();
+        opts.segment_size = 256 << 10; // many rolls
+        let v = std::sync::Arc::new(Volume::open(&uri, &opts).unwrap());
+        // Each thread owns a quarter of the volume, so the model is exact.
+        let quarter = SIZE / 4;
+        let inline = std::sync::atomic::AtomicU64::new(0);
+        let models: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let v = v.clone();
+                    let inline = &inline;
+                    s.spawn(move || {
+                        let mut rng = rand::rngs::StdRng::seed_from_u64(100 + t);
+                        let mut model = vec![0u8; quarter as usize];
+                        for i in 0..600u64 {
+                            let blocks = quarter / 4096;
+                            let b = rng.gen_range(0..blocks);
+                            let n = rng.gen_range(1..=(blocks - b).min(8));
+                            let data = pattern(t * 10_000 + i, (n * 4096) as usize);
+                            let (a, z) = data.split_at(rng.gen_range(0..=data.len()));
+                            let off = t * quarter + b * 4096;
+                            if v.try_write_vectored(off, &[a, z]).unwrap() {
+                                inline.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            } else {
+                                v.write_vectored(off, &[a, z]).unwrap();
+                            }
+                            model[(b * 4096) as usize..((b + n) * 4096) as usize].copy_from_slice(&data);
+                            if i % 97 == 0 {
+                                v.flush().unwrap();
+                            }
+                        }
+                        model
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let model: Vec<u8> = models.concat();
+        let inline = inline.into_inner();
+        assert!(inline > 200, "{kind:?}: only {inline} of 2400 writes completed inline");
+        assert!(read_all(&v) == model, "{kind:?}: after inline writes");
+        // Declined: unaligned, more than one record, past the end.
+        assert!(!v.try_write_vectored(512, &[&[1u8; 4096]]).unwrap());
+        assert!(!v.try_write_vectored(0, &[&vec![1u8; 257 * 4096]]).unwrap());
+        assert!(v.try_write_vectored(SIZE, &[&[1u8; 4096]]).is_err());
+        assert!(read_all(&v) == model, "{kind:?}: declined writes changed nothing");
+        std::sync::Arc::into_inner(v).unwrap().close().unwrap();
+        let v = Volume::open(&uri, &place.opts()).unwrap();
+        assert!(read_all(&v) == model, "{kind:?}: after reopening");
+        v.close().unwrap();
+        let ro = Volume::open(&uri, &hlfs::OpenOptions::read_only()).unwrap();
+        assert!(!ro.try_write_vectored(0, &[&[1u8; 4096]]).unwrap());
+    }
 }

@@ -103,6 +103,18 @@ int main(int argc, char **argv) {
         CHECK(hlfs_pwritev(vol, wv, -1, off) == -EINVAL, "negative iovcnt must fail");
         CHECK(hlfs_pwritev(vol, wv, 1, off) == -EINVAL, "100-byte pwritev must fail");
         OK(hlfs_pwritev(vol, wv, 0, off));
+
+        /* hlfs_try_pwritev: done at once (0), or -EAGAIN and nothing
+         * changed, so the blocking call must then do it. */
+        struct iovec one = { .iov_base = src, .iov_len = 8192 };
+        int r = hlfs_try_pwritev(vol, &one, 1, 8 << 20);
+        CHECK(r == 0 || r == -EAGAIN, "hlfs_try_pwritev returned %d", r);
+        if (r == -EAGAIN) OK(hlfs_pwritev(vol, &one, 1, 8 << 20));
+        memset(dst, 0, 8192);
+        OK(hlfs_pread(vol, dst, 8192, 8 << 20));
+        CHECK(memcmp(src, dst, 8192) == 0, "try_pwritev then pread differs");
+        /* not 4 KiB-aligned: always left to the blocking call */
+        CHECK(hlfs_try_pwritev(vol, wv, 6, off) == -EAGAIN, "unaligned try_pwritev must say -EAGAIN");
     }
 
     unsigned char a[4096], b[4096];
