@@ -20,6 +20,7 @@ machine conditions. It is a benchmark, not a test: it fails only if a tool
 fails, never on a number.
 """
 import datetime
+import glob
 import json
 import os
 import platform
@@ -124,56 +125,144 @@ def drive(fmt, name, extra=""):
 # ---------------------------------------------------------------------------
 # qemu-img bench
 # ---------------------------------------------------------------------------
+def image_files(fmt, name):
+    """The image's files: for hlfs all of the volume's."""
+    if fmt != "hlfs":
+        return [img(fmt, name)]
+    return [os.path.join(d, f) for d, _, fs in os.walk(f"{WORK}/{name}") for f in fs]
+
+
+def drop_cache(fmt, name):
+    # Evicts the image's pages from the page cache before a -t none run, so
+    # it starts from the disk whatever buffered run came before. This is
+    # posix_fadvise(DONTNEED) per file (what `dd iflag=nocache count=0`
+    # does), which drops only that file's clean pages (the caller has just
+    # synced), rather than /proc/sys/vm/drop_caches, which would empty the
+    # page cache of the whole machine.
+    for path in image_files(fmt, name):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def warm_cache(fmt, name):
+    """Reads the whole image into the page cache (the cached-read rows)."""
+    for path in image_files(fmt, name):
+        with open(path, "rb", buffering=0) as fh:
+            while fh.read(1 << 20):
+                pass
+
+
+def cached_bytes(fmt, name):
+    """Bytes of the image in the page cache (fincore); for hlfs the sum over
+    the volume's segment files, where its data lives."""
+    if fmt == "hlfs":
+        paths = sorted(glob.glob(f"{WORK}/{name}/seg-*"))
+    else:
+        paths = [img(fmt, name)]
+    out = run(["fincore", "--bytes", "--noheadings", "--output", "RES", *paths], "fincore")
+    return sum(int(x) for x in out.split())
+
+
+# A -t none row counts only if hlfs bypassed the page cache as raw and qcow2
+# do (O_DIRECT): more than this share of the bytes it moved left in the
+# cache after a run means the row measured the page cache, not the disk.
+PAGE_CACHE_LIMIT = 0.05
+
+
 def section_imgbench():
     mib, n4k, reps = CFG["img_mib"], CFG["n4k"], CFG["reps"]
     blocks = mib * 256
     step = STEP_BLOCKS * 4096
-    # (key, label, unit, ops per run, fresh image?, args)
+    rnd = ["-s", "4k", "-S", str(step)]
+    seq = ["-s", "1M", "-S", "1M"]
+    fl = "--flush-interval=64"
+    # (key, label, cache, image, unit, ops per run, goals, args). The cache
+    # mode (qemu-img bench -t) is the same for all three formats: under
+    # -t none raw and qcow2 use O_DIRECT, and the hlfs driver gets the same
+    # flag as any driver. image: "fresh" (created empty, removed after),
+    # "overwrite" (created and filled, not timed, before every run, removed
+    # after: every round overwrites the same state), "filled" (filled once,
+    # only read). goals: the issue's minimum hlfs/raw and hlfs/qcow2.
     work = [
-        ("randread_qd1", "4K random read, QD1", "IOPS", n4k, False, ["-s", "4k", "-S", str(step), "-d", "1"]),
-        ("randread_qd32", "4K random read, QD32", "IOPS", n4k, False, ["-s", "4k", "-S", str(step), "-d", "32"]),
-        ("randwrite_qd1", "4K random write, QD1", "IOPS", n4k, True, ["-w", "-s", "4k", "-S", str(step), "-d", "1"]),
-        ("randwrite_qd32", "4K random write, QD32", "IOPS", n4k, True, ["-w", "-s", "4k", "-S", str(step), "-d", "32"]),
-        ("randwrite_qd32_flush", "4K random write, QD32, flush every 64", "IOPS", n4k, True,
-         ["-w", "-s", "4k", "-S", str(step), "-d", "32", "--flush-interval=64"]),
-        ("seqread_1m", "1M sequential read, QD32", "MiB/s", mib, False, ["-s", "1M", "-S", "1M", "-d", "32"]),
-        ("seqwrite_1m", "1M sequential write, QD32", "MiB/s", mib, True, ["-w", "-s", "1M", "-S", "1M", "-d", "32"]),
+        ("randwrite_qd32_none_ow", "4K random overwrite, QD32, -t none", "none", "overwrite", "IOPS", n4k,
+         dict(raw=1.5, qcow2=2.0), ["-w", *rnd, "-d", "32"]),
+        ("randwrite_qd32_none_ow_flush", "4K random overwrite, QD32, flush every 64, -t none", "none", "overwrite",
+         "IOPS", n4k, dict(raw=1.5, qcow2=2.0), ["-w", *rnd, "-d", "32", fl]),
+        ("randwrite_qd32", "4K random write, QD32, -t writeback", "writeback", "fresh", "IOPS", n4k,
+         dict(raw=1.0, qcow2=1.3), ["-w", *rnd, "-d", "32"]),
+        ("seqwrite_1m_none", "1M sequential write, QD32, -t none", "none", "fresh", "MiB/s", mib,
+         dict(raw=0.9), ["-w", *seq, "-d", "32"]),
+        ("seqread_1m_none", "1M sequential read, QD32, -t none", "none", "filled", "MiB/s", mib,
+         dict(raw=0.9), [*seq, "-d", "32"]),
+        ("randread_qd32_none", "4K random read, QD32, -t none", "none", "filled", "IOPS", n4k,
+         dict(raw=0.9), [*rnd, "-d", "32"]),
+        # Earlier rows (buffered; reads of images held in the page cache).
+        ("randread_qd1", "4K random read, QD1, -t writeback", "writeback", "filled", "IOPS", n4k, {},
+         [*rnd, "-d", "1"]),
+        ("randread_qd32", "4K random read, QD32, -t writeback", "writeback", "filled", "IOPS", n4k, {},
+         [*rnd, "-d", "32"]),
+        ("randwrite_qd1", "4K random write, QD1, -t writeback", "writeback", "fresh", "IOPS", n4k, {},
+         ["-w", *rnd, "-d", "1"]),
+        ("randwrite_qd32_flush", "4K random write, QD32, flush every 64, -t writeback", "writeback", "fresh",
+         "IOPS", n4k, {}, ["-w", *rnd, "-d", "32", fl]),
+        ("seqread_1m", "1M sequential read, QD32, -t writeback", "writeback", "filled", "MiB/s", mib, {},
+         [*seq, "-d", "32"]),
+        ("seqwrite_1m", "1M sequential write, QD32, -t writeback", "writeback", "fresh", "MiB/s", mib, {},
+         ["-w", *seq, "-d", "32"]),
     ]
     log(f"qemu-img bench: {mib} MiB images, {n4k} 4K requests, {reps} rounds")
     for f in FORMATS:
         create(f, "filled", f"{mib}M")
         fill(f, "filled", mib)
     times = {(k, f): [] for k, *_ in work for f in FORMATS}
+    cached = {(k, f): [] for k, *_ in work for f in FORMATS}
     for r in range(reps):
-        for key, label, unit, n, fresh, args in work:
+        for key, label, cache, image, unit, n, goals, args in work:
             for f in FORMATS:
-                name = "w" if fresh else "filled"
-                if fresh:
+                name = "filled" if image == "filled" else "w"
+                if image != "filled":
                     create(f, name, f"{mib}M")
+                if image == "overwrite":
+                    fill(f, name, mib)
                 extra = ["-c", str(n)]
-                if "-S" in args and args[args.index("-S") + 1] == str(step) and not fresh:
+                if image == "filled" and "4k" in args:
                     extra += ["-o", str(((r + 1) * 7919 % blocks) * 4096)]  # another start per round
                 if "-w" in args:
                     extra.append("--pattern=0xa5")
+                os.sync()
+                if cache == "none":
+                    drop_cache(f, name)
+                elif image == "filled":
+                    warm_cache(f, name)  # a cached read, whatever -t none row dropped the pages before
                 sync_and_prewarm(min(mib, 512))
-                out = run([QIMG, "bench", *fargs(f), "-t", "writeback", *args, *extra, img(f, name)],
+                out = run([QIMG, "bench", *fargs(f), "-t", cache, *args, *extra, img(f, name)],
                           f"qemu-img bench {f} {key}")
                 m = re.search(r"Run completed in ([0-9.]+) seconds", out)
                 if not m:
                     sys.exit(f"[report] FAIL: no 'Run completed' from qemu-img bench:\n{out}")
                 times[key, f].append(float(m.group(1)))
-                if fresh:
+                if cache == "none":
+                    cached[key, f].append(cached_bytes(f, name))
+                if image != "filled":
                     remove(f, name)
         log(f"qemu-img bench round {r + 1}/{reps} done (load {os.getloadavg()[0]:.1f})")
     for f in FORMATS:
         remove(f, "filled")
     res = []
-    for key, label, unit, n, fresh, args in work:
-        row = dict(key=key, label=label, unit=unit)
+    for key, label, cache, image, unit, n, goals, args in work:
+        row = dict(key=key, label=label, unit=unit, cache=cache, image=image, goals=goals)
         for f in FORMATS:
             row[f] = stats([n / t for t in times[key, f]])
+        if cache == "none":
+            moved = n * (4096 if unit == "IOPS" else 1 << 20)
+            row["page_cache"] = dict(moved_bytes=moved, write="-w" in args,
+                                     **{f: stats(cached[key, f]) for f in FORMATS})
+            row["page_cache"]["hlfs_bypassed"] = max(cached[key, "hlfs"]) <= PAGE_CACHE_LIMIT * moved
         res.append(row)
-    return dict(image_mib=mib, requests_4k=n4k, reps=reps, rows=res)
+    return dict(image_mib=mib, requests_4k=n4k, reps=reps, rows=res, page_cache_limit=PAGE_CACHE_LIMIT)
 
 
 # ---------------------------------------------------------------------------

@@ -2,8 +2,11 @@
 # The benchmark report (issue 7): one command measures raw, qcow2 and hlfs in
 # the same run and writes docs/benchmarks.md and docs/charts/*.png.
 #
-#   - qemu-img bench: 4K random read/write at QD1 and QD32, with flushes,
-#     1M sequential read/write
+#   - qemu-img bench: 4K random overwrite (also with flushes), 1M sequential
+#     write, 1M sequential and 4K random read with -t none, and how much of
+#     each image the page cache holds after those runs (fincore); 4K random
+#     read/write at QD1 and QD32, with flushes, 1M sequential read/write with
+#     -t writeback
 #   - fio inside the test guest (tests/guest/) on a second virtio disk
 #   - snapshot and clone create time against mapped blocks (0 to 1M)
 #   - import time: hlfs import / qemu-img convert to hlfs: vs -O qcow2 / -O raw
