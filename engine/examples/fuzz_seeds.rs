@@ -11,7 +11,9 @@ use hlfs::{OpenOptions, Volume};
 use std::path::Path;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = std::env::args().nth(1).ok_or("usage: fuzz_seeds CORPUS_DIR")?;
+    let out = std::env::args()
+        .nth(1)
+        .ok_or("usage: fuzz_seeds CORPUS_DIR")?;
     let out = Path::new(&out);
     let mem = MemBackend::new();
     registry_put("seeds", mem.clone());
@@ -64,12 +66,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             put("checkpoint", &format!("{file}-1"), Some(1), &b)?;
             // The state alone, for the values target.
             let state_len = u32::from_le_bytes(b[48..52].try_into()?) as usize;
-            put("values", &format!("state-{file}"), None, &b[64..64 + state_len])?;
+            put(
+                "values",
+                &format!("state-{file}"),
+                None,
+                &b[64..64 + state_len],
+            )?;
             n_ckpt += 1;
         }
     }
-    put("values", "entry-data", None, &hlfs::index::Entry::Data { seg: 3, off: 4096, crc: 0xdead_beef }.encode())?;
-    put("values", "entry-zero", None, &hlfs::index::Entry::Zero.encode())?;
+    put(
+        "values",
+        "entry-data",
+        None,
+        &hlfs::index::Entry::Data {
+            seg: 3,
+            off: 4096,
+            crc: 0xdead_beef,
+        }
+        .encode(),
+    )?;
+    put(
+        "values",
+        "entry-zero",
+        None,
+        &hlfs::index::Entry::Zero.encode(),
+    )?;
     for (i, s) in [
         "local:///var/lib/hlfs/vm1",
         "hlfs:local:///tmp/testenv/testfs%snapshot1",
@@ -86,10 +108,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         put("names", &format!("seed-{i}"), None, s.as_bytes())?;
     }
-    for (i, ops) in [vec![0u8; 64], (0..=255u8).collect::<Vec<_>>(), b"fuzz the volume ops".repeat(8)].iter().enumerate() {
+    for (i, ops) in [
+        vec![0u8; 64],
+        (0..=255u8).collect::<Vec<_>>(),
+        b"fuzz the volume ops".repeat(8),
+    ]
+    .iter()
+    .enumerate()
+    {
         put("volume_ops", &format!("seed-{i}"), None, ops)?;
     }
-    eprintln!("{n_seg} segment seeds, {n_ckpt} checkpoint seeds in {}", out.display());
+    eprintln!(
+        "{n_seg} segment seeds, {n_ckpt} checkpoint seeds in {}",
+        out.display()
+    );
     if n_ckpt == 0 {
         return Err("the seed volume wrote no checkpoint".into());
     }

@@ -26,13 +26,18 @@ use std::io::Write;
 const BS: u64 = 4096;
 
 fn env_size(k: &str, default: u64) -> u64 {
-    std::env::var(k).ok().and_then(|v| hlfs::parse_size(&v).ok()).unwrap_or(default)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| hlfs::parse_size(&v).ok())
+        .unwrap_or(default)
 }
 
 fn segment_bytes(mem: &MemBackend, dir: &str) -> u64 {
     mem.paths()
         .iter()
-        .filter(|p| p.starts_with(&format!("{dir}/seg-")) || p.starts_with(&format!("{dir}/retired-")))
+        .filter(|p| {
+            p.starts_with(&format!("{dir}/seg-")) || p.starts_with(&format!("{dir}/retired-"))
+        })
         .map(|p| mem.open_read(p).and_then(|f| f.len()).unwrap_or(0))
         .sum()
 }
@@ -46,7 +51,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let size = env_size("HLFS_WA_SIZE", 256 << 20) / BS * BS;
     let seg = env_size("HLFS_WA_SEGMENT", 4 << 20);
-    let rounds: u64 = std::env::var("HLFS_WA_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let rounds: u64 = std::env::var("HLFS_WA_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let budget = size * 3 / 2;
 
     let mem = MemBackend::new();
@@ -71,8 +79,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         v.write(first * BS, &buf[..n * BS as usize])?;
     }
     v.flush()?;
-    let batch: usize = std::env::var("HLFS_WA_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
-    let gc = GcOptions { max_utilization: 0.95, max_segments: batch, retire_grace_secs: 0 };
+    let batch: usize = std::env::var("HLFS_WA_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let gc = GcOptions {
+        max_utilization: 0.95,
+        max_segments: batch,
+        retire_grace_secs: 0,
+    };
     let total = rounds * blocks;
     let sample = (total / 64).max(1);
     let start_backend = mem.bytes_appended();
@@ -105,7 +120,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let backend = mem.bytes_appended() - start_backend;
             let log = segment_bytes(&mem, "/v/vol");
             let live = v.info()?.live_bytes;
-            let window = (backend - (last_backend - start_backend)) as f64 / (guest - last_guest) as f64;
+            let window =
+                (backend - (last_backend - start_backend)) as f64 / (guest - last_guest) as f64;
             rows.push(format!(
                 "{:.2},{:.2},{:.2},{:.2},{:.3},{:.3}",
                 guest as f64 / 1048576.0,
@@ -123,7 +139,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backend = mem.bytes_appended() - start_backend;
     let log = segment_bytes(&mem, "/v/vol");
     // Steady state: the second half of the run.
-    let half: Vec<f64> = rows[rows.len() / 2..].iter().map(|r| r.rsplit(',').next().unwrap().parse().unwrap()).collect();
+    let half: Vec<f64> = rows[rows.len() / 2..]
+        .iter()
+        .map(|r| r.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
     let steady = half.iter().sum::<f64>() / half.len() as f64;
     println!(
         "mode {mode}: volume {} MiB, segments {} MiB, log budget {} MiB, {} MiB of 4 KiB overwrites in {:.1} s",
@@ -142,7 +161,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if let Some(path) = out {
         let mut f = std::fs::File::create(&path)?;
-        writeln!(f, "guest_mib,backend_mib,log_mib,live_mib,wa_cumulative,wa_window")?;
+        writeln!(
+            f,
+            "guest_mib,backend_mib,log_mib,live_mib,wa_cumulative,wa_window"
+        )?;
         for r in rows {
             writeln!(f, "{r}")?;
         }

@@ -31,6 +31,9 @@ typedef struct hlfs_volume hlfs_volume;
 /* Flags for hlfs_open(). */
 #define HLFS_OPEN_RDONLY 0u
 #define HLFS_OPEN_RDWR   1u
+/* Bypass the host page cache: segments are written and read with O_DIRECT
+ * (QEMU's cache=none and directsync).  Local volumes only; ignored on HDFS. */
+#define HLFS_OPEN_DIRECT 2u
 
 /* Largest snapshot name in bytes, excluding the NUL. */
 #define HLFS_SNAPSHOT_NAME_MAX 255
@@ -97,6 +100,9 @@ int hlfs_write_zeroes(hlfs_volume *vol, uint64_t offset, uint64_t len);
 
 /* Virtual size in bytes. */
 int hlfs_get_length(hlfs_volume *vol, uint64_t *out);
+/* 1 if the volume is a clone (unwritten blocks read from its base), 0 if
+ * they read as zeros, or a negative errno.  Cheap. */
+int hlfs_is_clone(hlfs_volume *vol);
 /* Grow the volume (shrinking is refused with -ENOTSUP). */
 int hlfs_truncate(hlfs_volume *vol, uint64_t size, char **errp);
 /* Bytes the volume's log occupies in its backend. */

@@ -53,19 +53,31 @@ pub fn name(seq: u64) -> String {
 
 fn parse_name(n: &str) -> Option<u64> {
     let hex = n.strip_prefix("ckpt-")?;
-    (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok()).flatten()
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
 }
 
 /// Checkpoints present in `dir`, newest first.
 pub fn list(backend: &dyn Backend, dir: &str) -> Result<Vec<u64>> {
-    let mut v: Vec<u64> = backend.list(dir)?.iter().filter_map(|n| parse_name(n)).collect();
+    let mut v: Vec<u64> = backend
+        .list(dir)?
+        .iter()
+        .filter_map(|n| parse_name(n))
+        .collect();
     v.sort_unstable_by(|a, b| b.cmp(a));
     Ok(v)
 }
 
 /// Writes a checkpoint of `index` + `st` at `pos`, then deletes older ones
 /// (keeping one spare). Returns the bytes written.
-pub fn write(backend: &dyn Backend, dir: &str, pos: LogPos, st: &VolState, index: &Index) -> Result<u64> {
+pub fn write(
+    backend: &dyn Backend,
+    dir: &str,
+    pos: LogPos,
+    st: &VolState,
+    index: &Index,
+) -> Result<u64> {
     let final_path = format!("{dir}/{}", name(pos.next_seq));
     if backend.exists(&final_path)? {
         return Ok(0);
@@ -108,7 +120,11 @@ fn write_file(backend: &dyn Backend, index: &Index, tmp: &str, mut e: Enc) -> Re
     let emit = |out: &mut Enc, chunk: &mut Vec<u8>, written: u64, directory: &mut Enc| {
         let n = (chunk.len() / ENTRY_LEN) as u32;
         let crc = crc32c::crc32c(chunk);
-        directory.bytes(&chunk[..16]).u64(written + out.0.len() as u64).u32(n).u32(crc);
+        directory
+            .bytes(&chunk[..16])
+            .u64(written + out.0.len() as u64)
+            .u32(n)
+            .u32(crc);
         out.u32(n).u32(crc).bytes(chunk);
         chunk.clear();
     };
@@ -133,7 +149,12 @@ fn write_file(backend: &dyn Backend, index: &Index, tmp: &str, mut e: Enc) -> Re
     let dir_offset = written + e.0.len() as u64;
     let chunks = (directory.0.len() / DIR_ROW) as u64;
     let dir_crc = crc32c::crc32c(&directory.0);
-    e.bytes(&directory.0).u64(dir_offset).u64(chunks).u64(total).u32(dir_crc).bytes(TRAILER_MAGIC);
+    e.bytes(&directory.0)
+        .u64(dir_offset)
+        .u64(chunks)
+        .u64(total)
+        .u32(dir_crc)
+        .bytes(TRAILER_MAGIC);
     f.append(&e.0)?;
     written += e.0.len() as u64;
     f.close()?;
@@ -179,7 +200,11 @@ fn read_header(file: &dyn ReadFile, path: &str, uuid: &[u8; 16]) -> Result<(LogP
     if &d.uuid()? != uuid {
         return Err(ctx("belongs to another volume"));
     }
-    let pos = LogPos { segment: d.u64()?, offset: d.u64()?, next_seq: d.u64()? };
+    let pos = LogPos {
+        segment: d.u64()?,
+        offset: d.u64()?,
+        next_seq: d.u64()?,
+    };
     Ok((pos, d.u32()? as u64, d.u32()?))
 }
 
@@ -217,7 +242,11 @@ impl Reader {
         }
         let mut t = Dec::new(&tb, "checkpoint trailer");
         let (dir_offset, nchunks, total, dir_crc) = (t.u64()?, t.u64()?, t.u64()?, t.u32()?);
-        if nchunks.checked_mul(DIR_ROW as u64).and_then(|n| n.checked_add(dir_offset)) != Some(len - TRAILER_LEN as u64) {
+        if nchunks
+            .checked_mul(DIR_ROW as u64)
+            .and_then(|n| n.checked_add(dir_offset))
+            != Some(len - TRAILER_LEN as u64)
+        {
             return Err(ctx("directory does not fit the file".into()));
         }
         let mut db = vec![0u8; (nchunks as usize) * DIR_ROW];
@@ -232,17 +261,41 @@ impl Reader {
             let (offset, count, crc) = (dd.u64()?, dd.u32()?, dd.u32()?);
             // Chunks follow one another in key order without overlapping;
             // lookups depend on it, since they pick a chunk by first key.
-            let start = chunks.last().map_or(HEADER_LEN as u64 + state_len, |c: &ChunkRef| c.offset + 8 + c.count as u64 * ENTRY_LEN as u64);
+            let start = chunks
+                .last()
+                .map_or(HEADER_LEN as u64 + state_len, |c: &ChunkRef| {
+                    c.offset + 8 + c.count as u64 * ENTRY_LEN as u64
+                });
             let end = offset.checked_add(8 + count as u64 * ENTRY_LEN as u64);
-            if count == 0 || count as usize > CHUNK_ENTRIES || offset < start || end.is_none_or(|e| e > dir_offset) {
+            if count == 0
+                || count as usize > CHUNK_ENTRIES
+                || offset < start
+                || end.is_none_or(|e| e > dir_offset)
+            {
                 return Err(ctx(format!("bad chunk at byte {offset}")));
             }
-            if chunks.last().is_some_and(|c: &ChunkRef| c.first_key >= first_key) {
+            if chunks
+                .last()
+                .is_some_and(|c: &ChunkRef| c.first_key >= first_key)
+            {
                 return Err(ctx(format!("chunk at byte {offset} is out of key order")));
             }
-            chunks.push(ChunkRef { first_key, offset, count, crc });
+            chunks.push(ChunkRef {
+                first_key,
+                offset,
+                count,
+                crc,
+            });
         }
-        Ok(Reader { path, file, pos, state, total, chunks, cache: Mutex::new((0, HashMap::new())) })
+        Ok(Reader {
+            path,
+            file,
+            pos,
+            state,
+            total,
+            chunks,
+            cache: Mutex::new((0, HashMap::new())),
+        })
     }
 
     /// Chunk `i`'s entries, read from the file and verified.
@@ -251,12 +304,21 @@ impl Reader {
         let mut b = vec![0u8; r.count as usize * ENTRY_LEN];
         self.file.read_exact_at(r.offset + 8, &mut b)?;
         if crc32c::crc32c(&b) != r.crc {
-            return Err(corrupt(format!("checkpoint {}: chunk at byte {} fails its checksum", self.path, r.offset)));
+            return Err(corrupt(format!(
+                "checkpoint {}: chunk at byte {} fails its checksum",
+                self.path, r.offset
+            )));
         }
         // The directory's first key must be the chunk's, and keys ascend.
-        let sorted = b.chunks_exact(ENTRY_LEN).zip(b.chunks_exact(ENTRY_LEN).skip(1)).all(|(a, z)| a[..16] < z[..16]);
+        let sorted = b
+            .chunks_exact(ENTRY_LEN)
+            .zip(b.chunks_exact(ENTRY_LEN).skip(1))
+            .all(|(a, z)| a[..16] < z[..16]);
         if b[..16] != r.first_key || !sorted {
-            return Err(corrupt(format!("checkpoint {}: chunk at byte {} disagrees with the directory or is out of order", self.path, r.offset)));
+            return Err(corrupt(format!(
+                "checkpoint {}: chunk at byte {} disagrees with the directory or is out of order",
+                self.path, r.offset
+            )));
         }
         Ok(b)
     }
@@ -294,7 +356,9 @@ impl Reader {
 
     /// The value stored for `key`.
     pub fn get(&self, key: &[u8; 16]) -> Result<Option<[u8; 16]>> {
-        let Some(i) = self.chunk_for(key) else { return Ok(None) };
+        let Some(i) = self.chunk_for(key) else {
+            return Ok(None);
+        };
         let c = self.chunk(i)?;
         let n = c.len() / ENTRY_LEN;
         let (mut lo, mut hi) = (0usize, n);
@@ -305,7 +369,11 @@ impl Reader {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => {
-                    return Ok(Some(c[mid * ENTRY_LEN + 16..(mid + 1) * ENTRY_LEN].try_into().expect("16")));
+                    return Ok(Some(
+                        c[mid * ENTRY_LEN + 16..(mid + 1) * ENTRY_LEN]
+                            .try_into()
+                            .expect("16"),
+                    ));
                 }
             }
         }
@@ -313,7 +381,11 @@ impl Reader {
     }
 
     /// Entries with `from <= key < to`, in order.
-    pub fn range(&self, from: [u8; 16], to: [u8; 16]) -> impl Iterator<Item = Result<([u8; 16], [u8; 16])>> + '_ {
+    pub fn range(
+        &self,
+        from: [u8; 16],
+        to: [u8; 16],
+    ) -> impl Iterator<Item = Result<([u8; 16], [u8; 16])>> + '_ {
         let start = self.chunk_for(&from).unwrap_or(0);
         let mut ci = start;
         let mut cur: Option<(Arc<Vec<u8>>, usize)> = None;
@@ -360,12 +432,18 @@ impl Reader {
         let mut n = 0u64;
         for i in 0..self.chunks.len() {
             for e in self.read_chunk(i)?.chunks_exact(ENTRY_LEN) {
-                f(e[..16].try_into().expect("16"), e[16..].try_into().expect("16"))?;
+                f(
+                    e[..16].try_into().expect("16"),
+                    e[16..].try_into().expect("16"),
+                )?;
                 n += 1;
             }
         }
         if n != self.total {
-            return Err(corrupt(format!("checkpoint {}: holds {n} entries, its trailer says {}", self.path, self.total)));
+            return Err(corrupt(format!(
+                "checkpoint {}: holds {n} entries, its trailer says {}",
+                self.path, self.total
+            )));
         }
         Ok(())
     }
@@ -373,7 +451,11 @@ impl Reader {
 
 /// The log position of the newest checkpoint whose header verifies, read
 /// from its 64-byte header alone (to size the log tail at open).
-pub fn newest_position(backend: &dyn Backend, dir: &str, uuid: &[u8; 16]) -> Result<Option<LogPos>> {
+pub fn newest_position(
+    backend: &dyn Backend,
+    dir: &str,
+    uuid: &[u8; 16],
+) -> Result<Option<LogPos>> {
     for seq in list(backend, dir)? {
         match position(backend, dir, seq, uuid) {
             Ok(pos) => return Ok(Some(pos)),
@@ -394,11 +476,20 @@ pub struct Loaded {
 
 /// Loads checkpoint `seq` into `index` (which must be empty), verifying
 /// every checksum. On error the index may hold part of it.
-pub fn load(backend: &dyn Backend, dir: &str, seq: u64, uuid: &[u8; 16], index: &Index) -> Result<Loaded> {
+pub fn load(
+    backend: &dyn Backend,
+    dir: &str,
+    seq: u64,
+    uuid: &[u8; 16],
+    index: &Index,
+) -> Result<Loaded> {
     let r = Reader::open(backend, dir, seq, uuid)?;
     r.for_each(&mut |k, v| index.load_raw(k, v))?;
     index.finish_load();
-    Ok(Loaded { pos: r.pos, state: r.state })
+    Ok(Loaded {
+        pos: r.pos,
+        state: r.state,
+    })
 }
 
 /// Verifies checkpoint `seq` whole without keeping it (fsck).
@@ -411,7 +502,10 @@ pub fn verify(backend: &dyn Backend, dir: &str, seq: u64, uuid: &[u8; 16]) -> Re
         }
         let block = u64::from_be_bytes(k[8..].try_into().expect("8"));
         if block >= crate::format::MAX_VIRTUAL_SIZE / crate::format::BLOCK_SIZE {
-            return Err(corrupt(format!("checkpoint {}: block {block} is beyond any volume", r.path)));
+            return Err(corrupt(format!(
+                "checkpoint {}: block {block} is beyond any volume",
+                r.path
+            )));
         }
         prev = Some(*k);
         Ok(())
@@ -420,7 +514,12 @@ pub fn verify(backend: &dyn Backend, dir: &str, seq: u64, uuid: &[u8; 16]) -> Re
 
 /// Loads the newest checkpoint that verifies; older ones are tried when a
 /// newer one is damaged. None if there is no usable checkpoint.
-pub fn load_newest(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], index: &Index) -> Result<Option<Loaded>> {
+pub fn load_newest(
+    backend: &dyn Backend,
+    dir: &str,
+    uuid: &[u8; 16],
+    index: &Index,
+) -> Result<Option<Loaded>> {
     for seq in list(backend, dir)? {
         match load(backend, dir, seq, uuid, index) {
             Ok(l) => return Ok(Some(l)),
@@ -448,4 +547,3 @@ pub fn open_newest(backend: &dyn Backend, dir: &str, uuid: &[u8; 16]) -> Result<
     }
     Ok(None)
 }
-

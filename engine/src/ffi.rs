@@ -14,9 +14,9 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::volume::{clone_volume, BackgroundGc, BlockState, GcThread, OpenOptions, Volume};
-use std::sync::Arc;
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 /// Opaque handle to an open volume (C: `hlfs_volume`): the volume and, when
 /// it is open read-write, its background cleaner (`HLFS_GC=off` disables
@@ -42,6 +42,8 @@ pub struct HlfsSnapshotInfo {
 
 /// `HLFS_OPEN_RDWR`.
 pub const HLFS_OPEN_RDWR: u32 = 1;
+/// `hlfs_open` flag: bypass the host page cache (O_DIRECT segments).
+pub const HLFS_OPEN_DIRECT: u32 = 2;
 
 fn malloc_cstring(s: &str) -> *mut c_char {
     let bytes = s.as_bytes();
@@ -183,6 +185,7 @@ pub unsafe extern "C" fn hlfs_open(
         }
         let opts = OpenOptions {
             read_only: flags & HLFS_OPEN_RDWR == 0,
+            direct_io: flags & HLFS_OPEN_DIRECT != 0,
             ..Default::default()
         };
         let v = Arc::new(Volume::open(str_arg(uri, "uri")?, &opts)?);
@@ -218,7 +221,9 @@ pub unsafe extern "C" fn hlfs_close(v: *mut HlfsVolume) {
                     tracing::error!("closing volume: {e}");
                 }
             }
-            Err(_) => tracing::error!("closing volume: still in use by another thread; it closes when that ends"),
+            Err(_) => tracing::error!(
+                "closing volume: still in use by another thread; it closes when that ends"
+            ),
         }
     }));
 }
@@ -278,7 +283,10 @@ pub unsafe extern "C" fn hlfs_pwrite(
 ///
 /// # Safety
 /// `iov` valid for `iovcnt` entries.
-unsafe fn iovecs<'a>(iov: *const libc::iovec, iovcnt: c_int) -> crate::error::Result<Vec<&'a libc::iovec>> {
+unsafe fn iovecs<'a>(
+    iov: *const libc::iovec,
+    iovcnt: c_int,
+) -> crate::error::Result<Vec<&'a libc::iovec>> {
     if iovcnt < 0 || (iovcnt > 0 && iov.is_null()) {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
@@ -426,6 +434,15 @@ pub unsafe extern "C" fn hlfs_get_length(v: *mut HlfsVolume, out: *mut u64) -> c
         unsafe { *out = n };
         Ok(0)
     })
+}
+
+/// 1 if the volume is a clone, 0 if not.
+///
+/// # Safety
+/// `v` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_is_clone(v: *mut HlfsVolume) -> c_int {
+    guard(std::ptr::null_mut(), || Ok(vol(v)?.is_clone() as c_int))
 }
 
 /// Grows the volume.

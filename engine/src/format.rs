@@ -8,9 +8,14 @@
 //!  0      4       5      6        8          12       16          24          32
 //!  +------+-------+------+--------+----------+--------+-----------+-----------+
 //!  |magic |version| kind | flags  | len      | crc32c | seq       | reserved  |
-//!  |"HLFR"|  u8=1 |  u8  | u16=0  | u32      | u32    | u64       | u64 = 0   |
+//!  |"HLFR"|  u8=2 |  u8  | u16=0  | u32      | u32    | u64       | u64 = 0   |
 //!  +------+-------+------+--------+----------+--------+-----------+-----------+
 //!  followed by `len` payload bytes.
+//! Version 2 (page-aligned, written by a writer that bypasses the page
+//! cache): every record is a multiple of PAGE (4096) bytes long, zero-padded
+//! at its end, and a Data record's block data starts on a page boundary
+//! (zero padding after its checksums), so records and block data sit at
+//! 4 KiB-aligned segment offsets. Version 1 (packed) has no padding.
 //! crc32c covers the 32 header bytes (with the crc field zeroed) and the payload.
 //! seq increases by one per record across the whole volume log.
 //! ```
@@ -22,8 +27,20 @@ use crate::error::{corrupt, Result};
 
 /// Record magic, "HLFR".
 pub const MAGIC: [u8; 4] = *b"HLFR";
-/// Format version written and understood.
-pub const VERSION: u8 = 1;
+/// Newest record format version. Version 2 (page-aligned) pads a record to
+/// a multiple of `PAGE` bytes and starts a `Data` record's blocks on a page
+/// boundary, so the log can be written and read with O_DIRECT; a writer
+/// that bypasses the page cache writes it. Version 1 (packed, no padding)
+/// is what a buffered writer writes: a 4 KiB write then costs 4 KiB of log
+/// plus its header, not two pages. The version byte is per record, so one
+/// log may hold both.
+pub const VERSION: u8 = 2;
+/// Version of packed records.
+pub const VERSION_PACKED: u8 = 1;
+/// Oldest record format version read.
+pub const MIN_VERSION: u8 = 1;
+/// Alignment of records and block data in version 2.
+pub const PAGE: usize = 4096;
 /// Bytes in a record header.
 pub const RECORD_HEADER_LEN: usize = 32;
 /// Block size: the unit of mapping. See docs/design.md for why 4 KiB.
@@ -66,6 +83,8 @@ pub enum Kind {
     SetBase = 8,
     /// Change of virtual size.
     Resize = 9,
+    /// Block data of several writes sharing one page-aligned record (version 2).
+    Batch = 10,
 }
 
 impl Kind {
@@ -80,6 +99,7 @@ impl Kind {
             7 => Kind::Revert,
             8 => Kind::SetBase,
             9 => Kind::Resize,
+            10 => Kind::Batch,
             _ => return None,
         })
     }
@@ -161,6 +181,70 @@ pub enum Record {
     SetBase(BaseRef),
     /// `virtual_size:u64`
     Resize { virtual_size: u64 },
+    /// Written only page-aligned (version 2), by `log::LogWriter`: several
+    /// writes of one timeline sharing one record. Its first page holds the
+    /// record header, `timeline:u64 extents:u32 blocks:u32`, then per extent
+    /// `first_block:u64 count:u32 crc32c:u32 × count`, zero-padded to the
+    /// page; the extents' blocks follow, in the same order, from the second
+    /// page on.
+    Batch {
+        timeline: u64,
+        extents: Vec<(u64, Vec<u32>)>,
+    },
+}
+
+/// Bytes of a batch record's fixed prefix after the record header.
+pub const BATCH_PREFIX_LEN: usize = 16;
+/// Most blocks one batch record carries.
+pub const MAX_BLOCKS_PER_BATCH: u32 = 256;
+
+/// One run of blocks a data-carrying record maps.
+#[derive(Debug, Clone, Copy)]
+pub struct DataExtent<'a> {
+    /// Timeline written.
+    pub timeline: u64,
+    /// First block.
+    pub first_block: u64,
+    /// Segment offset of the first block's bytes (the rest follow).
+    pub data_off: u64,
+    /// One checksum per block.
+    pub crcs: &'a [u32],
+}
+
+impl Record {
+    /// The block runs a `Data` or `Batch` record found at segment offset
+    /// `rec_off`, `rec_len` bytes long, maps (none for other records).
+    pub fn data_extents(&self, rec_off: u64, rec_len: u64) -> Vec<DataExtent<'_>> {
+        match self {
+            Record::Data {
+                timeline,
+                first_block,
+                crcs,
+            } => vec![DataExtent {
+                timeline: *timeline,
+                first_block: *first_block,
+                data_off: rec_off + data_offset(rec_len, crcs.len()),
+                crcs,
+            }],
+            Record::Batch { timeline, extents } => {
+                let mut at = rec_off + PAGE as u64;
+                extents
+                    .iter()
+                    .map(|(first_block, crcs)| {
+                        let e = DataExtent {
+                            timeline: *timeline,
+                            first_block: *first_block,
+                            data_off: at,
+                            crcs,
+                        };
+                        at += crcs.len() as u64 * BLOCK_SIZE;
+                        e
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl Record {
@@ -170,6 +254,7 @@ impl Record {
             Record::SegmentHeader { .. } => Kind::SegmentHeader,
             Record::VolumeCreate { .. } => Kind::VolumeCreate,
             Record::Data { .. } => Kind::Data,
+            Record::Batch { .. } => Kind::Batch,
             Record::Zero { .. } => Kind::Zero,
             Record::SnapshotCreate { .. } => Kind::SnapshotCreate,
             Record::SnapshotDelete { .. } => Kind::SnapshotDelete,
@@ -373,22 +458,69 @@ fn encode_payload(rec: &Record, e: &mut Enc) {
         Record::Resize { virtual_size } => {
             e.u64(*virtual_size);
         }
+        Record::Batch { timeline, extents } => {
+            let blocks: usize = extents.iter().map(|(_, c)| c.len()).sum();
+            e.u64(*timeline)
+                .u32(extents.len() as u32)
+                .u32(blocks as u32);
+            for (first, crcs) in extents {
+                e.u64(*first).u32(crcs.len() as u32);
+                for c in crcs {
+                    e.u32(*c);
+                }
+            }
+        }
     }
+}
+
+/// Offset of a batch record's `PREFIX` fields, from the record's start.
+pub const BATCH_PREFIX_AT: usize = RECORD_HEADER_LEN;
+
+/// Fills in the header and prefix of a batch record built in place in
+/// `rec` (its whole bytes: the first page with the extent entries written
+/// after the prefix, then the data), and its checksum.
+pub fn seal_batch_record(rec: &mut [u8], seq: u64, timeline: u64, extents: u32, blocks: u32) {
+    let len = (rec.len() - RECORD_HEADER_LEN) as u32;
+    let mut h = Enc::default();
+    h.bytes(&MAGIC)
+        .u8(VERSION)
+        .u8(Kind::Batch as u8)
+        .u16(0)
+        .u32(len)
+        .u32(0)
+        .u64(seq)
+        .u64(0);
+    h.u64(timeline).u32(extents).u32(blocks);
+    rec[..h.0.len()].copy_from_slice(&h.0);
+    let crc = crc32c::crc32c(rec);
+    rec[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Encodes a whole record into `out`: header, payload, then `data` (block
 /// bytes of a `Data` record; empty otherwise). Returns the offset within the
 /// encoded record where `data` begins.
 pub fn encode_record(out: &mut Vec<u8>, seq: u64, rec: &Record, data: &[u8]) -> usize {
-    encode_record_parts(out, seq, rec, &[data])
+    encode_record_parts(out, seq, rec, &[data], false)
 }
 
-/// `encode_record` with the data gathered from `parts`, in order.
-fn encode_record_parts(out: &mut Vec<u8>, seq: u64, rec: &Record, parts: &[&[u8]]) -> usize {
+/// `encode_record` as a page-aligned (version 2) record.
+pub fn encode_record_aligned(out: &mut Vec<u8>, seq: u64, rec: &Record, data: &[u8]) -> usize {
+    encode_record_parts(out, seq, rec, &[data], true)
+}
+
+/// `encode_record` with the data gathered from `parts`, in order, packed
+/// (version 1) or page-aligned (version 2).
+fn encode_record_parts(
+    out: &mut Vec<u8>,
+    seq: u64,
+    rec: &Record,
+    parts: &[&[u8]],
+    aligned: bool,
+) -> usize {
     let start = out.len();
     let mut e = Enc(std::mem::take(out));
     e.bytes(&MAGIC)
-        .u8(VERSION)
+        .u8(if aligned { VERSION } else { VERSION_PACKED })
         .u8(rec.kind() as u8)
         .u16(0)
         .u32(0)
@@ -396,10 +528,20 @@ fn encode_record_parts(out: &mut Vec<u8>, seq: u64, rec: &Record, parts: &[&[u8]
         .u64(seq)
         .u64(0);
     encode_payload(rec, &mut e);
+    let pad = |e: &mut Enc| {
+        if aligned {
+            let n = (PAGE - (e.0.len() - start) % PAGE) % PAGE;
+            e.0.resize(e.0.len() + n, 0);
+        }
+    };
+    if matches!(rec, Record::Data { .. } | Record::Batch { .. }) {
+        pad(&mut e);
+    }
     let data_off = e.0.len() - start;
     for p in parts {
         e.bytes(p);
     }
+    pad(&mut e);
     *out = e.0;
     let len = (out.len() - start - RECORD_HEADER_LEN) as u32;
     out[start + OFF_LEN..start + OFF_LEN + 4].copy_from_slice(&len.to_le_bytes());
@@ -419,6 +561,7 @@ pub fn encode_data_record(
     timeline: u64,
     first_block: u64,
     parts: &[&[u8]],
+    aligned: bool,
 ) -> Record {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let count = len / BLOCK_SIZE as usize;
@@ -429,7 +572,7 @@ pub fn encode_data_record(
         first_block,
         crcs: vec![0; count],
     };
-    let data_off = encode_record_parts(out, seq, &placeholder, parts);
+    let data_off = encode_record_parts(out, seq, &placeholder, parts, aligned);
     let crcs: Vec<u32> = out[start + data_off..]
         .chunks(BLOCK_SIZE as usize)
         .map(crc32c::crc32c)
@@ -469,7 +612,7 @@ pub fn decode_header(b: &[u8]) -> Result<Header> {
     if b[OFF_MAGIC..OFF_MAGIC + 4] != MAGIC {
         return Err(corrupt("bad record magic"));
     }
-    if b[OFF_VERSION] != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&b[OFF_VERSION]) {
         return Err(corrupt(format!(
             "unsupported record format version {}",
             b[OFF_VERSION]
@@ -539,7 +682,9 @@ pub fn decode_payload(kind: Kind, payload: &[u8]) -> Result<Record> {
             for _ in 0..count {
                 crcs.push(d.u32()?);
             }
-            if d.remaining() != count as usize * BLOCK_SIZE as usize {
+            // Version 2 pads between the checksums and the data.
+            let data = count as usize * BLOCK_SIZE as usize;
+            if d.remaining() < data || d.remaining() - data >= PAGE {
                 return Err(corrupt("data record length does not match its block count"));
             }
             Record::Data {
@@ -580,14 +725,50 @@ pub fn decode_payload(kind: Kind, payload: &[u8]) -> Result<Record> {
         Kind::Resize => Record::Resize {
             virtual_size: d.u64()?,
         },
+        Kind::Batch => {
+            let timeline = d.u64()?;
+            let n = d.u32()?;
+            let blocks = d.u32()?;
+            if n == 0 || blocks > MAX_BLOCKS_PER_BATCH || n > blocks {
+                return Err(corrupt(format!(
+                    "batch record with {n} extents of {blocks} blocks"
+                )));
+            }
+            let mut extents = Vec::with_capacity(n as usize);
+            let mut total = 0u32;
+            for _ in 0..n {
+                let first_block = d.u64()?;
+                let count = d.u32()?;
+                total = total.saturating_add(count);
+                if count == 0 || total > blocks {
+                    return Err(corrupt(
+                        "batch record extents do not add up to its block count",
+                    ));
+                }
+                let mut crcs = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    crcs.push(d.u32()?);
+                }
+                extents.push((first_block, crcs));
+            }
+            if total != blocks
+                || payload.len() != PAGE - RECORD_HEADER_LEN + blocks as usize * BLOCK_SIZE as usize
+            {
+                return Err(corrupt(
+                    "batch record length does not match its block count",
+                ));
+            }
+            Record::Batch { timeline, extents }
+        }
     };
     Ok(rec)
 }
 
-/// Offset of block `i`'s data inside a data record whose payload starts at
-/// `RECORD_HEADER_LEN`.
-pub fn data_block_offset(count: usize, i: usize) -> usize {
-    RECORD_HEADER_LEN + DATA_PREFIX_LEN + 4 * count + i * BLOCK_SIZE as usize
+/// Offset of a data record's first block from the record's start, given
+/// the record's whole length (header and payload) and its block count: the
+/// blocks end the record in both versions.
+pub fn data_offset(record_len: u64, count: usize) -> u64 {
+    record_len - count as u64 * BLOCK_SIZE
 }
 
 /// Segment file name for segment number `n`.
@@ -620,6 +801,13 @@ mod tests {
             name: "snap".into(),
         };
         let mut out = Vec::new();
+        encode_record_aligned(&mut out, 41, &rec, &[]);
+        assert_eq!(out.len(), PAGE, "padded to a page");
+        assert_eq!(
+            decode_payload(Kind::SnapshotCreate, &out[RECORD_HEADER_LEN..]).unwrap(),
+            rec
+        );
+        let mut out = Vec::new();
         encode_record(&mut out, 42, &rec, &[]);
         let h = decode_header(&out).unwrap();
         assert_eq!(h.seq, 42);
@@ -643,7 +831,19 @@ mod tests {
         };
         let mut out = Vec::new();
         let off = encode_record(&mut out, 1, &rec, &data);
-        assert_eq!(off, data_block_offset(2, 0));
+        assert_eq!(data_offset(out.len() as u64, 2), off as u64);
+        assert_eq!(off, RECORD_HEADER_LEN + DATA_PREFIX_LEN + 8);
+        let h = decode_header(&out).unwrap();
+        verify_crc(&out, h.crc).unwrap();
+        assert_eq!(
+            decode_payload(h.kind, &out[RECORD_HEADER_LEN..]).unwrap(),
+            rec
+        );
+        let mut out = Vec::new();
+        let off = encode_record_aligned(&mut out, 1, &rec, &data);
+        assert_eq!(off, PAGE);
+        assert_eq!(out.len(), 3 * PAGE);
+        assert_eq!(data_offset(out.len() as u64, 2), PAGE as u64);
         let h = decode_header(&out).unwrap();
         verify_crc(&out, h.crc).unwrap();
         assert_eq!(

@@ -26,7 +26,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::iter::Peekable;
 use std::path::Path;
 
-
 /// Merges the checkpoint's ordered stream with the overlay's ordered slice;
 /// the overlay wins on equal keys, and its `None` hides the key.
 struct MergeIter<'a> {
@@ -189,7 +188,12 @@ impl Mem {
     /// Maps `[first, first + e.count())` of `tl` to `e` (or unmaps it, with
     /// `None` and `count`), keeping the counters in `st` right.
     fn put(&mut self, st: &mut VolState, tl: u64, first: u64, count: u64, e: Option<Extent>) {
-        let Mem { map, dirty, generation, .. } = self;
+        let Mem {
+            map,
+            dirty,
+            generation,
+            ..
+        } = self;
         let mut removed = |_: u64, old: &Extent| account_extent(st, tl, old, false);
         let mut touched = |k: (u64, u64)| {
             *generation += 1;
@@ -268,23 +272,39 @@ impl Index {
                 Err(e) => return Err(sled_err(&format!("opening {}", dir.display()), e)),
             }
         };
-        let tree = db.open_tree(EXTENT_TREE).map_err(|e| sled_err("opening extent tree", e))?;
-        if db.get("map_format").map_err(|e| sled_err("reading metadata", e))?.as_deref() != Some(MAP_FORMAT) {
+        let tree = db
+            .open_tree(EXTENT_TREE)
+            .map_err(|e| sled_err("opening extent tree", e))?;
+        if db
+            .get("map_format")
+            .map_err(|e| sled_err("reading metadata", e))?
+            .as_deref()
+            != Some(MAP_FORMAT)
+        {
             // An index of an older version: a cache, so start it afresh
             // (its `clean` flag goes too, and the volume reloads).
-            db.drop_tree(OLD_BLOCK_TREE).map_err(|e| sled_err("dropping the old map tree", e))?;
+            db.drop_tree(OLD_BLOCK_TREE)
+                .map_err(|e| sled_err("dropping the old map tree", e))?;
             tree.clear().map_err(|e| sled_err("clearing", e))?;
             db.clear().map_err(|e| sled_err("clearing", e))?;
-            db.insert("map_format", MAP_FORMAT).map_err(|e| sled_err("writing metadata", e))?;
+            db.insert("map_format", MAP_FORMAT)
+                .map_err(|e| sled_err("writing metadata", e))?;
         }
         Ok(Index {
-            store: Store::Mem(MemStore { db, tree, mem: RwLock::new(Mem::default()), feeding: Mutex::new(()) }),
+            store: Store::Mem(MemStore {
+                db,
+                tree,
+                mem: RwLock::new(Mem::default()),
+                feeding: Mutex::new(()),
+            }),
         })
     }
 
     /// Loads the extents sled holds into memory (a clean index, at open).
     pub fn load_cached(&self) -> Result<()> {
-        let Store::Mem(m) = &self.store else { return Ok(()) };
+        let Store::Mem(m) = &self.store else {
+            return Ok(());
+        };
         let mut mem = m.mem.write();
         mem.map.clear();
         mem.dirty.clear();
@@ -292,7 +312,10 @@ impl Index {
             let (k, v) = r.map_err(|e| sled_err("loading", e))?;
             let (tl, first) = split_key(&k)?;
             let e = decode_extent(&v).ok_or_else(|| {
-                Error::new(ErrorKind::Corrupt, format!("index: extent ({tl}, {first}) has a bad value"))
+                Error::new(
+                    ErrorKind::Corrupt,
+                    format!("index: extent ({tl}, {first}) has a bad value"),
+                )
             })?;
             mem.map.put(tl, first, e);
         }
@@ -303,7 +326,9 @@ impl Index {
     /// The map in memory stays the one that is read; sled has to match it
     /// only when the index is closed cleanly.
     pub fn feed(&self) -> Result<()> {
-        let Store::Mem(m) = &self.store else { return Ok(()) };
+        let Store::Mem(m) = &self.store else {
+            return Ok(());
+        };
         let _one = m.feeding.lock();
         loop {
             let work: Vec<((u64, u64), u64, Option<Vec<u8>>)> = {
@@ -324,7 +349,9 @@ impl Index {
                     None => batch.remove(&key(k.0, k.1)[..]),
                 }
             }
-            m.tree.apply_batch(batch).map_err(|e| sled_err("feeding", e))?;
+            m.tree
+                .apply_batch(batch)
+                .map_err(|e| sled_err("feeding", e))?;
             // Keys changed again meanwhile stay dirty for the next round.
             let mut mem = m.mem.write();
             for (k, g, _) in work {
@@ -349,7 +376,12 @@ impl Index {
     /// A read-only opener's index: `base` searched in place (if any), with
     /// changes kept in memory.
     pub fn layered(base: Option<Checkpoint>) -> Index {
-        Index { store: Store::Layered(Layered { base, overlay: RwLock::new(BTreeMap::new()) }) }
+        Index {
+            store: Store::Layered(Layered {
+                base,
+                overlay: RwLock::new(BTreeMap::new()),
+            }),
+        }
     }
 
     /// Drops every entry and all metadata.
@@ -360,17 +392,25 @@ impl Index {
                 *m.mem.write() = Mem::default();
                 m.tree.clear().map_err(|e| sled_err("clearing", e))?;
                 m.db.clear().map_err(|e| sled_err("clearing", e))?;
-                m.db.insert("map_format", MAP_FORMAT).map_err(|e| sled_err("writing metadata", e))?;
+                m.db.insert("map_format", MAP_FORMAT)
+                    .map_err(|e| sled_err("writing metadata", e))?;
                 Ok(())
             }
-            Store::Layered(_) => Err(Error::new(ErrorKind::Unsupported, "a read-only index cannot be cleared")),
+            Store::Layered(_) => Err(Error::new(
+                ErrorKind::Unsupported,
+                "a read-only index cannot be cleared",
+            )),
         }
     }
 
     /// Reads a metadata value (always None for a read-only index).
     pub fn meta_get(&self, k: &str) -> Result<Option<Vec<u8>>> {
         match &self.store {
-            Store::Mem(m) => Ok(m.db.get(k).map_err(|e| sled_err("reading metadata", e))?.map(|v| v.to_vec())),
+            Store::Mem(m) => Ok(m
+                .db
+                .get(k)
+                .map_err(|e| sled_err("reading metadata", e))?
+                .map(|v| v.to_vec())),
             Store::Layered(_) => Ok(None),
         }
     }
@@ -378,7 +418,8 @@ impl Index {
     /// Writes a metadata value (ignored by a read-only index).
     pub fn meta_put(&self, k: &str, v: &[u8]) -> Result<()> {
         if let Store::Mem(m) = &self.store {
-            m.db.insert(k, v).map_err(|e| sled_err("writing metadata", e))?;
+            m.db.insert(k, v)
+                .map_err(|e| sled_err("writing metadata", e))?;
         }
         Ok(())
     }
@@ -429,7 +470,9 @@ impl Index {
     pub fn get(&self, tl: u64, block: u64) -> Result<Option<Entry>> {
         match &self.store {
             Store::Mem(m) => Ok(m.mem.read().map.get(tl, block)),
-            Store::Layered(l) => Self::get_layered(l, &key(tl, block))?.map(|v| Entry::decode(&v)).transpose(),
+            Store::Layered(l) => Self::get_layered(l, &key(tl, block))?
+                .map(|v| Entry::decode(&v))
+                .transpose(),
         }
     }
 
@@ -484,19 +527,31 @@ impl Index {
             Store::Layered(l) => {
                 // The overlay holds only the log tail: copy its slice out and
                 // merge it with the checkpoint's stream.
-                let over: Vec<([u8; 16], Option<[u8; 16]>)> =
-                    l.overlay.read().range(from..to).map(|(k, v)| (*k, *v)).collect();
+                let over: Vec<([u8; 16], Option<[u8; 16]>)> = l
+                    .overlay
+                    .read()
+                    .range(from..to)
+                    .map(|(k, v)| (*k, *v))
+                    .collect();
                 let base: RawIter<'_> = match &l.base {
                     Some(c) => Box::new(c.range(from, to)),
                     None => Box::new(std::iter::empty()),
                 };
-                Box::new(MergeIter { base: base.peekable(), over: over.into_iter().peekable() })
+                Box::new(MergeIter {
+                    base: base.peekable(),
+                    over: over.into_iter().peekable(),
+                })
             }
         }
     }
 
     /// Entries of `tl` with block in `[from, to)`, in block order.
-    pub fn range(&self, tl: u64, from: u64, to: u64) -> impl Iterator<Item = Result<(u64, Entry)>> + '_ {
+    pub fn range(
+        &self,
+        tl: u64,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = Result<(u64, Entry)>> + '_ {
         self.range_raw(key(tl, from), key(tl, to)).map(|r| {
             let (k, v) = r?;
             let (_, b) = split_key(&k)?;
@@ -551,7 +606,8 @@ impl Index {
             Store::Layered(l) => {
                 for i in 0..e.count() {
                     let new = e.entry(i);
-                    let old = Self::put_layered(l, &key(tl, first + i as u64), Some(&new.encode()))?;
+                    let old =
+                        Self::put_layered(l, &key(tl, first + i as u64), Some(&new.encode()))?;
                     let old = old.map(|v| Entry::decode(&v)).transpose()?;
                     account(st, tl, old, Some(new));
                 }
@@ -676,7 +732,8 @@ impl Index {
                 }
             }
             Store::Layered(_) => {
-                let entries: Vec<(u64, Entry)> = self.range(from, 0, u64::MAX).collect::<Result<_>>()?;
+                let entries: Vec<(u64, Entry)> =
+                    self.range(from, 0, u64::MAX).collect::<Result<_>>()?;
                 for (b, e) in entries {
                     if self.get(into, b)?.is_none() {
                         // Insert below before removing above, so a reader never misses it.
@@ -767,7 +824,11 @@ impl Iterator for MemIter<'_> {
             }
             if self.pieces.is_empty() {
                 // Nothing more in this timeline: on to the next one that has extents.
-                let after = mem.map.iter_from((tl.saturating_add(1), 0)).next().map(|(k, _)| k.0);
+                let after = mem
+                    .map
+                    .iter_from((tl.saturating_add(1), 0))
+                    .next()
+                    .map(|(k, _)| k.0);
                 match after {
                     Some(t) if tl < u64::MAX && (t, 0) < self.to => self.next = (t, 0),
                     _ => self.next = self.to,

@@ -169,11 +169,17 @@ fn damaged_data_blocks(h: &format::Header, rb: &[u8]) -> Option<(Record, Vec<usi
         return None;
     }
     let record = format::decode_payload(h.kind, &rb[RECORD_HEADER_LEN..]).ok()?;
-    let Record::Data { crcs, .. } = &record else { return None };
-    let data_off = RECORD_HEADER_LEN + format::DATA_PREFIX_LEN + 4 * crcs.len();
-    if rb.len() != data_off + crcs.len() * format::BLOCK_SIZE as usize {
+    let Record::Data { crcs, .. } = &record else {
+        return None;
+    };
+    if rb.len()
+        < RECORD_HEADER_LEN
+            + format::DATA_PREFIX_LEN
+            + crcs.len() * (4 + format::BLOCK_SIZE as usize)
+    {
         return None;
     }
+    let data_off = format::data_offset(rb.len() as u64, crcs.len()) as usize;
     let bad: Vec<usize> = rb[data_off..]
         .chunks(format::BLOCK_SIZE as usize)
         .zip(crcs)
@@ -216,12 +222,25 @@ fn scan(
                 return Ok(None);
             };
             if let Err(e) = format::verify_crc(rb, h.crc) {
-                let salvaged = if salvage && bound.is_some() { damaged_data_blocks(&h, rb) } else { None };
-                let Some((record, damaged_blocks)) = salvaged else { return Err(e) };
+                let salvaged = if salvage && bound.is_some() {
+                    damaged_data_blocks(&h, rb)
+                } else {
+                    None
+                };
+                let Some((record, damaged_blocks)) = salvaged else {
+                    return Err(e);
+                };
                 tracing::warn!(
                     "{dir}: segment {seg} offset {off}: data record damaged in blocks {damaged_blocks:?}; keeping its intact blocks"
                 );
-                return Ok(Some(Scanned { seq: h.seq, segment: seg, offset: off, len: total as u64, record, damaged_blocks }));
+                return Ok(Some(Scanned {
+                    seq: h.seq,
+                    segment: seg,
+                    offset: off,
+                    len: total as u64,
+                    record,
+                    damaged_blocks,
+                }));
             }
             let record = format::decode_payload(h.kind, &rb[RECORD_HEADER_LEN..])?;
             Ok(Some(Scanned {
@@ -266,7 +285,12 @@ fn scan(
 /// The offset of the first whole, valid record that starts after `from` in
 /// segment `seg`, if any. A torn tail is garbage to the end of the file; a
 /// valid record beyond a bad one means the bad one is damage, not a tear.
-pub fn valid_record_after(backend: &dyn Backend, dir: &str, seg: u64, from: u64) -> Result<Option<u64>> {
+pub fn valid_record_after(
+    backend: &dyn Backend,
+    dir: &str,
+    seg: u64,
+    from: u64,
+) -> Result<Option<u64>> {
     let file = backend.open_read(&segment_path(dir, seg))?;
     let len = file.len()?;
     if from >= len {
@@ -444,6 +468,25 @@ pub struct LogWriter {
     /// it is durable, so a segment's header never vouches for bytes that a
     /// crash could still lose.
     closing: Option<Closing>,
+    /// Bypass the page cache: create segments for O_DIRECT and write
+    /// page-aligned (version 2) records.
+    aligned: bool,
+    /// The batch record data writes are joining (aligned writers only). It
+    /// is the last record in `Active::mem`, and is sealed (header and
+    /// checksum filled in) before anything else is appended or pushed.
+    batch: Option<OpenBatch>,
+}
+
+/// A batch record being filled in the active segment's memory.
+struct OpenBatch {
+    /// Segment offset of the record.
+    rec_off: u64,
+    seq: u64,
+    timeline: u64,
+    extents: u32,
+    blocks: u32,
+    /// Bytes of the first page used so far (header, prefix, entries).
+    used: usize,
 }
 
 /// A full segment being synced and closed by a thread of its own.
@@ -458,6 +501,9 @@ const CLOSING_BUFFER: usize = 8 << 20;
 
 /// Push buffered bytes to the backend once this many are waiting.
 const PUSH_THRESHOLD: usize = 1 << 20;
+/// The same for a writer that bypasses the page cache: each push is one
+/// synchronous O_DIRECT write, so larger pushes keep the disk busier.
+const DIRECT_PUSH_THRESHOLD: usize = 8 << 20;
 
 impl LogWriter {
     /// A writer whose first segment will be `next_segment`, following
@@ -486,19 +532,162 @@ impl LogWriter {
             since_checkpoint: 0,
             dirty: false,
             closing: None,
+            aligned: false,
+            batch: None,
         }
+    }
+
+    fn push_threshold(&self) -> usize {
+        if self.aligned {
+            DIRECT_PUSH_THRESHOLD
+        } else {
+            PUSH_THRESHOLD
+        }
+    }
+
+    /// Finishes the open batch record, if any: header and checksum.
+    fn seal_batch(&mut self) {
+        let Some(b) = self.batch.take() else { return };
+        let a = self
+            .active
+            .as_mut()
+            .expect("a batch lives in the active segment");
+        let s = (b.rec_off - a.mem_start) as usize;
+        format::seal_batch_record(&mut a.mem[s..], b.seq, b.timeline, b.extents, b.blocks);
+    }
+
+    /// Adds whole blocks to the open batch record, or to a new one (aligned
+    /// writers). `inline`: only if that needs no I/O (else `Ok(None)`, with
+    /// nothing changed). Returns the segment, the segment offset of the
+    /// first block's bytes, and the blocks as a `Data` record.
+    fn batch_append(
+        &mut self,
+        timeline: u64,
+        first_block: u64,
+        parts: &[&[u8]],
+        inline: bool,
+    ) -> Result<Option<(u64, u64, Record)>> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let count = (len / format::BLOCK_SIZE as usize) as u32;
+        let entry = 12 + 4 * count as usize;
+        let page = format::PAGE as u64;
+        let pending = |a: &Active| a.mem.len() - (a.pushed - a.mem_start) as usize;
+        let joins = match (&self.batch, &self.active) {
+            (Some(b), Some(a)) => {
+                b.timeline == timeline
+                    && b.blocks + count <= format::MAX_BLOCKS_PER_BATCH
+                    && b.used + entry <= format::PAGE
+                    && a.len + len as u64 <= self.segment_size
+                    && (!inline || pending(a) + len < self.push_threshold())
+            }
+            _ => false,
+        };
+        if !joins {
+            if inline {
+                if self.poisoned.is_some() || self.needs_repair {
+                    return Ok(None);
+                }
+                let Some(a) = &self.active else {
+                    return Ok(None);
+                };
+                if a.len + page + len as u64 > self.segment_size
+                    || pending(a) + format::PAGE + len >= self.push_threshold()
+                {
+                    return Ok(None);
+                }
+                self.seal_batch();
+            } else {
+                self.ready()?;
+                self.seal_batch();
+                if let Some(a) = &self.active {
+                    if a.len + page + len as u64 > self.segment_size && a.len > 128 {
+                        self.roll()?;
+                    }
+                }
+                if self.active.is_none() {
+                    let r = self.open_segment();
+                    self.fail_repairable(r)?;
+                }
+                if pending(self.active.as_ref().expect("active")) + format::PAGE + len
+                    >= self.push_threshold()
+                {
+                    let r = self.push();
+                    self.fail_repairable(r)?;
+                }
+            }
+            let a = self.active.as_mut().expect("active");
+            self.batch = Some(OpenBatch {
+                rec_off: a.len,
+                seq: self.next_seq,
+                timeline,
+                extents: 0,
+                blocks: 0,
+                used: RECORD_HEADER_LEN + format::BATCH_PREFIX_LEN,
+            });
+            self.next_seq += 1;
+            a.mem.resize(a.mem.len() + format::PAGE, 0);
+            a.len += page;
+            self.since_checkpoint += page;
+        }
+        let a = self.active.as_mut().expect("active");
+        let b = self.batch.as_mut().expect("open batch");
+        let data_off = a.len;
+        let start = a.mem.len();
+        for p in parts {
+            a.mem.extend_from_slice(p);
+        }
+        // Checksums of the log's own copy (see `format::encode_data_record`).
+        let crcs: Vec<u32> = a.mem[start..]
+            .chunks(format::BLOCK_SIZE as usize)
+            .map(crc32c::crc32c)
+            .collect();
+        let mut e = format::Enc::default();
+        e.u64(first_block).u32(count);
+        for c in &crcs {
+            e.u32(*c);
+        }
+        let at = (b.rec_off - a.mem_start) as usize + b.used;
+        a.mem[at..at + entry].copy_from_slice(&e.0);
+        b.used += entry;
+        b.extents += 1;
+        b.blocks += count;
+        a.len += len as u64;
+        self.since_checkpoint += len as u64;
+        self.dirty = true;
+        Ok(Some((
+            a.n,
+            data_off,
+            Record::Data {
+                timeline,
+                first_block,
+                crcs,
+            },
+        )))
+    }
+
+    /// Writes page-aligned records into segments that bypass the host's
+    /// page cache (`Backend::create_direct`), from the next segment on.
+    pub fn set_direct(&mut self, direct: bool) {
+        self.aligned = direct;
     }
 
     /// Waits for the previous segment's background close, if any.
     fn finish_closing(&mut self) -> Result<()> {
-        let Some(c) = self.closing.take() else { return Ok(()) };
+        let Some(c) = self.closing.take() else {
+            return Ok(());
+        };
         let r = match c.done.join() {
             Ok(r) => r,
-            Err(_) => Err(Error::new(ErrorKind::Backend, "the thread closing a segment panicked")),
+            Err(_) => Err(Error::new(
+                ErrorKind::Backend,
+                "the thread closing a segment panicked",
+            )),
         };
         // As with a failed sync: the kernel may have dropped what it could
         // not write, so only a reopen is safe.
-        self.poison(r.map_err(|e| e.context(format!("closing segment {}", format::segment_name(c.n)))))
+        self.poison(
+            r.map_err(|e| e.context(format!("closing segment {}", format::segment_name(c.n)))),
+        )
     }
 
     /// Ends the active segment because it is full: its remaining bytes are
@@ -513,7 +702,9 @@ impl LogWriter {
         self.finish_closing()?;
         let r = self.push();
         self.fail_repairable(r)?;
-        let Some(a) = self.active.take() else { return Ok(()) };
+        let Some(a) = self.active.take() else {
+            return Ok(());
+        };
         self.prev = (a.n, a.len);
         self.active_segment.store(u64::MAX, Ordering::SeqCst);
         let file = a.file;
@@ -604,14 +795,19 @@ impl LogWriter {
 
     fn open_segment(&mut self) -> Result<()> {
         let n = self.next_segment;
-        let file = self.backend.create(&segment_path(&self.dir, n))?;
+        let path = segment_path(&self.dir, n);
+        let file = if self.aligned {
+            self.backend.create_direct(&path)?
+        } else {
+            self.backend.create(&path)?
+        };
         let mut a = Active {
             n,
             file,
             len: 0,
             pushed: 0,
             mem_start: 0,
-            mem: Vec::with_capacity(PUSH_THRESHOLD + (1 << 20)),
+            mem: Vec::with_capacity(self.push_threshold() + (1 << 20)),
         };
         let hdr = Record::SegmentHeader {
             uuid: self.uuid,
@@ -620,7 +816,11 @@ impl LogWriter {
             prev_valid_len: self.prev.1,
             created: now().0,
         };
-        format::encode_record(&mut a.mem, self.next_seq, &hdr, &[]);
+        if self.aligned {
+            format::encode_record_aligned(&mut a.mem, self.next_seq, &hdr, &[]);
+        } else {
+            format::encode_record(&mut a.mem, self.next_seq, &hdr, &[]);
+        }
         self.next_seq += 1;
         a.len = a.mem.len() as u64;
         self.next_segment = n + 1;
@@ -633,8 +833,13 @@ impl LogWriter {
     /// segment, the record's offset, and the offset of its data.
     pub fn append(&mut self, rec: &Record, data: &[u8]) -> Result<(u64, u64, u64)> {
         let mut data_off = 0;
+        let aligned = self.aligned;
         let (seg, off, _) = self.append_with(data.len(), &mut |out, seq| {
-            data_off = format::encode_record(out, seq, rec, data) as u64;
+            data_off = if aligned {
+                format::encode_record_aligned(out, seq, rec, data)
+            } else {
+                format::encode_record(out, seq, rec, data)
+            } as u64;
         })?;
         Ok((seg, off, off + data_off))
     }
@@ -647,7 +852,8 @@ impl LogWriter {
         encode: &mut dyn FnMut(&mut Vec<u8>, u64),
     ) -> Result<(u64, u64, u64)> {
         self.ready()?;
-        let need = RECORD_HEADER_LEN as u64 + 64 + data_len as u64 + 1024;
+        self.seal_batch();
+        let need = RECORD_HEADER_LEN as u64 + 64 + data_len as u64 + 1024 + format::PAGE as u64;
         if let Some(a) = &self.active {
             if a.len + need > self.segment_size && a.len > 128 {
                 self.roll()?;
@@ -659,6 +865,7 @@ impl LogWriter {
             let r = self.open_segment();
             self.fail_repairable(r)?;
         }
+        let threshold = self.push_threshold();
         let seq = self.next_seq;
         self.next_seq += 1;
         let a = self.active.as_mut().expect("active segment");
@@ -669,7 +876,7 @@ impl LogWriter {
         a.len += added;
         self.since_checkpoint += added;
         self.dirty = true;
-        if a.mem.len() - (a.pushed - a.mem_start) as usize >= PUSH_THRESHOLD {
+        if a.mem.len() - (a.pushed - a.mem_start) as usize >= threshold {
             let r = self.push();
             if let Err(e) = self.fail_repairable(r) {
                 // The caller sees this append fail, so it must not reach the
@@ -683,7 +890,7 @@ impl LogWriter {
                 return Err(e);
             }
         }
-        Ok((self.active.as_ref().expect("active").n, rec_off, 0))
+        Ok((self.active.as_ref().expect("active").n, rec_off, added))
     }
 
     /// Appends a data record for whole blocks `data`; the checksums are
@@ -694,7 +901,7 @@ impl LogWriter {
         timeline: u64,
         first_block: u64,
         data: &[u8],
-    ) -> Result<(u64, u64, Record)> {
+    ) -> Result<(u64, u64, u64, Record)> {
         self.append_data_parts(timeline, first_block, &[data])
     }
 
@@ -705,13 +912,28 @@ impl LogWriter {
         timeline: u64,
         first_block: u64,
         parts: &[&[u8]],
-    ) -> Result<(u64, u64, Record)> {
+    ) -> Result<(u64, u64, u64, Record)> {
         let len = parts.iter().map(|p| p.len()).sum();
+        if self.aligned {
+            // Returned as a "record" of just the blocks: its data offset is its offset.
+            let (seg, data_off, rec) = self
+                .batch_append(timeline, first_block, parts, false)?
+                .expect("blocking append");
+            return Ok((seg, data_off, len as u64, rec));
+        }
         let mut logged = None;
-        let (seg, off, _) = self.append_with(len, &mut |out, seq| {
-            logged = Some(format::encode_data_record(out, seq, timeline, first_block, parts));
+        let aligned = self.aligned;
+        let (seg, off, rec_len) = self.append_with(len, &mut |out, seq| {
+            logged = Some(format::encode_data_record(
+                out,
+                seq,
+                timeline,
+                first_block,
+                parts,
+                aligned,
+            ));
         })?;
-        Ok((seg, off, logged.expect("encoded")))
+        Ok((seg, off, rec_len, logged.expect("encoded")))
     }
 
     /// `append_data_parts` if it can be done without any I/O: the active
@@ -723,15 +945,21 @@ impl LogWriter {
         timeline: u64,
         first_block: u64,
         parts: &[&[u8]],
-    ) -> Option<(u64, u64, Record)> {
+    ) -> Option<(u64, u64, u64, Record)> {
         if self.poisoned.is_some() || self.needs_repair {
             return None;
         }
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let need = RECORD_HEADER_LEN as u64 + 64 + len as u64 + 1024;
+        if self.aligned {
+            let (seg, data_off, rec) = self
+                .batch_append(timeline, first_block, parts, true)
+                .ok()??;
+            return Some((seg, data_off, len as u64, rec));
+        }
+        let need = RECORD_HEADER_LEN as u64 + 64 + len as u64 + 1024 + format::PAGE as u64;
         let a = self.active.as_ref()?;
         let pending = a.mem.len() - (a.pushed - a.mem_start) as usize;
-        if a.len + need > self.segment_size || pending + need as usize >= PUSH_THRESHOLD {
+        if a.len + need > self.segment_size || pending + need as usize >= self.push_threshold() {
             return None;
         }
         self.append_data_parts(timeline, first_block, parts).ok()
@@ -741,6 +969,7 @@ impl LogWriter {
     /// previous segment is still closing they wait in memory, up to
     /// `CLOSING_BUFFER`.
     fn push(&mut self) -> Result<()> {
+        self.seal_batch();
         if let Some(c) = &self.closing {
             let waiting = self.active.as_ref().map_or(0, |a| a.mem.len());
             if !c.done.is_finished() && waiting < CLOSING_BUFFER {

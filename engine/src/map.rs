@@ -45,7 +45,10 @@ const BS: u64 = crate::format::BLOCK_SIZE;
 impl Extent {
     /// `count` blocks that read as zeros.
     pub fn zero(count: u32) -> Extent {
-        Extent { count, loc: Loc::Zero }
+        Extent {
+            count,
+            loc: Loc::Zero,
+        }
     }
 
     /// Blocks stored back to back in segment `seg` from byte `off`, with
@@ -53,17 +56,38 @@ impl Extent {
     pub fn data(seg: u64, off: u32, crcs: &[u32]) -> Extent {
         debug_assert!(!crcs.is_empty());
         let loc = match crcs {
-            [one] => Loc::Data { seg, off, crcs: Crcs::One(*one) },
-            _ => Loc::Data { seg, off, crcs: Crcs::Shared { all: crcs.into(), start: 0 } },
+            [one] => Loc::Data {
+                seg,
+                off,
+                crcs: Crcs::One(*one),
+            },
+            _ => Loc::Data {
+                seg,
+                off,
+                crcs: Crcs::Shared {
+                    all: crcs.into(),
+                    start: 0,
+                },
+            },
         };
-        Extent { count: crcs.len() as u32, loc }
+        Extent {
+            count: crcs.len() as u32,
+            loc,
+        }
     }
 
     /// A one-block extent.
     pub fn from_entry(e: Entry) -> Extent {
         match e {
             Entry::Zero => Extent::zero(1),
-            Entry::Data { seg, off, crc } => Extent { count: 1, loc: Loc::Data { seg, off, crcs: Crcs::One(crc) } },
+            Entry::Data { seg, off, crc } => Extent {
+                count: 1,
+                loc: Loc::Data {
+                    seg,
+                    off,
+                    crcs: Crcs::One(crc),
+                },
+            },
         }
     }
 
@@ -107,7 +131,10 @@ impl Extent {
                 crcs: match crcs {
                     _ if count == 1 => Crcs::One(self.crc(skip)),
                     Crcs::One(c) => Crcs::One(*c),
-                    Crcs::Shared { all, start } => Crcs::Shared { all: all.clone(), start: start + skip },
+                    Crcs::Shared { all, start } => Crcs::Shared {
+                        all: all.clone(),
+                        start: start + skip,
+                    },
                 },
             },
         };
@@ -126,9 +153,12 @@ impl Extent {
     fn continues_with(&self, next: &Extent) -> bool {
         match (&self.loc, &next.loc) {
             (Loc::Zero, Loc::Zero) => true,
-            (Loc::Data { seg, off, .. }, Loc::Data { seg: s2, off: o2, .. }) => {
-                seg == s2 && *off as u64 + self.count as u64 * BS == *o2 as u64
-            }
+            (
+                Loc::Data { seg, off, .. },
+                Loc::Data {
+                    seg: s2, off: o2, ..
+                },
+            ) => seg == s2 && *off as u64 + self.count as u64 * BS == *o2 as u64,
             _ => false,
         }
     }
@@ -138,8 +168,18 @@ impl Extent {
         let count = self.count + next.count;
         let loc = match (&self.loc, &next.loc) {
             (Loc::Data { seg, off, .. }, Loc::Data { .. }) => {
-                let crcs: Vec<u32> = (0..self.count).map(|i| self.crc(i)).chain((0..next.count).map(|i| next.crc(i))).collect();
-                Loc::Data { seg: *seg, off: *off, crcs: Crcs::Shared { all: crcs.into(), start: 0 } }
+                let crcs: Vec<u32> = (0..self.count)
+                    .map(|i| self.crc(i))
+                    .chain((0..next.count).map(|i| next.crc(i)))
+                    .collect();
+                Loc::Data {
+                    seg: *seg,
+                    off: *off,
+                    crcs: Crcs::Shared {
+                        all: crcs.into(),
+                        start: 0,
+                    },
+                }
             }
             _ => Loc::Zero,
         };
@@ -186,7 +226,8 @@ impl ExtentMap {
 
     /// Block `b` of timeline `tl`.
     pub fn get(&self, tl: u64, b: u64) -> Option<Entry> {
-        self.covering(tl, b).map(|(first, e)| e.entry((b - first) as u32))
+        self.covering(tl, b)
+            .map(|(first, e)| e.entry((b - first) as u32))
     }
 
     /// Pieces of `tl`'s extents inside `[from, to)`, clipped to it, in block
@@ -198,16 +239,33 @@ impl ExtentMap {
             let n = (e.count - skip).min((to - from).min(u32::MAX as u64) as u32);
             (from, e.slice(skip, n))
         });
-        let rest = self.map.range((tl, from)..(tl, to.max(from))).map(move |((_, first), e)| {
-            let n = ((to - first).min(e.count as u64)) as u32;
-            (*first, if n == e.count { e.clone() } else { e.slice(0, n) })
-        });
+        let rest = self
+            .map
+            .range((tl, from)..(tl, to.max(from)))
+            .map(move |((_, first), e)| {
+                let n = ((to - first).min(e.count as u64)) as u32;
+                (
+                    *first,
+                    if n == e.count {
+                        e.clone()
+                    } else {
+                        e.slice(0, n)
+                    },
+                )
+            });
         head.into_iter().filter(move |_| from < to).chain(rest)
     }
 
     /// Raw extents of `tl` whose key lies in `[from, to)` (not clipped).
-    pub fn keys_in(&self, tl: u64, from: u64, to: u64) -> impl Iterator<Item = (u64, &Extent)> + '_ {
-        self.map.range((tl, from)..(tl, to.max(from))).map(|((_, f), e)| (*f, e))
+    pub fn keys_in(
+        &self,
+        tl: u64,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = (u64, &Extent)> + '_ {
+        self.map
+            .range((tl, from)..(tl, to.max(from)))
+            .map(|((_, f), e)| (*f, e))
     }
 
     /// Every extent in key order.
@@ -259,7 +317,11 @@ impl ExtentMap {
                 }
             }
         }
-        let keys: Vec<u64> = self.map.range((tl, first)..(tl, end)).map(|((_, f), _)| *f).collect();
+        let keys: Vec<u64> = self
+            .map
+            .range((tl, first)..(tl, end))
+            .map(|((_, f), _)| *f)
+            .collect();
         for f in keys {
             let e = self.map.remove(&(tl, f)).expect("listed");
             touched((tl, f));
@@ -305,8 +367,14 @@ impl ExtentMap {
 
     /// Removes and returns every extent of `tl`.
     pub fn take_timeline(&mut self, tl: u64) -> Vec<(u64, Extent)> {
-        let keys: Vec<u64> = self.map.range((tl, 0)..=(tl, u64::MAX)).map(|((_, f), _)| *f).collect();
-        keys.into_iter().map(|f| (f, self.map.remove(&(tl, f)).expect("listed"))).collect()
+        let keys: Vec<u64> = self
+            .map
+            .range((tl, 0)..=(tl, u64::MAX))
+            .map(|((_, f), _)| *f)
+            .collect();
+        keys.into_iter()
+            .map(|f| (f, self.map.remove(&(tl, f)).expect("listed")))
+            .collect()
     }
 
     /// Stores an extent as it was persisted (loading; no joining, no checks).
@@ -353,7 +421,10 @@ pub fn decode_extent(v: &[u8]) -> Option<Extent> {
     if v.len() != 16 + 4 * count as usize {
         return None;
     }
-    let crcs: Vec<u32> = v[16..].chunks(4).map(|c| u32::from_le_bytes(c.try_into().expect("4"))).collect();
+    let crcs: Vec<u32> = v[16..]
+        .chunks(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("4")))
+        .collect();
     Some(Extent::data(seg, off, &crcs))
 }
 
@@ -372,7 +443,14 @@ impl RunBuilder {
             let fits = *rtl == tl && next == b && *count < JOIN_LIMIT;
             let cont = match (*e0, e) {
                 (Entry::Zero, Entry::Zero) => true,
-                (Entry::Data { seg, off, .. }, Entry::Data { seg: s2, off: o2, crc }) => {
+                (
+                    Entry::Data { seg, off, .. },
+                    Entry::Data {
+                        seg: s2,
+                        off: o2,
+                        crc,
+                    },
+                ) => {
                     let ok = seg == s2 && off as u64 + *count as u64 * BS == o2 as u64;
                     if ok && fits {
                         crcs.push(crc);
@@ -417,7 +495,10 @@ mod tests {
         let mut out = Model::new();
         for ((tl, first), e) in m.iter() {
             for i in 0..e.count() {
-                assert!(out.insert((tl, first + i as u64), e.entry(i)).is_none(), "overlapping extents");
+                assert!(
+                    out.insert((tl, first + i as u64), e.entry(i)).is_none(),
+                    "overlapping extents"
+                );
             }
         }
         out
@@ -453,7 +534,13 @@ mod tests {
             match rng(&mut seed) % 4 {
                 0 => m.punch(tl, first, count, &mut removed, &mut |_| {}),
                 1 => {
-                    m.insert(tl, first, Extent::zero(count as u32), &mut removed, &mut |_| {});
+                    m.insert(
+                        tl,
+                        first,
+                        Extent::zero(count as u32),
+                        &mut removed,
+                        &mut |_| {},
+                    );
                     added = vec![Entry::Zero; count as usize];
                 }
                 _ => {
@@ -462,14 +549,27 @@ mod tests {
                         next_off = next_off.wrapping_add(4096 * 7);
                     }
                     let crcs: Vec<u32> = (0..count).map(|_| rng(&mut seed) as u32).collect();
-                    m.insert(tl, first, Extent::data(5, next_off, &crcs), &mut removed, &mut |_| {});
+                    m.insert(
+                        tl,
+                        first,
+                        Extent::data(5, next_off, &crcs),
+                        &mut removed,
+                        &mut |_| {},
+                    );
                     added = (0..count as u32)
-                        .map(|i| Entry::Data { seg: 5, off: next_off + 4096 * i, crc: crcs[i as usize] })
+                        .map(|i| Entry::Data {
+                            seg: 5,
+                            off: next_off + 4096 * i,
+                            crc: crcs[i as usize],
+                        })
                         .collect();
                     next_off = next_off.wrapping_add(4096 * count as u32);
                 }
             }
-            let expect_gone: Model = model.range((tl, first)..(tl, first + count)).map(|(k, v)| (*k, *v)).collect();
+            let expect_gone: Model = model
+                .range((tl, first)..(tl, first + count))
+                .map(|(k, v)| (*k, *v))
+                .collect();
             assert_eq!(gone, expect_gone);
             for b in first..first + count {
                 model.remove(&(tl, b));
@@ -486,11 +586,24 @@ mod tests {
     #[test]
     fn range_is_clipped() {
         let mut m = ExtentMap::new();
-        m.insert(1, 10, Extent::data(3, 0, &[1, 2, 3, 4, 5]), &mut |_, _| {}, &mut |_| {});
+        m.insert(
+            1,
+            10,
+            Extent::data(3, 0, &[1, 2, 3, 4, 5]),
+            &mut |_, _| {},
+            &mut |_| {},
+        );
         m.insert(1, 20, Extent::zero(5), &mut |_, _| {}, &mut |_| {});
         let r: Vec<(u64, u32)> = m.range(1, 12, 22).map(|(f, e)| (f, e.count())).collect();
         assert_eq!(r, vec![(12, 3), (20, 2)]);
-        assert_eq!(m.range(1, 12, 22).next().unwrap().1.entry(0), Entry::Data { seg: 3, off: 8192, crc: 3 });
+        assert_eq!(
+            m.range(1, 12, 22).next().unwrap().1.entry(0),
+            Entry::Data {
+                seg: 3,
+                off: 8192,
+                crc: 3
+            }
+        );
         assert_eq!(m.range(1, 30, 40).count(), 0);
         assert_eq!(m.range(2, 0, 100).count(), 0);
         assert_eq!(m.range(1, 12, 12).count(), 0);
@@ -500,14 +613,26 @@ mod tests {
     /// entries become one extent.
     #[test]
     fn encoding_and_runs() {
-        for e in [Extent::zero(7), Extent::data(9, 4096, &[1, 2, 3]), Extent::data(9, 0, &[8])] {
+        for e in [
+            Extent::zero(7),
+            Extent::data(9, 4096, &[1, 2, 3]),
+            Extent::data(9, 0, &[8]),
+        ] {
             assert_eq!(decode_extent(&encode_extent(&e)), Some(e));
         }
         assert_eq!(decode_extent(&[0; 15]), None);
         let mut b = RunBuilder::default();
         let mut out = Vec::new();
         for i in 0..4u64 {
-            out.extend(b.push(1, i, Entry::Data { seg: 2, off: 100 + 4096 * i as u32, crc: i as u32 }));
+            out.extend(b.push(
+                1,
+                i,
+                Entry::Data {
+                    seg: 2,
+                    off: 100 + 4096 * i as u32,
+                    crc: i as u32,
+                },
+            ));
         }
         out.extend(b.push(1, 4, Entry::Zero));
         out.extend(b.push(1, 5, Entry::Zero));

@@ -12,9 +12,9 @@ use crate::checkpoint;
 use crate::error::{corrupt, invalid, not_found, Error, ErrorKind, Result};
 use crate::format::{self, BaseRef, Record, BLOCK_SIZE, MAX_BLOCKS_PER_RECORD, MAX_VIRTUAL_SIZE};
 use crate::index::{Entry, Index};
-use crate::map::Extent;
 use crate::lock::{self, WriteLock};
 use crate::log::{self, LogPos, LogWriter, Scanned};
+use crate::map::Extent;
 use crate::state::{SnapshotMeta, Timeline, VolState};
 use crate::uri::{validate_snapshot_name, VolumeUri};
 use parking_lot::{Mutex, RwLock};
@@ -38,6 +38,16 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Per-thread buffer of `read_vectored`.
     static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A window of `len` bytes of `v` at a page-aligned address (`v` grows to
+/// hold it, with a page of slack for the alignment).
+fn page_aligned(v: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if v.len() < len + format::PAGE {
+        v.resize(len + format::PAGE, 0);
+    }
+    let pad = v.as_ptr().align_offset(format::PAGE);
+    &mut v[pad..pad + len]
 }
 
 /// A `GATHER` buffer larger than this is freed after use rather than kept:
@@ -84,6 +94,9 @@ pub struct OpenOptions {
     pub checkpoint_every: u64,
     /// Ignore checkpoints and any existing index: rebuild from the log alone.
     pub rebuild_index: bool,
+    /// Bypass the host page cache (O_DIRECT segments) where the backend
+    /// can (local directories): QEMU's cache=none and directsync.
+    pub direct_io: bool,
 }
 
 impl Default for OpenOptions {
@@ -94,6 +107,7 @@ impl Default for OpenOptions {
             segment_size: 64 << 20,
             checkpoint_every: 1 << 30,
             rebuild_index: false,
+            direct_io: false,
         }
     }
 }
@@ -292,7 +306,15 @@ fn read_uuid(backend: &dyn Backend, uri: &VolumeUri) -> Result<[u8; 16]> {
 
 /// Applies one log record to the index and state. Shared by replay and the
 /// live write path, so both always agree.
-fn apply(index: &Index, st: &mut VolState, seg: u64, rec_off: u64, rec: &Record) -> Result<()> {
+/// `rec_off` and `rec_len` locate the record in segment `seg`.
+fn apply(
+    index: &Index,
+    st: &mut VolState,
+    seg: u64,
+    rec_off: u64,
+    rec_len: u64,
+    rec: &Record,
+) -> Result<()> {
     match rec {
         Record::SegmentHeader { .. } => {}
         Record::VolumeCreate {
@@ -312,18 +334,20 @@ fn apply(index: &Index, st: &mut VolState, seg: u64, rec_off: u64, rec: &Record)
             };
             st.timelines.insert(1, Timeline::default());
         }
-        Record::Data {
-            timeline,
-            first_block,
-            crcs,
-        } => {
-            let off = rec_off + format::data_block_offset(crcs.len(), 0) as u64;
-            let end = off + crcs.len() as u64 * BLOCK_SIZE;
-            let off = u32::try_from(off)
-                .ok()
-                .filter(|_| end <= u32::MAX as u64)
-                .ok_or_else(|| corrupt("data offset beyond 4 GiB in a segment"))?;
-            index.set_extent(st, *timeline, *first_block, Extent::data(seg, off, crcs))?;
+        Record::Data { .. } | Record::Batch { .. } => {
+            for x in rec.data_extents(rec_off, rec_len) {
+                let end = x.data_off + x.crcs.len() as u64 * BLOCK_SIZE;
+                let off = u32::try_from(x.data_off)
+                    .ok()
+                    .filter(|_| end <= u32::MAX as u64)
+                    .ok_or_else(|| corrupt("data offset beyond 4 GiB in a segment"))?;
+                index.set_extent(
+                    st,
+                    x.timeline,
+                    x.first_block,
+                    Extent::data(seg, off, x.crcs),
+                )?;
+            }
         }
         Record::Zero {
             timeline,
@@ -457,7 +481,7 @@ fn replay(
                 )));
             }
             end.next_seq = s.seq + 1;
-            apply(index, st, s.segment, s.offset, &s.record)
+            apply(index, st, s.segment, s.offset, s.len, &s.record)
         };
         let valid = if salvage {
             log::scan_segment_salvaging(backend, dir, seg, start, bound, &mut f)?
@@ -475,7 +499,13 @@ const CLOSE_CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// Bytes of log from `from` to `end` (segment, valid length), following the
 /// segment chain.
-fn log_bytes_after(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], from: LogPos, end: (u64, u64)) -> Result<u64> {
+fn log_bytes_after(
+    backend: &dyn Backend,
+    dir: &str,
+    uuid: &[u8; 16],
+    from: LogPos,
+    end: (u64, u64),
+) -> Result<u64> {
     let layout = log::layout(backend, dir, uuid, from.segment)?;
     let mut total = 0;
     for (seg, bound) in layout.chain {
@@ -493,7 +523,12 @@ fn log_bytes_after(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], from: LogP
 /// Whether the log still runs through `pos` (a position a cached index
 /// recorded): its segment is in the chain and holds at least `pos.offset`
 /// valid bytes.
-fn log_passes_through(backend: &dyn Backend, dir: &str, uuid: &[u8; 16], pos: LogPos) -> Result<bool> {
+fn log_passes_through(
+    backend: &dyn Backend,
+    dir: &str,
+    uuid: &[u8; 16],
+    pos: LogPos,
+) -> Result<bool> {
     if pos.segment == 0 {
         return Ok(true);
     }
@@ -722,7 +757,11 @@ impl Volume {
         let (index, mut st, from) = if opts.read_only {
             // Search the newest checkpoint in place; only the log after it
             // is replayed, into memory.
-            let ckpt = if opts.rebuild_index { None } else { checkpoint::open_newest(&*backend, &dir, &uuid)? };
+            let ckpt = if opts.rebuild_index {
+                None
+            } else {
+                checkpoint::open_newest(&*backend, &dir, &uuid)?
+            };
             let (st, from) = match &ckpt {
                 Some(c) => (c.state.clone(), c.pos),
                 None => (VolState::default(), LogPos::default()),
@@ -752,7 +791,9 @@ impl Volume {
                     );
                     std::fs::remove_dir_all(&idir)
                         .and_then(|()| std::fs::create_dir_all(&idir))
-                        .map_err(|e| Error::io(format!("replacing the damaged index {}", idir.display()), e))?;
+                        .map_err(|e| {
+                            Error::io(format!("replacing the damaged index {}", idir.display()), e)
+                        })?;
                     Index::open(&idir)?
                 }
                 r => r?,
@@ -821,7 +862,9 @@ impl Volume {
             Err(e) if from_cache && e.kind() == ErrorKind::Corrupt => {
                 // The log after the cached position does not fit it: drop
                 // the cache and replay from the newest checkpoint instead.
-                tracing::info!("volume {name}: the cached index does not fit the log ({e}); reloading");
+                tracing::info!(
+                    "volume {name}: the cached index does not fit the log ({e}); reloading"
+                );
                 index.clear()?;
                 let (s, f) = Self::load_checkpoint(&*backend, &dir, &uuid, &index, opts)?;
                 st = s;
@@ -851,6 +894,7 @@ impl Volume {
             )
         });
         if let Some(w) = writer.as_mut() {
+            w.set_direct(opts.direct_io && backend.can_bypass_cache());
             // Log bytes after the newest checkpoint, across earlier sessions
             // too: they decide when the next checkpoint is due.
             let ckpt = checkpoint::newest_position(&*backend, &dir, &uuid)?.unwrap_or_default();
@@ -864,7 +908,9 @@ impl Volume {
                 for s in log::list_segments(&*backend, &dir)? {
                     if s > end.last.0 {
                         if let Err(e) = backend.recover_lease(&log::segment_path(&dir, s)) {
-                            tracing::warn!("volume {name}: recovering the lease of segment {s}: {e}");
+                            tracing::warn!(
+                                "volume {name}: recovering the lease of segment {s}: {e}"
+                            );
                         }
                     }
                 }
@@ -959,7 +1005,10 @@ impl Volume {
             }
             // The cleaner retired the log's first segments: the oldest
             // checkpoint with an intact log after it is the rebuild's base.
-            tracing::warn!("{dir}: the log's start was cleaned; rebuilding from the checkpoint at segment {}", base.segment);
+            tracing::warn!(
+                "{dir}: the log's start was cleaned; rebuilding from the checkpoint at segment {}",
+                base.segment
+            );
             for seq in checkpoint::list(backend, dir)? {
                 if checkpoint::position(backend, dir, seq, uuid).ok() == Some(base) {
                     let l = checkpoint::load(backend, dir, seq, uuid, index)?;
@@ -971,6 +1020,11 @@ impl Volume {
             return Ok((l.state, l.pos));
         }
         Ok((VolState::default(), LogPos::default()))
+    }
+
+    /// Whether blocks this volume never wrote read from a base volume.
+    pub fn is_clone(&self) -> bool {
+        self.state.read().base.is_some()
     }
 
     /// The URI this volume was opened with (canonical form).
@@ -1027,12 +1081,21 @@ impl Volume {
         if let Some(r) = self.readers.lock().get(&seg) {
             return Ok(r.clone());
         }
-        let r = match self.backend.open_read(&log::segment_path(&self.dir, seg)) {
+        let open = |p: &str| {
+            if self.opts.direct_io {
+                self.backend.open_read_direct(p)
+            } else {
+                self.backend.open_read(p)
+            }
+        };
+        let r = match open(&log::segment_path(&self.dir, seg)) {
             // The cleaner retired it after this read resolved its block.
-            Err(e) if e.kind() == ErrorKind::NotFound => match cleaner::find_retired(&*self.backend, &self.dir, seg)? {
-                Some(p) => self.backend.open_read(&p)?,
-                None => return Err(e),
-            },
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                match cleaner::find_retired(&*self.backend, &self.dir, seg)? {
+                    Some(p) => open(&p)?,
+                    None => return Err(e),
+                }
+            }
             r => r?,
         };
         let mut m = self.readers.lock();
@@ -1101,7 +1164,15 @@ impl Volume {
             None => (VolState::default(), LogPos::default()),
         };
         let index = Index::layered(ckpt);
-        replay(&*self.backend, &self.dir, &uuid, &index, &mut st, from, false)?;
+        replay(
+            &*self.backend,
+            &self.dir,
+            &uuid,
+            &index,
+            &mut st,
+            from,
+            false,
+        )?;
         if let (Some((tl, _)), Some(name)) = (self.view, &self.uri.snapshot) {
             if st.snapshot_by_name(name).map(|s| s.timeline) != Some(tl) {
                 return Err(not_found(format!(
@@ -1115,7 +1186,10 @@ impl Volume {
         *state = st;
         self.readers.lock().clear();
         self.view_generation.fetch_add(1, Ordering::AcqRel);
-        tracing::info!("{}: reloaded the read-only view (its writer cleaned the log)", self.uri);
+        tracing::info!(
+            "{}: reloaded the read-only view (its writer cleaned the log)",
+            self.uri
+        );
         Ok(())
     }
 
@@ -1169,7 +1243,8 @@ impl Volume {
                     // buffer may be guest memory that changes under us, or
                     // shared by concurrent reads (qemu-img bench does that).
                     SCRATCH.with_borrow_mut(|scratch| -> Result<()> {
-                        scratch.resize((j - i) * BS, 0);
+                        // Page-aligned, so an O_DIRECT segment reads straight into it.
+                        let scratch = page_aligned(scratch, (j - i) * BS);
                         self.read_log(seg, off as u64, scratch, held)?;
                         for k in i..j {
                             let Some(Entry::Data { seg, off, crc }) = entries[k] else { unreachable!() };
@@ -1208,7 +1283,9 @@ impl Volume {
     /// The base this volume reads through, if it is (still) a clone: a
     /// flatten drops the base while the volume stays open.
     fn live_base(&self) -> Option<&Arc<Volume>> {
-        self.base.as_ref().filter(|_| self.state.read().base.is_some())
+        self.base
+            .as_ref()
+            .filter(|_| self.state.read().base.is_some())
     }
 
     /// Reads blocks that no timeline of this volume maps: from the base, or zeros.
@@ -1307,11 +1384,14 @@ impl Volume {
             &owned_ref
         };
         let head = self.state.read().head;
-        for (ci, chunk) in split_parts(blocks, MAX_BLOCKS_PER_RECORD as usize * BS).iter().enumerate() {
+        for (ci, chunk) in split_parts(blocks, MAX_BLOCKS_PER_RECORD as usize * BS)
+            .iter()
+            .enumerate()
+        {
             let first_block = first + (ci * MAX_BLOCKS_PER_RECORD as usize) as u64;
-            let (seg, rec_off, rec) = w.append_data_parts(head, first_block, chunk)?;
+            let (seg, rec_off, rec_len, rec) = w.append_data_parts(head, first_block, chunk)?;
             let mut st = self.state.write();
-            apply(&self.index(), &mut st, seg, rec_off, &rec)?;
+            apply(&self.index(), &mut st, seg, rec_off, rec_len, &rec)?;
         }
         Ok(())
     }
@@ -1333,14 +1413,22 @@ impl Volume {
         {
             return Ok(false);
         }
-        let Some(mut wguard) = self.writer.try_lock() else { return Ok(false) };
-        let Some(w) = wguard.as_mut() else { return Ok(false) };
-        let Some(mut st) = self.state.try_write() else { return Ok(false) };
-        self.check_io(offset, len, st.virtual_size)?;
-        let Some((seg, rec_off, rec)) = w.try_append_data_parts(st.head, offset / BLOCK_SIZE, parts) else {
+        let Some(mut wguard) = self.writer.try_lock() else {
             return Ok(false);
         };
-        apply(&self.index(), &mut st, seg, rec_off, &rec)?;
+        let Some(w) = wguard.as_mut() else {
+            return Ok(false);
+        };
+        let Some(mut st) = self.state.try_write() else {
+            return Ok(false);
+        };
+        self.check_io(offset, len, st.virtual_size)?;
+        let Some((seg, rec_off, rec_len, rec)) =
+            w.try_append_data_parts(st.head, offset / BLOCK_SIZE, parts)
+        else {
+            return Ok(false);
+        };
+        apply(&self.index(), &mut st, seg, rec_off, rec_len, &rec)?;
         Ok(true)
     }
 
@@ -1409,7 +1497,7 @@ impl Volume {
         };
         let (seg, off, _) = w.append(&rec, &[])?;
         let mut st = self.state.write();
-        apply(&self.index(), &mut st, seg, off, &rec)
+        apply(&self.index(), &mut st, seg, off, 0, &rec)
     }
 
     /// Same as `write_zeroes`: discarded ranges read as zeros.
@@ -1457,7 +1545,7 @@ impl Volume {
         let (seg, off, _) = w.append(&rec, &[])?;
         {
             let mut st = self.state.write();
-            apply(&self.index(), &mut st, seg, off, &rec)?;
+            apply(&self.index(), &mut st, seg, off, 0, &rec)?;
         }
         // Snapshots, reverts and resizes must be visible to other openers
         // (`vol%snap` views, `clone_volume`), not only durable.
@@ -1584,7 +1672,9 @@ impl Volume {
                 // holds the same contents. A head on a hidden parent (its
                 // snapshot deleted, the timeline kept for another branch)
                 // is the only copy of that state, so it is kept too.
-                let on_snapshot = head.parent.is_some_and(|p| st.snapshots.values().any(|s| s.timeline == p));
+                let on_snapshot = head
+                    .parent
+                    .is_some_and(|p| st.snapshots.values().any(|s| s.timeline == p));
                 let head_changed = head.entries > 0 || st.head_resized || !on_snapshot;
                 let (auto_id, auto_name) = if head_changed {
                     let id = st.next_snapshot;
@@ -1782,7 +1872,8 @@ impl Volume {
             let st = self.state.read();
             self.index().meta_put("state", &st.encode())?;
             self.index().meta_put("pos", &w.position().encode())?;
-            self.index().meta_put("tail", &log_tail(&*self.backend, &self.dir, w.position())?)?;
+            self.index()
+                .meta_put("tail", &log_tail(&*self.backend, &self.dir, w.position())?)?;
             self.index().meta_put("clean", &[1])?;
             self.index().flush()?;
         }
@@ -1951,7 +2042,10 @@ pub fn delete_volume(uri: &str) -> Result<()> {
         let idir = default_index_root().join(hex(&uuid));
         if idir.exists() {
             if let Err(e) = std::fs::remove_dir_all(&idir) {
-                tracing::warn!("volume {name}: could not remove its index cache {}: {e}", idir.display());
+                tracing::warn!(
+                    "volume {name}: could not remove its index cache {}: {e}",
+                    idir.display()
+                );
             }
         }
     }
@@ -2031,10 +2125,20 @@ pub fn fsck(uri: &str, rebuild_index: bool) -> Result<FsckReport> {
             next_seq = s.seq + 1;
             rep.records += 1;
             rep.bytes += s.len;
-            if let Record::Data { crcs, first_block, .. } = &s.record {
+            if let Record::Batch { extents, .. } = &s.record {
+                rep.data_blocks += extents.iter().map(|(_, c)| c.len() as u64).sum::<u64>();
+            }
+            if let Record::Data {
+                crcs, first_block, ..
+            } = &s.record
+            {
                 rep.data_blocks += crcs.len() as u64;
                 if !s.damaged_blocks.is_empty() {
-                    let blocks: Vec<String> = s.damaged_blocks.iter().map(|i| (first_block + *i as u64).to_string()).collect();
+                    let blocks: Vec<String> = s
+                        .damaged_blocks
+                        .iter()
+                        .map(|i| (first_block + *i as u64).to_string())
+                        .collect();
                     rep.errors.push(format!(
                         "segment {} offset {}: data record damaged: block(s) {} fail their checksums (reads of them fail; the record's other {} block(s) are intact)",
                         format::segment_name(s.segment),
@@ -2133,23 +2237,38 @@ mod tests {
     fn close_checkpoints_only_after_enough_log_across_sessions() {
         let (b, uri) = mem_uri("ckpt");
         let td = tempfile::tempdir().unwrap();
-        let o = OpenOptions { checkpoint_every: 256 << 10, ..opts(&td) };
+        let o = OpenOptions {
+            checkpoint_every: 256 << 10,
+            ..opts(&td)
+        };
         Volume::create(&uri, 4 << 20).unwrap();
         let ckpts = || b.paths().iter().filter(|p| p.contains("/ckpt-")).count();
         for i in 0..3u8 {
             let v = Volume::open(&uri, &o).unwrap();
             v.write(u64::from(i) * 65536, &[i + 1; 65536]).unwrap();
             v.close().unwrap();
-            assert_eq!(ckpts(), 0, "session {i}: {} KiB of tail needs no checkpoint", (u64::from(i) + 1) * 64);
+            assert_eq!(
+                ckpts(),
+                0,
+                "session {i}: {} KiB of tail needs no checkpoint",
+                (u64::from(i) + 1) * 64
+            );
         }
         let v = Volume::open(&uri, &o).unwrap();
         v.write(3 * 65536, &[4; 65536]).unwrap();
         v.close().unwrap();
-        assert_eq!(ckpts(), 1, "256 KiB of tail over four sessions calls for a checkpoint");
+        assert_eq!(
+            ckpts(),
+            1,
+            "256 KiB of tail over four sessions calls for a checkpoint"
+        );
         let v = Volume::open(&uri, &OpenOptions::read_only()).unwrap();
         let mut buf = vec![0u8; 4 * 65536];
         v.read(0, &mut buf).unwrap();
-        assert!(buf.chunks(65536).enumerate().all(|(i, c)| c.iter().all(|x| *x == i as u8 + 1)));
+        assert!(buf
+            .chunks(65536)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|x| *x == i as u8 + 1)));
     }
 
     #[test]

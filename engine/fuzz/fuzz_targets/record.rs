@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         if format::verify_crc(&seg[off..end], h.crc).is_ok() {
             if let Ok(rec) = format::decode_payload(h.kind, &seg[off + RECORD_HEADER_LEN..end]) {
                 assert_eq!(rec.kind(), h.kind);
-                if h.kind != Kind::Data {
+                if !matches!(h.kind, Kind::Data | Kind::Batch) {
                     let mut out = Vec::new();
                     format::encode_record(&mut out, h.seq, &rec, &[]);
                     let h2 = format::decode_header(&out).expect("re-encoded header");

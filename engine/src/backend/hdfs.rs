@@ -366,7 +366,10 @@ impl AppendFile for HdfsAppend {
         // Never called: `append_is_repairable` is false.
         Err(Error::new(
             ErrorKind::Unsupported,
-            format!("{}: an HDFS file cannot be truncated while it is written", self.path),
+            format!(
+                "{}: an HDFS file cannot be truncated while it is written",
+                self.path
+            ),
         ))
     }
 

@@ -47,9 +47,12 @@ impl AppendFile for LocalAppend {
 
     fn truncate(&mut self, len: u64) -> Result<()> {
         // The file is opened O_APPEND: the next append goes to the new end.
-        self.file
-            .set_len(len)
-            .map_err(|e| Error::io(format!("truncating {} to {len} bytes", self.path.display()), e))
+        self.file.set_len(len).map_err(|e| {
+            Error::io(
+                format!("truncating {} to {len} bytes", self.path.display()),
+                e,
+            )
+        })
     }
 
     fn close(mut self: Box<Self>) -> Result<()> {
@@ -92,7 +95,221 @@ impl ReadFile for LocalRead {
     }
 }
 
+/// Alignment O_DIRECT needs for offsets, lengths and buffers (the largest
+/// logical block size in use; the log's own page).
+const DIRECT_ALIGN: usize = crate::format::PAGE;
+
+/// A window of `len` bytes of `v` that starts at a `DIRECT_ALIGN`-aligned
+/// address (`v` grows to hold it; its slack absorbs the alignment).
+fn aligned(v: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if v.len() < len + DIRECT_ALIGN {
+        v.resize(len + DIRECT_ALIGN, 0);
+    }
+    let pad = v.as_ptr().align_offset(DIRECT_ALIGN);
+    &mut v[pad..pad + len]
+}
+
+fn is_aligned(offset: u64, len: usize) -> bool {
+    offset % DIRECT_ALIGN as u64 == 0 && len % DIRECT_ALIGN == 0
+}
+
+/// Opens `path` with O_DIRECT added to `o`, or without it where the
+/// filesystem refuses O_DIRECT (tmpfs says EINVAL): the page cache is then
+/// used after all, and the log says so once.
+fn open_direct(o: &mut OpenOptions, path: &Path) -> std::io::Result<(File, bool)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match o.clone().custom_flags(libc::O_DIRECT).open(path) {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "{}: the filesystem refuses O_DIRECT; using the page cache",
+                    path.display()
+                )
+            });
+            o.open(path).map(|f| (f, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A segment written with O_DIRECT: whole pages at page offsets go straight
+/// to the disk from an aligned copy; anything else (never the case for
+/// format-2 segments) goes through the page cache at the same offset.
+struct DirectAppend {
+    file: File,
+    direct: bool,
+    path: PathBuf,
+    pos: u64,
+    dir_synced: bool,
+    bounce: Vec<u8>,
+}
+
+/// Appends larger than this are copied through the bounce buffer in pieces.
+const BOUNCE_MAX: usize = 4 << 20;
+
+impl AppendFile for DirectAppend {
+    fn append(&mut self, data: &[u8]) -> Result<()> {
+        let err = |e| Error::io(format!("appending to {}", self.path.display()), e);
+        if !self.direct || !is_aligned(self.pos, data.len()) {
+            self.file.write_all_at(data, self.pos).map_err(err)?;
+            self.pos += data.len() as u64;
+            return Ok(());
+        }
+        for chunk in data.chunks(BOUNCE_MAX) {
+            let b = aligned(&mut self.bounce, chunk.len());
+            b.copy_from_slice(chunk);
+            self.file.write_all_at(b, self.pos).map_err(err)?;
+            self.pos += chunk.len() as u64;
+        }
+        if self.bounce.len() > BOUNCE_MAX + DIRECT_ALIGN {
+            self.bounce = Vec::new();
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        // O_DIRECT skips the page cache, not the disk's cache: still sync.
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))?;
+        if !self.dir_synced {
+            if let Some(parent) = self.path.parent() {
+                sync_dir(parent)?;
+            }
+            self.dir_synced = true;
+        }
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: u64) -> Result<()> {
+        self.file.set_len(len).map_err(|e| {
+            Error::io(
+                format!("truncating {} to {len} bytes", self.path.display()),
+                e,
+            )
+        })?;
+        self.pos = len;
+        Ok(())
+    }
+
+    fn close(mut self: Box<Self>) -> Result<()> {
+        self.sync()
+    }
+}
+
+/// A file read with O_DIRECT: aligned requests into aligned buffers go
+/// straight from the disk; others through an aligned bounce buffer that
+/// covers the pages around them.
+struct DirectRead {
+    file: File,
+    direct: bool,
+    path: PathBuf,
+}
+
+thread_local! {
+    static READ_BOUNCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl DirectRead {
+    fn short(&self, offset: u64, len: usize) -> Error {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "{}: short read of {len} bytes at offset {offset}",
+                self.path.display()
+            ),
+        )
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset` (fewer only at the end of the file).
+    fn read_upto(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("reading {} at offset {offset}", self.path.display()),
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(got)
+    }
+}
+
+impl ReadFile for DirectRead {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if !self.direct
+            || (is_aligned(offset, buf.len()) && buf.as_ptr().align_offset(DIRECT_ALIGN) == 0)
+        {
+            if self.read_upto(offset, buf)? < buf.len() {
+                return Err(self.short(offset, buf.len()));
+            }
+            return Ok(());
+        }
+        let start = offset - offset % DIRECT_ALIGN as u64;
+        let end = (offset + buf.len() as u64).div_ceil(DIRECT_ALIGN as u64) * DIRECT_ALIGN as u64;
+        READ_BOUNCE.with_borrow_mut(|v| {
+            let b = aligned(v, (end - start) as usize);
+            let got = self.read_upto(start, b)?;
+            let skip = (offset - start) as usize;
+            if got < skip + buf.len() {
+                return Err(self.short(offset, buf.len()));
+            }
+            buf.copy_from_slice(&b[skip..skip + buf.len()]);
+            Ok(())
+        })?;
+        READ_BOUNCE.with_borrow_mut(|v| {
+            if v.len() > (256 << 10) + DIRECT_ALIGN {
+                *v = Vec::new();
+            }
+        });
+        Ok(())
+    }
+
+    fn len(&self) -> Result<u64> {
+        Ok(self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", self.path.display()), e))?
+            .len())
+    }
+}
+
 impl Backend for LocalBackend {
+    fn create_direct(&self, path: &str) -> Result<Box<dyn AppendFile>> {
+        let p = PathBuf::from(path);
+        // The plain create makes the parents, syncs them, and the file.
+        drop(self.create(path)?);
+        let (file, direct) = open_direct(OpenOptions::new().write(true), &p)
+            .map_err(|e| Error::io(format!("opening {path} for direct writes"), e))?;
+        Ok(Box::new(DirectAppend {
+            file,
+            direct,
+            path: p,
+            pos: 0,
+            dir_synced: false,
+            bounce: Vec::new(),
+        }))
+    }
+
+    fn open_read_direct(&self, path: &str) -> Result<Arc<dyn ReadFile>> {
+        let p = PathBuf::from(path);
+        let (file, direct) = open_direct(OpenOptions::new().read(true), &p)
+            .map_err(|e| Error::io(format!("opening {path}"), e))?;
+        Ok(Arc::new(DirectRead {
+            file,
+            direct,
+            path: p,
+        }))
+    }
+
     fn create(&self, path: &str) -> Result<Box<dyn AppendFile>> {
         let p = PathBuf::from(path);
         if let Some(parent) = p.parent() {
@@ -192,6 +409,10 @@ impl Backend for LocalBackend {
     }
 
     fn append_is_repairable(&self) -> bool {
+        true
+    }
+
+    fn can_bypass_cache(&self) -> bool {
         true
     }
 

@@ -255,10 +255,17 @@ impl MemAppend {
                 format!("{}: stale handle after crash", self.path),
             ));
         }
-        if st.files.get(&self.path).is_some_and(|f| f.lease != self.lease) {
+        if st
+            .files
+            .get(&self.path)
+            .is_some_and(|f| f.lease != self.lease)
+        {
             return Err(Error::new(
                 ErrorKind::Backend,
-                format!("{}: the file's lease was recovered by another client", self.path),
+                format!(
+                    "{}: the file's lease was recovered by another client",
+                    self.path
+                ),
             ));
         }
         f(&mut st, &self.path)
@@ -312,7 +319,10 @@ impl AppendFile for MemAppend {
         if self.backend.hdfs_rules {
             return Err(Error::new(
                 ErrorKind::Unsupported,
-                format!("{}: HDFS files cannot be truncated by their writer", self.path),
+                format!(
+                    "{}: HDFS files cannot be truncated by their writer",
+                    self.path
+                ),
             ));
         }
         self.with(|st, path| {
@@ -324,7 +334,10 @@ impl AppendFile for MemAppend {
             if len > f.data.len() {
                 return Err(Error::new(
                     ErrorKind::Backend,
-                    format!("{path}: truncate to {len} bytes, past its end ({})", f.data.len()),
+                    format!(
+                        "{path}: truncate to {len} bytes, past its end ({})",
+                        f.data.len()
+                    ),
                 ));
             }
             f.data.truncate(len);
@@ -497,7 +510,10 @@ impl Backend for MemBackend {
         let mut st = self.state.lock();
         MemBackend::tick(&mut st)?;
         let f = st.files.get_mut(path).ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, format!("recovering the lease of {path}: no such file"))
+            Error::new(
+                ErrorKind::NotFound,
+                format!("recovering the lease of {path}: no such file"),
+            )
         })?;
         if self.hdfs_rules && !f.closed {
             // What the writer appended stays (the DataNodes have it); the

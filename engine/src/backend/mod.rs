@@ -79,6 +79,21 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// writer stays failed until the volume is reopened, whose recovery
     /// reads back what the log holds.
     fn append_is_repairable(&self) -> bool;
+    /// Whether `create_direct` and `open_read_direct` bypass the host's page
+    /// cache (local directories).
+    fn can_bypass_cache(&self) -> bool {
+        false
+    }
+    /// `create` for a file that the caller will append to in whole pages
+    /// and that should bypass the host's page cache (O_DIRECT) where the
+    /// backend can; elsewhere the same as `create`.
+    fn create_direct(&self, path: &str) -> Result<Box<dyn AppendFile>> {
+        self.create(path)
+    }
+    /// `open_read` bypassing the host's page cache where the backend can.
+    fn open_read_direct(&self, path: &str) -> Result<Arc<dyn ReadFile>> {
+        self.open_read(path)
+    }
     /// Whether a full segment may be synced and closed by another thread
     /// while appends go on (local files). The in-memory test backends say
     /// no, so that crash tests see their operations in one order.

@@ -242,11 +242,10 @@ impl Volume {
         let mut runs: Vec<Run> = Vec::new();
         let timelines: Vec<u64> = self.state.read().timelines.keys().copied().collect();
         let mut f = |s: Scanned| -> Result<()> {
-            let Record::Data { first_block, crcs, .. } = &s.record else { return Ok(()) };
-            let n = crcs.len();
-            for (i, crc) in crcs.iter().enumerate() {
-                let off = s.offset + format::data_block_offset(n, i) as u64;
-                let b = first_block + i as u64;
+            for x in s.record.data_extents(s.offset, s.len) {
+            for (i, crc) in x.crcs.iter().enumerate() {
+                let off = x.data_off + i as u64 * BLOCK_SIZE;
+                let b = x.first_block + i as u64;
                 let want = Entry::Data { seg, off: off as u32, crc: *crc };
                 let mut owner = None;
                 for t in &timelines {
@@ -267,6 +266,7 @@ impl Volume {
                     }
                     _ => runs.push(Run { timeline: t, first_block: b, src_off: off, crcs: vec![*crc] }),
                 }
+            }
             }
             Ok(())
         };
@@ -316,10 +316,10 @@ impl Volume {
                     j += 1;
                 }
                 let before = w.position();
-                let (s, off, rec) = w.append_data(run.timeline, run.first_block + i as u64, &data[i * BS..j * BS])?;
+                let (s, off, rec_len, rec) = w.append_data(run.timeline, run.first_block + i as u64, &data[i * BS..j * BS])?;
                 {
                     let mut st = self.state.write();
-                    apply(&self.index(), &mut st, s, off, &rec)?;
+                    apply(&self.index(), &mut st, s, off, rec_len, &rec)?;
                 }
                 blocks += (j - i) as u64;
                 let after = w.position();

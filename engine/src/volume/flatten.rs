@@ -172,11 +172,11 @@ impl Volume {
                     while j < *n && copy(j)? {
                         j += 1;
                     }
-                    let (seg, off, rec) =
+                    let (seg, off, rec_len, rec) =
                         w.append_data(*root, first + i, &buf[i as usize * BS..j as usize * BS])?;
                     {
                         let mut st = self.state.write();
-                        apply(&self.index(), &mut st, seg, off, &rec)?;
+                        apply(&self.index(), &mut st, seg, off, rec_len, &rec)?;
                     }
                     rep.blocks_copied += j - i;
                     rep.bytes_copied += (j - i) * BLOCK_SIZE;
