@@ -14,7 +14,7 @@
 //!  hdr_crc = crc32c of bytes 0..56.
 //! State: state_len bytes of encoded VolState (state.rs).
 //! Chunks, in key order: count:u32 crc32c:u32, then count × entry, where
-//!   entry = key[16] value[16] exactly as in the sled map (index.rs);
+//!   entry = key[16] value[16]: one block, as `index::key` and `index::Entry::encode` give them;
 //!   at most CHUNK_ENTRIES entries; crc32c covers the entries.
 //! End marker: count 0, crc = crc32c(total entries as u64 LE).
 //! Directory: one 32-byte row per chunk:

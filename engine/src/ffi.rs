@@ -298,6 +298,20 @@ unsafe fn iovecs<'a>(
     Ok(list.iter().filter(|e| e.iov_len > 0).collect())
 }
 
+/// A write's iovec list as shared slices (never mutable: see `iovecs`).
+///
+/// # Safety
+/// `iov` valid for `iovcnt` entries, each buffer valid for its length for `'a`.
+unsafe fn write_parts<'a>(iov: *const libc::iovec, iovcnt: c_int) -> crate::error::Result<Vec<&'a [u8]>> {
+    // SAFETY: forwarded from the caller.
+    let list = unsafe { iovecs(iov, iovcnt) }?;
+    Ok(list
+        .iter()
+        // SAFETY: the caller guarantees each buffer is valid for its length.
+        .map(|e| unsafe { std::slice::from_raw_parts(e.iov_base as *const u8, e.iov_len) })
+        .collect())
+}
+
 /// Reads into the concatenation of `iovcnt` buffers from `offset`.
 ///
 /// # Safety
@@ -340,12 +354,7 @@ pub unsafe extern "C" fn hlfs_pwritev(
     guard(std::ptr::null_mut(), || {
         let vol = vol(v)?;
         // SAFETY: forwarded from the caller.
-        let list = unsafe { iovecs(iov, iovcnt) }?;
-        let parts: Vec<&[u8]> = list
-            .iter()
-            // SAFETY: the caller guarantees each buffer is valid for its length.
-            .map(|e| unsafe { std::slice::from_raw_parts(e.iov_base as *const u8, e.iov_len) })
-            .collect();
+        let parts = unsafe { write_parts(iov, iovcnt) }?;
         vol.write_vectored(offset, &parts)
             .inspect_err(|e| tracing::error!("{e}"))?;
         Ok(0)
@@ -369,12 +378,7 @@ pub unsafe extern "C" fn hlfs_try_pwritev(
     guard(std::ptr::null_mut(), || {
         let vol = vol(v)?;
         // SAFETY: forwarded from the caller.
-        let list = unsafe { iovecs(iov, iovcnt) }?;
-        let parts: Vec<&[u8]> = list
-            .iter()
-            // SAFETY: the caller guarantees each buffer is valid for its length.
-            .map(|e| unsafe { std::slice::from_raw_parts(e.iov_base as *const u8, e.iov_len) })
-            .collect();
+        let parts = unsafe { write_parts(iov, iovcnt) }?;
         match vol.try_write_vectored(offset, &parts) {
             Ok(true) => Ok(0),
             Ok(false) => Ok(-libc::EAGAIN),

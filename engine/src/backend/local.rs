@@ -25,6 +25,20 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
 }
 
+/// fdatasync of a new file, and the first time also of its directory (so
+/// that the file's name is durable too).
+fn sync_file(file: &File, path: &Path, dir_synced: &mut bool) -> Result<()> {
+    file.sync_data()
+        .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
+    if !*dir_synced {
+        if let Some(parent) = path.parent() {
+            sync_dir(parent)?;
+        }
+        *dir_synced = true;
+    }
+    Ok(())
+}
+
 impl AppendFile for LocalAppend {
     fn append(&mut self, data: &[u8]) -> Result<()> {
         self.file
@@ -33,16 +47,7 @@ impl AppendFile for LocalAppend {
     }
 
     fn sync(&mut self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))?;
-        if !self.dir_synced {
-            if let Some(parent) = self.path.parent() {
-                sync_dir(parent)?;
-            }
-            self.dir_synced = true;
-        }
-        Ok(())
+        sync_file(&self.file, &self.path, &mut self.dir_synced)
     }
 
     fn truncate(&mut self, len: u64) -> Result<()> {
@@ -171,16 +176,7 @@ impl AppendFile for DirectAppend {
 
     fn sync(&mut self) -> Result<()> {
         // O_DIRECT skips the page cache, not the disk's cache: still sync.
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))?;
-        if !self.dir_synced {
-            if let Some(parent) = self.path.parent() {
-                sync_dir(parent)?;
-            }
-            self.dir_synced = true;
-        }
-        Ok(())
+        sync_file(&self.file, &self.path, &mut self.dir_synced)
     }
 
     fn truncate(&mut self, len: u64) -> Result<()> {
