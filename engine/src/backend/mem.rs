@@ -538,6 +538,13 @@ impl Backend for MemBackend {
         !self.hdfs_rules
     }
 
+    /// Nothing to bypass, but saying yes lets the tests drive a writer
+    /// that writes page-aligned and batch records (`direct_io`) through
+    /// the crash harness.
+    fn can_bypass_cache(&self) -> bool {
+        !self.hdfs_rules
+    }
+
     fn local_index_dir(&self, _volume_dir: &str) -> Option<PathBuf> {
         None
     }
