@@ -220,7 +220,8 @@ class Loop:
         delay = rng.choice([0.0, rng.uniform(0, 0.002), rng.uniform(0, 0.02)])
         open_delay = rng.uniform(0, 0.15)
 
-        p = subprocess.Popen([self.qemu_io, self.quri], stdin=subprocess.PIPE,
+        # "none": cache=none, the O_DIRECT writer with page-aligned batch records.
+        p = subprocess.Popen([self.qemu_io, "-t", self.a.cache, self.quri], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
         t0 = time.monotonic()
         if os.environ.get("CRASHLOOP_DEBUG"):
@@ -626,6 +627,8 @@ def main():
     ap.add_argument("--op-share", type=float, default=0.25,
                     help="share of crash points that kill a snapshot/clone/revert command")
     ap.add_argument("--progress", type=int, default=50, help="log counts every N points")
+    ap.add_argument("--cache", default="writeback", choices=["writeback", "none", "directsync", "writethrough"],
+                    help="qemu-io's cache mode (-t) for the writing sessions (default writeback)")
     ap.add_argument("--keep-failed", metavar="DIR", help="copy the volume here on failure")
     a = ap.parse_args()
     if a.seed is None:
