@@ -10,7 +10,6 @@
 . "$(dirname "$0")/../lib/qemu.sh"
 e2e_init
 qemu_init
-command -v fincore >/dev/null || need_apt util-linux
 command -v fincore >/dev/null || skip "no fincore (util-linux)"
 
 T=$E2E_WORK
