@@ -550,7 +550,7 @@ fn encode_record_parts(
     data_off
 }
 
-/// Encodes a `Data` record for whole blocks, gathered from `parts` in order,
+/// Encodes a packed (version 1) `Data` record for whole blocks, gathered from `parts` in order,
 /// into `out`, taking the per-block checksums from the bytes as copied into
 /// `out`, so a caller that changes its buffers meanwhile (guest memory) can
 /// never log a block whose checksum does not match it. Returns the record
@@ -561,7 +561,6 @@ pub fn encode_data_record(
     timeline: u64,
     first_block: u64,
     parts: &[&[u8]],
-    aligned: bool,
 ) -> Record {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let count = len / BLOCK_SIZE as usize;
@@ -572,7 +571,7 @@ pub fn encode_data_record(
         first_block,
         crcs: vec![0; count],
     };
-    let data_off = encode_record_parts(out, seq, &placeholder, parts, aligned);
+    let data_off = encode_record_parts(out, seq, &placeholder, parts, false);
     let crcs: Vec<u32> = out[start + data_off..]
         .chunks(BLOCK_SIZE as usize)
         .map(crc32c::crc32c)

@@ -921,17 +921,10 @@ impl LogWriter {
                 .expect("blocking append");
             return Ok((seg, data_off, len as u64, rec));
         }
+        // A packed Data record: an aligned writer returned above.
         let mut logged = None;
-        let aligned = self.aligned;
         let (seg, off, rec_len) = self.append_with(len, &mut |out, seq| {
-            logged = Some(format::encode_data_record(
-                out,
-                seq,
-                timeline,
-                first_block,
-                parts,
-                aligned,
-            ));
+            logged = Some(format::encode_data_record(out, seq, timeline, first_block, parts));
         })?;
         Ok((seg, off, rec_len, logged.expect("encoded")))
     }
