@@ -35,6 +35,7 @@
 #        SEQ_COUNT=1024         1 MiB requests per sequential run
 #        DEPTH=32               requests in flight (qemu-img bench -d)
 #        HLFS_BENCH_DIR=/tmp    where the images go (needs ~5.5 x IMAGE_MIB)
+#        ONLY="1 2 3"           run only these rows (default: all)
 # (There is no CACHE knob any more: the cache mode is part of each row.)
 #
 # "Scattered": qemu-img bench has no random mode, only a start offset and a
@@ -102,6 +103,15 @@ row x1 writeback fresh 4k "$FLUSH_COUNT" - - "4K scattered write, QD$DEPTH, flus
 row x2 writeback filled 4k "$RAND_COUNT" - - "4K scattered read, QD$DEPTH, filled image in the page cache" -S "$STEP"
 row x3 writeback fresh 1M "$SEQ_COUNT" - - "1M sequential write, QD$DEPTH, fresh image" -w -S 1M
 row x4 writeback fresh 1M "$SEQ_COUNT" - - "1M sequential write, QD$DEPTH, flush every $FLUSH_EVERY, fresh image" -w -S 1M "$FL"
+
+if [ -n "${ONLY:-}" ]; then
+    keep=()
+    for k in "${ROWS[@]}"; do
+        case " $ONLY " in *" $k "*) keep+=("$k") ;; esac
+    done
+    [ ${#keep[@]} -gt 0 ] || fail "ONLY=$ONLY names no row (rows: ${ROWS[*]})"
+    ROWS=("${keep[@]}")
+fi
 
 image() { # image FMT NAME -> the filename qemu-img takes
     case $1 in

@@ -92,8 +92,14 @@ int hlfs_pwritev(hlfs_volume *vol, const struct iovec *iov, int iovcnt, uint64_t
  * a thread that may block), another negative errno on error.  QEMU's event
  * loop calls it first, so most writes need no thread hop. */
 int hlfs_try_pwritev(hlfs_volume *vol, const struct iovec *iov, int iovcnt, uint64_t offset);
-/* Returns after every write that completed before the call is durable. */
+/* Returns after every write that completed before the call is durable.
+ * Concurrent flushes share one sync of the log (group commit), so a FUA
+ * write is a write followed by this. */
 int hlfs_flush(hlfs_volume *vol);
+/* Switches an open volume to bypassing the host page cache (on != 0, as
+ * HLFS_OPEN_DIRECT at open) or to using it: QEMU reopening a drive with
+ * another cache mode.  Seals the segment being written.  0 or -errno. */
+int hlfs_set_direct(hlfs_volume *vol, int on);
 /* Both make the range read as zeros and unmap it. */
 int hlfs_discard(hlfs_volume *vol, uint64_t offset, uint64_t len);
 int hlfs_write_zeroes(hlfs_volume *vol, uint64_t offset, uint64_t len);

@@ -402,6 +402,19 @@ pub unsafe extern "C" fn hlfs_flush(v: *mut HlfsVolume) -> c_int {
     })
 }
 
+/// Switches the open volume to bypassing the host's page cache (`on` != 0)
+/// or to using it, as `HLFS_OPEN_DIRECT` chose at open.
+///
+/// # Safety
+/// `v` a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_set_direct(v: *mut HlfsVolume, on: c_int) -> c_int {
+    guard(std::ptr::null_mut(), || {
+        vol(v)?.set_direct_io(on != 0).inspect_err(|e| tracing::error!("{e}"))?;
+        Ok(0)
+    })
+}
+
 /// Discards a range (reads as zeros).
 ///
 /// # Safety

@@ -17,6 +17,7 @@ pub mod listing;
 pub mod lock;
 pub mod log;
 pub mod map;
+pub mod pipeline;
 pub mod size;
 pub mod state;
 pub mod uri;

@@ -6,7 +6,8 @@
 //! it did not create, so a torn tail left by a crash stays where it is and
 //! the next segment's header says where the valid part ended.
 
-use crate::backend::{AppendFile, Backend, ReadFile};
+use crate::backend::{Backend, ReadFile};
+use crate::pipeline::SegIo;
 use crate::error::{corrupt, Error, ErrorKind, Result};
 use crate::format::{self, Record, RECORD_HEADER_LEN};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -433,10 +434,11 @@ pub fn layout(
 /// The segment being written.
 struct Active {
     n: u64,
-    file: Box<dyn AppendFile>,
+    /// The file, behind the write pipeline (`pipeline::SegIo`).
+    io: Arc<SegIo>,
     /// Logical length: everything encoded so far.
     len: u64,
-    /// Bytes handed to the backend.
+    /// Bytes handed to the pipeline (`SegIo::enqueue`).
     pushed: u64,
     /// `mem` holds bytes `[mem_start, len)`.
     mem_start: u64,
@@ -456,9 +458,10 @@ pub struct LogWriter {
     /// Number of the active segment (u64::MAX if none), for lock-free checks by readers.
     pub active_segment: Arc<AtomicU64>,
     poisoned: Option<String>,
-    /// A push failed (a full disk, say) on a backend that can carry on: the
-    /// active segment's file may hold part of the bytes past `pushed`, to be
-    /// cut back before anything else is appended.
+    /// A segment create or a drain failed (a full disk, say) on a backend
+    /// that can carry on. The pipeline cuts a half-written file back itself
+    /// (`SegIo::drain`); this only keeps inline appends off until a
+    /// blocking one has gone through.
     needs_repair: bool,
     /// Bytes appended since the last checkpoint.
     pub since_checkpoint: u64,
@@ -487,6 +490,22 @@ struct OpenBatch {
     blocks: u32,
     /// Bytes of the first page used so far (header, prefix, entries).
     used: usize,
+}
+
+/// What a flush still has to do once the writer is let go
+/// (`LogWriter::begin_flush`).
+#[must_use]
+pub struct PendingFlush {
+    io: Arc<SegIo>,
+    target: u64,
+}
+
+impl PendingFlush {
+    /// Writes what is queued and makes the segment durable up to the
+    /// flush's position, sharing the sync with concurrent flushers.
+    pub fn finish(self) -> Result<()> {
+        self.io.sync_to(self.target)
+    }
 }
 
 /// A full segment being synced and closed by a thread of its own.
@@ -700,24 +719,27 @@ impl LogWriter {
         }
         self.ready()?;
         self.finish_closing()?;
-        let r = self.push();
+        let r = self.push_all();
         self.fail_repairable(r)?;
         let Some(a) = self.active.take() else {
             return Ok(());
         };
         self.prev = (a.n, a.len);
         self.active_segment.store(u64::MAX, Ordering::SeqCst);
-        let file = a.file;
+        let io = a.io;
         let done = std::thread::Builder::new()
             .name("hlfs-close".into())
-            .spawn(move || file.close())
+            .spawn(move || {
+                io.close()
+            })
             .map_err(|e| Error::io("starting a thread to close a segment", e))?;
         self.closing = Some(Closing { n: a.n, done });
         Ok(())
     }
 
     fn check(&self) -> Result<()> {
-        match &self.poisoned {
+        let io = self.active.as_ref().and_then(|a| a.io.poisoned());
+        match self.poisoned.as_ref().or(io.as_ref()) {
             None => Ok(()),
             Some(m) => Err(Error::new(
                 ErrorKind::Backend,
@@ -752,15 +774,11 @@ impl LogWriter {
         r
     }
 
-    /// Cuts the active segment back to the bytes pushed before a failed
-    /// push; the bytes after them are still in `mem` and go out again with
-    /// the next push, at the offsets the records were given.
+    /// Clears the mark a failed create or drain left (the pipeline cuts a
+    /// half-written file back itself before it writes again).
     fn repair(&mut self) -> Result<()> {
         if !self.needs_repair {
             return Ok(());
-        }
-        if let Some(a) = self.active.as_mut() {
-            a.file.truncate(a.pushed)?;
         }
         self.needs_repair = false;
         Ok(())
@@ -803,7 +821,7 @@ impl LogWriter {
         };
         let mut a = Active {
             n,
-            file,
+            io: SegIo::new(n, file, self.backend.append_is_repairable()),
             len: 0,
             pushed: 0,
             mem_start: 0,
@@ -958,9 +976,13 @@ impl LogWriter {
         self.append_data_parts(timeline, first_block, parts).ok()
     }
 
-    /// Hands buffered bytes to the backend (not yet durable). While the
-    /// previous segment is still closing they wait in memory, up to
-    /// `CLOSING_BUFFER`.
+    /// Hands buffered bytes to the write pipeline (not yet durable; see
+    /// `pipeline`): the buffer itself where readers see unclosed appends
+    /// (the writer goes on in a fresh one), a copy elsewhere (the writer
+    /// keeps the segment's bytes for its readers until it is closed). While
+    /// the previous segment is still closing they wait in memory, up to
+    /// `CLOSING_BUFFER`. Writes them out at once only when the pipeline
+    /// already holds two pushes' worth (it is slower than the writer).
     fn push(&mut self) -> Result<()> {
         self.seal_batch();
         if let Some(c) = &self.closing {
@@ -970,19 +992,48 @@ impl LogWriter {
             }
             self.finish_closing()?;
         }
+        let threshold = self.push_threshold();
         let visible = self.backend.reads_see_unclosed_appends();
-        if let Some(a) = self.active.as_mut() {
-            let from = (a.pushed - a.mem_start) as usize;
-            if from < a.mem.len() {
-                a.file.append(&a.mem[from..])?;
-                a.pushed = a.len;
-            }
-            if visible {
-                a.mem.clear();
-                a.mem_start = a.len;
-            }
+        let Some(a) = self.active.as_mut() else {
+            return Ok(());
+        };
+        let from = (a.pushed - a.mem_start) as usize;
+        if from >= a.mem.len() {
+            return Ok(());
         }
+        if a.io.queued() >= 2 * threshold {
+            a.io.drain()?;
+        }
+        if visible {
+            let cap = a.mem.capacity();
+            let fresh = a.io.take_spare(cap).unwrap_or_else(|| Vec::with_capacity(cap));
+            let mut buf = std::mem::replace(&mut a.mem, fresh);
+            buf.drain(..from);
+            a.io.enqueue(a.pushed, buf);
+            a.mem_start = a.len;
+        } else {
+            a.io.enqueue(a.pushed, a.mem[from..].to_vec());
+        }
+        a.pushed = a.len;
         Ok(())
+    }
+
+    /// `push`, then write everything queued (holding the writer lock).
+    fn push_all(&mut self) -> Result<()> {
+        self.push()?;
+        match &self.active {
+            Some(a) => a.io.drain(),
+            None => Ok(()),
+        }
+    }
+
+    /// The active segment's pipeline if it holds bytes to write: the
+    /// caller drains it (`SegIo::drain`) after letting go of the writer.
+    pub fn pending_io(&self) -> Option<Arc<SegIo>> {
+        self.active
+            .as_ref()
+            .filter(|a| a.io.queued() > 0)
+            .map(|a| a.io.clone())
     }
 
     /// Makes every appended record durable. Where the backend's `sync` is
@@ -991,23 +1042,31 @@ impl LogWriter {
     /// next append starts a new segment. A flush with nothing appended since
     /// the last one creates no segment.
     pub fn flush(&mut self) -> Result<()> {
+        match self.begin_flush()? {
+            Some(f) => f.finish(),
+            None => Ok(()),
+        }
+    }
+
+    /// The part of `flush` that needs the writer: hands every appended
+    /// byte to the pipeline and returns what `PendingFlush::finish` must
+    /// make durable, which the caller does after letting go of the writer
+    /// (group commit: flushers meanwhile share one sync). None if nothing
+    /// is left to do (nothing appended, or the segment was sealed).
+    pub fn begin_flush(&mut self) -> Result<Option<PendingFlush>> {
         self.ready()?;
         self.finish_closing()?;
         if !self.backend.sync_is_durable() {
-            return self.seal();
+            self.seal()?;
+            return Ok(None);
         }
         let r = self.push();
         self.fail_repairable(r)?;
-        // A failed sync is not retried: after fsync reports an error the
-        // kernel may have dropped the dirty pages, so only a reopen (which
-        // reads back what the log really holds) is safe.
-        let r = match self.active.as_mut() {
-            Some(a) => a.file.sync(),
-            None => Ok(()),
-        };
-        self.poison(r)?;
         self.dirty = false;
-        Ok(())
+        Ok(self.active.as_ref().map(|a| PendingFlush {
+            io: a.io.clone(),
+            target: a.len,
+        }))
     }
 
     /// Creates the next segment now rather than at the first append, so
@@ -1027,14 +1086,14 @@ impl LogWriter {
     pub fn seal(&mut self) -> Result<()> {
         self.ready()?;
         self.finish_closing()?;
-        let r = self.push();
+        let r = self.push_all();
         self.fail_repairable(r)?;
         // Poison if the close fails: `prev` then names a segment whose tail
         // may not be durable, and the next segment's header would vouch for it.
         let r = match self.active.take() {
             Some(a) => {
                 self.prev = (a.n, a.len);
-                a.file.close()
+                a.io.close()
             }
             None => Ok(()),
         };
@@ -1052,6 +1111,7 @@ impl LogWriter {
                 buf.copy_from_slice(&a.mem[s..s + buf.len()]);
                 true
             }
+            Some(a) if a.n == seg => a.io.read_queued(off, buf),
             _ => false,
         }
     }

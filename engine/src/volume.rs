@@ -219,6 +219,9 @@ pub struct Volume {
     writer: Mutex<Option<LogWriter>>,
     active_segment: Arc<AtomicU64>,
     readers: Mutex<HashMap<u64, Arc<dyn ReadFile>>>,
+    /// Segments are read (and new ones written) bypassing the page cache:
+    /// `OpenOptions::direct_io`, changed by `set_direct_io`.
+    direct: AtomicBool,
     base: Option<Arc<Volume>>,
     lock: Mutex<Option<WriteLock>>,
     opts: OpenOptions,
@@ -956,6 +959,7 @@ impl Volume {
             }
             _ => None,
         };
+        let direct = opts.direct_io && backend.can_bypass_cache();
         let vol = Volume {
             uri: u.clone(),
             backend,
@@ -967,6 +971,7 @@ impl Volume {
             writer: Mutex::new(writer),
             active_segment,
             readers: Mutex::new(HashMap::new()),
+            direct: AtomicBool::new(direct),
             base,
             lock: Mutex::new(lock),
             opts: opts.clone(),
@@ -1020,6 +1025,33 @@ impl Volume {
             return Ok((l.state, l.pos));
         }
         Ok((VolState::default(), LogPos::default()))
+    }
+
+    /// Switches between bypassing the host's page cache and using it, as
+    /// `OpenOptions::direct_io` chose at open (QEMU reopening a drive with
+    /// another cache mode). The active segment is sealed, so that every
+    /// segment is written one way throughout; readers reopen their files.
+    /// Does nothing where the backend cannot bypass the cache.
+    pub fn set_direct_io(&self, on: bool) -> Result<()> {
+        let on = on && self.backend.can_bypass_cache();
+        if self.direct.load(Ordering::Acquire) == on {
+            return Ok(());
+        }
+        if !self.read_only {
+            let mut g = self.writer.lock();
+            if let Some(w) = g.as_mut() {
+                w.seal()?;
+                w.set_direct(on);
+            }
+        }
+        self.direct.store(on, Ordering::Release);
+        self.readers.lock().clear();
+        Ok(())
+    }
+
+    /// Whether segments bypass the host's page cache (`set_direct_io`).
+    pub fn is_direct_io(&self) -> bool {
+        self.direct.load(Ordering::Acquire)
     }
 
     /// Whether blocks this volume never wrote read from a base volume.
@@ -1082,7 +1114,7 @@ impl Volume {
             return Ok(r.clone());
         }
         let open = |p: &str| {
-            if self.opts.direct_io {
+            if self.direct.load(Ordering::Acquire) {
                 self.backend.open_read_direct(p)
             } else {
                 self.backend.open_read(p)
@@ -1393,7 +1425,14 @@ impl Volume {
             let mut st = self.state.write();
             apply(&self.index(), &mut st, seg, rec_off, rec_len, &rec)?;
         }
-        Ok(())
+        // A full buffer was handed to the write pipeline: write it out
+        // here, with the writer free for other requests meanwhile.
+        let io = w.pending_io();
+        drop(wguard);
+        match io {
+            Some(io) => io.drain(),
+            None => Ok(()),
+        }
     }
 
     /// `write_vectored` if it can complete at once, without I/O and without
@@ -1496,8 +1535,16 @@ impl Volume {
             count: end_full - first_full,
         };
         let (seg, off, _) = w.append(&rec, &[])?;
-        let mut st = self.state.write();
-        apply(&self.index(), &mut st, seg, off, 0, &rec)
+        {
+            let mut st = self.state.write();
+            apply(&self.index(), &mut st, seg, off, 0, &rec)?;
+        }
+        let io = w.pending_io();
+        drop(wguard);
+        match io {
+            Some(io) => io.drain(),
+            None => Ok(()),
+        }
     }
 
     /// Same as `write_zeroes`: discarded ranges read as zeros.
@@ -1509,15 +1556,28 @@ impl Volume {
     /// pending log bytes are appended and the active segment is synced (on
     /// backends whose sync is not durable, HDFS, the segment is sealed). The
     /// index needs no flush: replay rebuilds it from the log.
+    ///
+    /// Group commit: the writer is held only to hand the log's tail to the
+    /// write pipeline; the append and the sync run after it is let go, and
+    /// concurrent flushes share one sync (`pipeline`).
     pub fn flush(&self) -> Result<()> {
         if self.read_only {
             return Ok(());
+        }
+        let pending = {
+            let mut wguard = self.writer.lock();
+            let Some(w) = wguard.as_mut() else {
+                return Ok(());
+            };
+            w.begin_flush()?
+        };
+        if let Some(p) = pending {
+            p.finish()?;
         }
         let mut wguard = self.writer.lock();
         let Some(w) = wguard.as_mut() else {
             return Ok(());
         };
-        w.flush()?;
         if w.since_checkpoint >= self.opts.checkpoint_every {
             // The flush's promise is kept once the log is durable; a
             // checkpoint only shortens the replay of the next open. If it

@@ -25,6 +25,15 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
 }
 
+/// A `Syncer` on a duplicate of `file`'s descriptor: fdatasync, and the
+/// first time also of the directory, like `sync_file`.
+fn syncer_for(file: &File, path: &Path) -> Option<super::Syncer> {
+    let dup = file.try_clone().ok()?;
+    let path = path.to_path_buf();
+    let dir_synced = parking_lot::Mutex::new(false);
+    Some(Box::new(move || sync_file(&dup, &path, &mut dir_synced.lock())))
+}
+
 /// fdatasync of a new file, and the first time also of its directory (so
 /// that the file's name is durable too).
 fn sync_file(file: &File, path: &Path, dir_synced: &mut bool) -> Result<()> {
@@ -62,6 +71,10 @@ impl AppendFile for LocalAppend {
 
     fn close(mut self: Box<Self>) -> Result<()> {
         self.sync()
+    }
+
+    fn syncer(&self) -> Option<super::Syncer> {
+        syncer_for(&self.file, &self.path)
     }
 }
 
@@ -192,6 +205,10 @@ impl AppendFile for DirectAppend {
 
     fn close(mut self: Box<Self>) -> Result<()> {
         self.sync()
+    }
+
+    fn syncer(&self) -> Option<super::Syncer> {
+        syncer_for(&self.file, &self.path)
     }
 }
 

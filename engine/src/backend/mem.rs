@@ -41,6 +41,11 @@ struct State {
     bytes_appended: u64,
     /// Space limit in bytes for all files together (ENOSPC past it).
     capacity: Option<u64>,
+    /// `AppendFile::sync` calls so far.
+    syncs: u64,
+    /// How long a sync takes (like a disk's cache flush), for tests of
+    /// group commit.
+    sync_delay: std::time::Duration,
 }
 
 /// A memory backend with crash injection. Cheap to clone (shared state).
@@ -137,6 +142,16 @@ impl MemBackend {
     /// Bytes appended so far.
     pub fn bytes_appended(&self) -> u64 {
         self.state.lock().bytes_appended
+    }
+
+    /// `AppendFile::sync` calls so far.
+    pub fn syncs(&self) -> u64 {
+        self.state.lock().syncs
+    }
+
+    /// Makes every `AppendFile::sync` take `d` (outside the backend's lock).
+    pub fn set_sync_delay(&self, d: std::time::Duration) {
+        self.state.lock().sync_delay = d;
     }
 
     /// Limits the total bytes stored; appends past it fail with ENOSPC.
@@ -238,6 +253,7 @@ impl MemBackend {
     }
 }
 
+#[derive(Clone)]
 struct MemAppend {
     backend: MemBackend,
     path: String,
@@ -246,7 +262,29 @@ struct MemAppend {
 }
 
 impl MemAppend {
-    fn with<T>(&mut self, f: impl FnOnce(&mut State, &str) -> Result<T>) -> Result<T> {
+    /// `sync`, callable through a shared reference (`syncer`).
+    fn sync_shared(&self) -> Result<()> {
+        let hdfs = self.backend.hdfs_rules;
+        let delay = self.backend.state.lock().sync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        self.with(|st, path| {
+            st.syncs += 1;
+            let f = st
+                .files
+                .get_mut(path)
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} vanished")))?;
+            // HDFS without hflush/hsync: nothing is durable before close.
+            if !hdfs {
+                f.durable_len = f.data.len();
+                f.durable_exists = true;
+            }
+            Ok(())
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State, &str) -> Result<T>) -> Result<T> {
         let mut st = self.backend.state.lock();
         MemBackend::tick(&mut st)?;
         if st.generation != self.generation {
@@ -300,19 +338,14 @@ impl AppendFile for MemAppend {
     }
 
     fn sync(&mut self) -> Result<()> {
-        let hdfs = self.backend.hdfs_rules;
-        self.with(|st, path| {
-            let f = st
-                .files
-                .get_mut(path)
-                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} vanished")))?;
-            // HDFS without hflush/hsync: nothing is durable before close.
-            if !hdfs {
-                f.durable_len = f.data.len();
-                f.durable_exists = true;
-            }
-            Ok(())
-        })
+        self.sync_shared()
+    }
+
+    fn syncer(&self) -> Option<super::Syncer> {
+        // Like a duplicate of a local file's descriptor: syncs while
+        // appends go on (the model of what the local backend does).
+        let me = self.clone();
+        Some(Box::new(move || me.sync_shared()))
     }
 
     fn truncate(&mut self, len: u64) -> Result<()> {
@@ -346,7 +379,7 @@ impl AppendFile for MemAppend {
         })
     }
 
-    fn close(mut self: Box<Self>) -> Result<()> {
+    fn close(self: Box<Self>) -> Result<()> {
         self.with(|st, path| {
             let f = st
                 .files

@@ -31,7 +31,17 @@ pub trait AppendFile: Send {
     /// Closes the file; once it returns, every appended byte is durable and
     /// visible to readers.
     fn close(self: Box<Self>) -> Result<()>;
+    /// A way to `sync` from another thread while appends go on (a
+    /// duplicate of a local file's descriptor), if the backend has one.
+    /// The write pipeline's group commit syncs through it without holding
+    /// up appends (`pipeline::SegIo::sync_to`).
+    fn syncer(&self) -> Option<Syncer> {
+        None
+    }
 }
+
+/// Makes everything appended to a file so far durable, like `AppendFile::sync`.
+pub type Syncer = Box<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// A file open for positional reads, shareable between threads.
 pub trait ReadFile: Send + Sync {
