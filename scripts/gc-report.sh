@@ -19,7 +19,7 @@ if ! "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
     "$venv/bin/pip" install -q 'matplotlib>=3.7,<4'
 fi
 step "building wa_bench"
-cargo build -q --release -p hlfs --example wa_bench
+cargo build -q --release -p hlfs --features mem-backend --example wa_bench
 bin=${CARGO_TARGET_DIR:-$root/target}/release/examples/wa_bench
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

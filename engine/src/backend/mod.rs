@@ -7,6 +7,8 @@
 
 pub mod hdfs;
 pub mod local;
+/// Only in tests and in builds with the `mem-backend` feature.
+#[cfg(any(test, feature = "mem-backend"))]
 pub mod mem;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -124,11 +126,20 @@ pub fn for_uri(uri: &VolumeUri) -> Result<Arc<dyn Backend>> {
         Location::Hdfs { authority } => {
             Ok(Arc::new(hdfs::HdfsBackend::connect(authority.as_deref())?))
         }
+        #[cfg(any(test, feature = "mem-backend"))]
         Location::Mem { name } => mem::registry_get(name).ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
                 format!("{uri}: no memory backend named {name:?} is registered"),
             )
         }),
+        #[cfg(not(any(test, feature = "mem-backend")))]
+        Location::Mem { .. } => Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "{uri}: mem:// volumes live in the test-only memory backend, which \
+                 this build leaves out; use local:// or hdfs://"
+            ),
+        )),
     }
 }
