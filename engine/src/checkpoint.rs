@@ -76,7 +76,7 @@ pub fn write(
     dir: &str,
     pos: LogPos,
     st: &VolState,
-    index: &Index,
+    entries: impl Iterator<Item = Result<([u8; 16], [u8; 16])>>,
 ) -> Result<u64> {
     let final_path = format!("{dir}/{}", name(pos.next_seq));
     if backend.exists(&final_path)? {
@@ -95,7 +95,7 @@ pub fn write(
     e.u32(hcrc).u32(0);
     debug_assert_eq!(e.0.len(), HEADER_LEN);
     e.bytes(&state);
-    let r = write_file(backend, index, &tmp, e);
+    let r = write_file(backend, entries, &tmp, e);
     if r.is_err() {
         // Do not leave a partial file behind (on a full disk it holds the
         // space the next attempt needs); the log still has everything.
@@ -111,7 +111,12 @@ pub fn write(
 
 /// Writes and closes the checkpoint file `tmp`: the header and state in `e`,
 /// then the map's chunks and their directory. Returns its length.
-fn write_file(backend: &dyn Backend, index: &Index, tmp: &str, mut e: Enc) -> Result<u64> {
+fn write_file(
+    backend: &dyn Backend,
+    entries: impl Iterator<Item = Result<([u8; 16], [u8; 16])>>,
+    tmp: &str,
+    mut e: Enc,
+) -> Result<u64> {
     let mut f = backend.create(tmp)?;
     let mut written = 0u64; // bytes already appended to `f`
     let mut total = 0u64;
@@ -128,7 +133,7 @@ fn write_file(backend: &dyn Backend, index: &Index, tmp: &str, mut e: Enc) -> Re
         out.u32(n).u32(crc).bytes(chunk);
         chunk.clear();
     };
-    for r in index.iter_all() {
+    for r in entries {
         let (k, v) = r?;
         chunk.extend_from_slice(&k);
         chunk.extend_from_slice(&v);

@@ -229,6 +229,11 @@ pub struct Volume {
     /// Bumped by every `reload_view`; serialised by `reloading`.
     view_generation: AtomicU64,
     reloading: Mutex<()>,
+    /// The periodic checkpoint being written (and sled being fed) by a
+    /// thread of its own (`flush`), if any.
+    background: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The last background checkpoint failed: the next flush tries again.
+    checkpoint_retry: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Volume {
@@ -978,6 +983,8 @@ impl Volume {
             closed: AtomicBool::new(false),
             view_generation: AtomicU64::new(0),
             reloading: Mutex::new(()),
+            background: Mutex::new(None),
+            checkpoint_retry: Arc::new(AtomicBool::new(false)),
         };
         if let (Some(s), false) = (&u.snapshot, opts.read_only) {
             vol.snapshot_revert(s)?;
@@ -1578,24 +1585,81 @@ impl Volume {
         let Some(w) = wguard.as_mut() else {
             return Ok(());
         };
-        if w.since_checkpoint >= self.opts.checkpoint_every {
+        if w.since_checkpoint >= self.opts.checkpoint_every
+            || self.checkpoint_retry.load(Ordering::Acquire)
+        {
             // The flush's promise is kept once the log is durable; a
             // checkpoint only shortens the replay of the next open. If it
             // cannot be written (a full disk), the next flush tries again.
-            if let Err(e) = self.checkpoint_locked(w) {
+            if let Err(e) = self.checkpoint_periodic(w) {
                 tracing::warn!("{}: checkpoint not written, will retry: {e}", self.uri);
             }
         }
         Ok(())
     }
 
+    /// The checkpoint a flush writes every `checkpoint_every` bytes of log.
+    /// Where the backend allows background I/O (`close_in_background`), the
+    /// writer is held only to copy the map and the state; a thread of its
+    /// own writes the checkpoint from the copy and then feeds sled, while
+    /// writes go on. Elsewhere (the test backends, whose crash tests need
+    /// one order of operations) it is written here.
+    fn checkpoint_periodic(&self, w: &mut LogWriter) -> Result<()> {
+        if !self.backend.close_in_background() {
+            return self.checkpoint_locked(w);
+        }
+        let mut bg = self.background.lock();
+        if bg.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(()); // the last one is still being written
+        }
+        if let Some(h) = bg.take() {
+            let _ = h.join();
+        }
+        self.sync_visible(w)?;
+        let pos = w.position();
+        let st = self.state.read().clone();
+        let index = self.index();
+        let Some(frozen) = index.frozen() else {
+            return self.checkpoint_locked(w);
+        };
+        w.since_checkpoint = 0;
+        self.checkpoint_retry.store(false, Ordering::Release);
+        let (backend, dir, uri) = (self.backend.clone(), self.dir.clone(), self.uri.to_string());
+        let retry = self.checkpoint_retry.clone();
+        let h = std::thread::Builder::new()
+            .name("hlfs-checkpoint".into())
+            .spawn(move || {
+                if let Err(e) = checkpoint::write(&*backend, &dir, pos, &st, frozen.iter_all()) {
+                    tracing::warn!("{uri}: checkpoint not written, will retry: {e}");
+                    retry.store(true, Ordering::Release);
+                }
+                drop(frozen);
+                // Keep sled close to the map, so that a clean close has
+                // little left to feed.
+                if let Err(e) = index.feed() {
+                    tracing::warn!("{uri}: feeding the index: {e}");
+                }
+            })
+            .map_err(|e| Error::io("starting a thread to write a checkpoint", e))?;
+        *bg = Some(h);
+        Ok(())
+    }
+
+    /// Waits for the background checkpoint, if one is being written.
+    fn wait_background(&self) {
+        if let Some(h) = self.background.lock().take() {
+            let _ = h.join();
+        }
+    }
+
     fn checkpoint_locked(&self, w: &mut LogWriter) -> Result<()> {
+        self.wait_background();
         // A checkpoint names a log position; on a backend whose readers see
         // only closed files (HDFS), a position inside the open segment would
         // make every other opener fail with "the log after … is missing".
         self.sync_visible(w)?;
         let st = self.state.read();
-        checkpoint::write(&*self.backend, &self.dir, w.position(), &st, &self.index())?;
+        checkpoint::write(&*self.backend, &self.dir, w.position(), &st, self.index().iter_all())?;
         w.since_checkpoint = 0;
         Ok(())
     }
@@ -1916,6 +1980,7 @@ impl Volume {
         if self.read_only {
             return Ok(());
         }
+        self.wait_background();
         let mut wguard = self.writer.lock();
         if let Some(w) = wguard.as_mut() {
             w.seal()?;
@@ -1924,7 +1989,7 @@ impl Volume {
             // a whole-map checkpoint.
             if w.since_checkpoint >= self.opts.checkpoint_every.min(CLOSE_CHECKPOINT_BYTES) {
                 let st = self.state.read();
-                checkpoint::write(&*self.backend, &self.dir, w.position(), &st, &self.index())?;
+                checkpoint::write(&*self.backend, &self.dir, w.position(), &st, self.index().iter_all())?;
                 w.since_checkpoint = 0;
             }
             // sled must hold the whole map before it is marked clean.

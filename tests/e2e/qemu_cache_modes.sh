@@ -5,7 +5,11 @@
 # shows under 5% of them cached), and the segments hold page-aligned
 # records; with writeback the same writes go through the page cache (a
 # control: the check above can fail) and read back too. Data written in
-# either mode reads back in the other, byte for byte.
+# either mode reads back in the other, byte for byte. A drive reopened into
+# the other mode (qemu-io reopen -c, as QEMU does on a cache-mode change)
+# switches: what it writes after a reopen to none stays out of the page
+# cache, what it writes after a reopen to writeback goes through it. FUA
+# writes (write -f) are accepted and read back.
 # shellcheck source=../lib/qemu.sh
 . "$(dirname "$0")/../lib/qemu.sh"
 e2e_init
@@ -62,6 +66,25 @@ qio "none -> writeback" -t writeback "hlfs:local://$T/none" -- \
     'read -P 0x11 1M 32M' 'read -P 0x22 40M 32M' 'read -P 0x5b 8k 4k' 'write -P 0x33 100M 1M'
 qio "writeback -> none" -t none "hlfs:local://$T/writeback" -- \
     'read -P 0x11 1M 32M' 'read -P 0x22 40M 32M' 'read -P 0x5b 8k 4k' 'write -P 0x33 100M 1M'
+# Reopen into the other cache mode: the open volume switches, from its
+# next segment on.
+V=hlfs:local://$T/reopen
+must "create (reopen)" qemu-img create -f hlfs "$V" "$SIZE" >/dev/null
+drop_cache "$T/reopen"
+qio "reopen to none" -t writeback "$V" -- \
+    'write -P 0x44 -f 0 1M' 'reopen -c none' 'write -P 0x55 4M 32M' 'flush' \
+    'read -P 0x44 0 1M' 'read -P 0x55 4M 32M'
+kib=$(cached_kib "$T/reopen")
+log "reopened to cache=none: $kib KiB of the segments in the page cache after 33 MiB written"
+[ "$kib" -lt $((4 * 1024)) ] ||
+    fail "after reopen -c none, $kib KiB of the segments sit in the page cache: the reopen did not switch to O_DIRECT"
+qio "reopen to writeback" -t none "$V" -- \
+    'reopen -c writeback' 'write -P 0x66 40M 32M' 'flush' 'read -P 0x66 40M 32M' 'read -P 0x55 4M 32M'
+kib=$(cached_kib "$T/reopen")
+[ "$kib" -gt $((16 * 1024)) ] ||
+    fail "after reopen -c writeback, only $kib KiB of the segments are cached: the reopen did not switch back"
+must "fsck (reopen)" "$HLFS_CLI" fsck "local://$T/reopen" >/dev/null
+
 for mode in none writeback; do
     qio "final ($mode)" -t none "hlfs:local://$T/$mode" -- 'read -P 0x33 100M 1M' 'read -P 0x11 1M 32M'
     must "fsck ($mode)" "$HLFS_CLI" fsck "local://$T/$mode" >/dev/null

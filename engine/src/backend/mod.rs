@@ -106,8 +106,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn open_read_direct(&self, path: &str) -> Result<Arc<dyn ReadFile>> {
         self.open_read(path)
     }
-    /// Whether a full segment may be synced and closed by another thread
-    /// while appends go on (local files). The in-memory test backends say
+    /// Whether the engine may do this backend's I/O from threads of its
+    /// own while appends go on: sync and close a full segment, write the
+    /// periodic checkpoint (local files). The in-memory test backends say
     /// no, so that crash tests see their operations in one order.
     fn close_in_background(&self) -> bool {
         false
