@@ -151,6 +151,11 @@ pub struct VolumeInfo {
     pub base: Option<String>,
     /// Bytes of data the head holds on its own (written since the last snapshot).
     pub head_bytes: u64,
+    /// Extents in the block map in memory, over all timelines (0 for a
+    /// read-only view, which keeps no such map): ~70 bytes each
+    /// (design.md §3). Blocks stored back to back form one extent, so this
+    /// also shows how scattered the volume is in the log.
+    pub extents: u64,
     /// Creation time, seconds since the epoch.
     pub created: u64,
     /// Who holds the volume read-write, if anyone ("pid N on host H").
@@ -395,6 +400,7 @@ impl Volume {
                 .as_ref()
                 .map(|b| format!("{}%{}", b.uri, b.snapshot)),
             head_bytes: st.timelines.get(&st.head).map(|t| t.blocks).unwrap_or(0) * BLOCK_SIZE,
+            extents: self.index().extent_counts().0 as u64,
             created: st.created,
             writer,
         })

@@ -9,13 +9,18 @@
 //!    `(1 - u) * age / (1 + u)`, where `u` is the segment's live fraction and
 //!    `age` how many segments were written after it, and takes those whose
 //!    `u` is at most `GcOptions::max_utilization`;
-//! 2. for each, finds its live blocks by asking the index which map still
-//!    points at each block of each data record, reads them (verifying their
-//!    checksums) and appends them again as ordinary data records of the
-//!    same timeline. Each run of blocks is re-checked under the writer lock
-//!    just before it is appended, so a block that a guest overwrote
-//!    meanwhile is not copied; replay applies the copies in log order, so a
-//!    rebuilt index equals the live one;
+//! 2. finds the live blocks of every victim by asking the index which map
+//!    still points at each block of each data record, sorts them all by
+//!    timeline and block number, and copies them in that order: batches of
+//!    up to 8 MiB are read (verifying their checksums) without the writer
+//!    lock, then appended back to back under one hold of it, as ordinary
+//!    data records of the same timeline. So blocks that random overwrites
+//!    scattered come back in logical order, in stretches that new writes do
+//!    not split, and a sequential read of them is sequential in the log
+//!    again. Each run is re-checked under the writer lock just before it is
+//!    appended, so a block that a guest overwrote meanwhile is not copied;
+//!    replay applies the copies in log order, so a rebuilt index equals the
+//!    live one;
 //! 3. makes the copies durable, writes a checkpoint after them, checks
 //!    under the writer lock that nothing points into the victims any more,
 //!    deletes the checkpoints whose replay would need a victim, and only
@@ -150,10 +155,15 @@ pub(crate) fn log_base(backend: &dyn Backend, dir: &str, uuid: &[u8; 16]) -> Res
 struct Run {
     timeline: u64,
     first_block: u64,
-    /// Offset of the first block's bytes in the victim.
+    /// The victim segment, and the offset of the first block's bytes in it.
+    seg: u64,
     src_off: u64,
     crcs: Vec<u32>,
 }
+
+/// Live blocks the cleaner reads before it takes the writer lock to append
+/// them (8 MiB).
+const COPY_BATCH_BLOCKS: usize = 2048;
 
 fn score(live: u64, bytes: u64, age: u64) -> f64 {
     let u = if bytes == 0 { 0.0 } else { (live as f64 / bytes as f64).min(1.0) };
@@ -204,16 +214,31 @@ impl Volume {
         }
         let total = victims.len() as u64;
         progress(0, total);
-        let mut copied_from = Vec::new();
-        for (i, v) in victims.iter().enumerate() {
-            let (blocks, bytes) = self.copy_live(v.segment)?;
-            rep.blocks_copied += blocks;
-            rep.bytes_written += bytes;
-            copied_from.push(*v);
-            progress(i as u64 + 1, total);
+        // Every victim's live blocks, in logical order (see the module docs).
+        let mut runs = Vec::new();
+        for v in &victims {
+            runs.extend(self.live_runs(v.segment)?);
         }
-        if !copied_from.is_empty() {
-            let retired = self.retire(&copied_from)?;
+        runs.sort_by_key(|r| (r.timeline, r.first_block));
+        let all: u64 = runs.iter().map(|r| r.crcs.len() as u64).sum();
+        let (mut done, mut batch, mut batch_blocks) = (0u64, Vec::new(), 0usize);
+        let mut runs = runs.into_iter().peekable();
+        while let Some(r) = runs.next() {
+            batch_blocks += r.crcs.len();
+            batch.push(r);
+            if batch_blocks >= COPY_BATCH_BLOCKS || runs.peek().is_none() {
+                let (blocks, bytes) = self.copy_runs(&batch)?;
+                rep.blocks_copied += blocks;
+                rep.bytes_written += bytes;
+                done += batch_blocks as u64;
+                progress(done * total / all.max(1), total);
+                batch.clear();
+                batch_blocks = 0;
+            }
+        }
+        progress(total, total);
+        if !victims.is_empty() {
+            let retired = self.retire(&victims)?;
             rep.segments_cleaned = retired.len() as u64;
             rep.bytes_reclaimed = retired.iter().map(|c| c.bytes).sum();
         }
@@ -264,7 +289,7 @@ impl Volume {
                     {
                         r.crcs.push(*crc)
                     }
-                    _ => runs.push(Run { timeline: t, first_block: b, src_off: off, crcs: vec![*crc] }),
+                    _ => runs.push(Run { timeline: t, first_block: b, seg, src_off: off, crcs: vec![*crc] }),
                 }
             }
             }
@@ -278,10 +303,14 @@ impl Volume {
         Ok(runs)
     }
 
-    /// Copies the live blocks of `seg` forward. Returns (blocks, bytes appended).
-    fn copy_live(&self, seg: u64) -> Result<(u64, u64)> {
+    /// Copies `runs` forward: reads and verifies them all, then appends
+    /// them back to back under one hold of the writer lock. Returns
+    /// (blocks, bytes appended).
+    fn copy_runs(&self, runs: &[Run]) -> Result<(u64, u64)> {
         let (mut blocks, mut bytes) = (0u64, 0u64);
-        for run in self.live_runs(seg)? {
+        let mut datas = Vec::with_capacity(runs.len());
+        for run in runs {
+            let seg = run.seg;
             let mut data = vec![0u8; run.crcs.len() * BS];
             self.reader(seg)?.read_exact_at(run.src_off, &mut data)?;
             for (i, (b, crc)) in data.chunks(BS).zip(&run.crcs).enumerate() {
@@ -295,37 +324,65 @@ impl Volume {
                     )));
                 }
             }
-            // Under the writer lock: copy only the blocks that still point
-            // at the victim (a guest may have overwritten some meanwhile).
-            let mut wguard = self.writer.lock();
-            let w = wguard
-                .as_mut()
-                .ok_or_else(|| Error::new(ErrorKind::ReadOnly, format!("{} is open read-only", self.uri)))?;
-            let mut i = 0;
-            while i < run.crcs.len() {
-                let still = |j: usize| -> Result<bool> {
-                    let want = Entry::Data { seg, off: (run.src_off + (j * BS) as u64) as u32, crc: run.crcs[j] };
-                    Ok(self.index().get(run.timeline, run.first_block + j as u64)? == Some(want))
-                };
-                if !still(i)? {
-                    i += 1;
+            datas.push(data);
+        }
+        // Under the writer lock: copy only the blocks that still point
+        // at the victim (a guest may have overwritten some meanwhile).
+        let mut wguard = self.writer.lock();
+        let w = wguard
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::ReadOnly, format!("{} is open read-only", self.uri)))?;
+        // Blocks that are still live and follow each other logically go
+        // out as one record, even from different runs (and victims), so
+        // that they end up back to back in the log.
+        let mut pending: Option<(u64, u64, Vec<&[u8]>)> = None;
+        let mut emit = |w: &mut LogWriter, p: (u64, u64, Vec<&[u8]>)| -> Result<()> {
+            let (tl, first, parts) = p;
+            let before = w.position();
+            let (s, off, rec_len, rec) = w.append_data_parts(tl, first, &parts)?;
+            {
+                let mut st = self.state.write();
+                apply(&self.index(), &mut st, s, off, rec_len, &rec)?;
+            }
+            blocks += parts.len() as u64;
+            let after = w.position();
+            bytes += if after.segment == before.segment { after.offset - before.offset } else { after.offset };
+            Ok(())
+        };
+        for (run, data) in runs.iter().zip(&datas) {
+            let seg = run.seg;
+            for j in 0..run.crcs.len() {
+                let want = Entry::Data { seg, off: (run.src_off + (j * BS) as u64) as u32, crc: run.crcs[j] };
+                let b = run.first_block + j as u64;
+                if self.index().get(run.timeline, b)? != Some(want) {
                     continue;
                 }
-                let mut j = i + 1;
-                while j < run.crcs.len() && still(j)? {
-                    j += 1;
+                let block = &data[j * BS..(j + 1) * BS];
+                match &mut pending {
+                    Some((tl, first, parts))
+                        if *tl == run.timeline
+                            && *first + parts.len() as u64 == b
+                            && parts.len() < MAX_BLOCKS_PER_RECORD as usize =>
+                    {
+                        parts.push(block)
+                    }
+                    _ => {
+                        if let Some(p) = pending.take() {
+                            emit(w, p)?;
+                        }
+                        pending = Some((run.timeline, b, vec![block]));
+                    }
                 }
-                let before = w.position();
-                let (s, off, rec_len, rec) = w.append_data(run.timeline, run.first_block + i as u64, &data[i * BS..j * BS])?;
-                {
-                    let mut st = self.state.write();
-                    apply(&self.index(), &mut st, s, off, rec_len, &rec)?;
-                }
-                blocks += (j - i) as u64;
-                let after = w.position();
-                bytes += if after.segment == before.segment { after.offset - before.offset } else { after.offset };
-                i = j;
             }
+        }
+        if let Some(p) = pending.take() {
+            emit(w, p)?;
+        }
+        // Pushed buffers go out after the lock is let go.
+        let io = w.pending_io();
+        drop(wguard);
+        if let Some(io) = io {
+            io.drain()?;
         }
         Ok((blocks, bytes))
     }
