@@ -32,7 +32,11 @@ python3 "$HLFS_ROOT/tests/crash/guest_fio_crash.py" --qemu-bin "$QEMU_BIN" --cli
 counts=$(cat "$E2E_WORK/counts")
 echo "$counts"
 [ $rc = 0 ] || fail "guest fio crash loop failed (see above): $counts"
-grep -Eq "^crash points: ($POINTS|$((POINTS + 1))|$((POINTS + 2))), writes checked: [1-9][0-9]*, lost: 0, unopenable: 0$" <<<"$counts" ||
-    fail "unexpected counts: $counts"
+# At least POINTS crash points: after the last one the loop may need more
+# rounds (each of which can be killed too) until a write job got going
+# whose writes the final boot can check.
+got=$(sed -nE 's/^crash points: ([0-9]+), writes checked: [1-9][0-9]*, lost: 0, unopenable: 0$/\1/p' <<<"$counts")
+[ -n "$got" ] && [ "$got" -ge "$POINTS" ] ||
+    fail "unexpected counts (want >= $POINTS crash points, some writes checked, 0 lost, 0 unopenable): $counts"
 log "ok: $counts"
 log "passed"
