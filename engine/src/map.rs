@@ -191,6 +191,34 @@ impl Extent {
 /// the log only up to this many blocks (joining copies the checksums).
 const JOIN_LIMIT: u32 = 1024;
 
+/// The map is kept in memory, or only in sled, a page at a time: this many
+/// blocks of one timeline (64 MiB of the volume). No extent crosses a page
+/// boundary (`insert` and `RunBuilder` never join across one, and callers
+/// split what they insert: `split_at_pages`), so a page's extents are
+/// exactly the keys in its range.
+pub const PAGE_BLOCKS: u64 = 16384;
+
+/// The page of block `b`.
+pub fn page_of(b: u64) -> u64 {
+    b / PAGE_BLOCKS
+}
+
+/// `e` at `first`, cut at page boundaries: (first block, piece), in order.
+pub fn split_at_pages(first: u64, e: Extent) -> Vec<(u64, Extent)> {
+    let end = first + e.count as u64;
+    if page_of(first) == page_of(end - 1) {
+        return vec![(first, e)];
+    }
+    let mut out = Vec::new();
+    let mut at = first;
+    while at < end {
+        let stop = ((page_of(at) + 1) * PAGE_BLOCKS).min(end);
+        out.push((at, e.slice((at - first) as u32, (stop - at) as u32)));
+        at = stop;
+    }
+    out
+}
+
 /// Every extent of every timeline, keyed by (timeline, first block).
 #[derive(Debug, Default, Clone)]
 pub struct ExtentMap {
@@ -353,7 +381,13 @@ impl ExtentMap {
             if let Some(((t, f0), prev)) = self.map.range(..(tl, first)).next_back() {
                 let (t, f0) = (*t, *f0);
                 let small = matches!(e.loc, Loc::Zero) || prev.count + e.count <= JOIN_LIMIT;
-                if t == tl && f0 + prev.count as u64 == first && small && prev.continues_with(&e) {
+                let one_page = page_of(f0) == page_of(first + e.count as u64 - 1);
+                if t == tl
+                    && f0 + prev.count as u64 == first
+                    && small
+                    && one_page
+                    && prev.continues_with(&e)
+                {
                     let joined = prev.joined(&e);
                     self.map.insert((tl, f0), joined);
                     touched((tl, f0));
@@ -370,6 +404,18 @@ impl ExtentMap {
         let keys: Vec<u64> = self
             .map
             .range((tl, 0)..=(tl, u64::MAX))
+            .map(|((_, f), _)| *f)
+            .collect();
+        keys.into_iter()
+            .map(|f| (f, self.map.remove(&(tl, f)).expect("listed")))
+            .collect()
+    }
+
+    /// Removes and returns the extents of `tl` whose key is in `[from, to)`.
+    pub fn take_range(&mut self, tl: u64, from: u64, to: u64) -> Vec<(u64, Extent)> {
+        let keys: Vec<u64> = self
+            .map
+            .range((tl, from)..(tl, to.max(from)))
             .map(|((_, f), _)| *f)
             .collect();
         keys.into_iter()
@@ -440,7 +486,7 @@ impl RunBuilder {
     pub fn push(&mut self, tl: u64, b: u64, e: Entry) -> Option<(u64, u64, Extent)> {
         if let Some((rtl, first, e0, crcs, count)) = &mut self.run {
             let next = *first + *count as u64;
-            let fits = *rtl == tl && next == b && *count < JOIN_LIMIT;
+            let fits = *rtl == tl && next == b && *count < JOIN_LIMIT && b % PAGE_BLOCKS != 0;
             let cont = match (*e0, e) {
                 (Entry::Zero, Entry::Zero) => true,
                 (

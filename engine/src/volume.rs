@@ -70,6 +70,23 @@ pub struct OpenOptions {
     /// Bypass the host page cache (O_DIRECT segments) where the backend
     /// can (local directories): QEMU's cache=none and directsync.
     pub direct_io: bool,
+    /// Memory the block map may use, in bytes (default 512 MiB, or
+    /// `$HLFS_MAP_MEMORY`, e.g. `64M`). Past it, the least recently used
+    /// pages of the map are kept in sled only and read back when needed
+    /// (design.md §3).
+    pub map_memory: u64,
+}
+
+/// What one extent of the map costs in memory, for `OpenOptions::map_memory`
+/// (design.md §3: ~70 bytes, plus checksums of multi-block extents).
+pub(crate) const EXTENT_BYTES: u64 = 80;
+
+/// `OpenOptions::map_memory` by default.
+fn default_map_memory() -> u64 {
+    std::env::var("HLFS_MAP_MEMORY")
+        .ok()
+        .and_then(|v| crate::size::parse_size(&v).ok())
+        .unwrap_or(512 << 20)
 }
 
 impl Default for OpenOptions {
@@ -81,6 +98,7 @@ impl Default for OpenOptions {
             checkpoint_every: 1 << 30,
             rebuild_index: false,
             direct_io: false,
+            map_memory: default_map_memory(),
         }
     }
 }
