@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 const BS: u64 = 4096;
 const SIZE: u64 = 1 << 30;
 const BUDGET: u64 = 40;
+const STEPS: u64 = 300;
 
 /// Sparse model: block -> contents (absent: zeros).
 type Model = BTreeMap<u64, Vec<u8>>;
@@ -55,7 +56,7 @@ fn a_tiny_budget_changes_nothing_but_memory() {
     let mut snaps: BTreeMap<String, Model> = BTreeMap::new();
     let mut touched: Vec<u64> = Vec::new();
     let mut peak = 0;
-    for step in 0..600u64 {
+    for step in 0..STEPS {
         match rng.gen_range(0..100) {
             0..=69 => {
                 // 1–8 blocks anywhere: many pages, many extents.
