@@ -258,6 +258,8 @@ impl Volume {
         let st = self.state.read().clone();
         let index = self.index();
         let Some(frozen) = index.frozen() else {
+            // `checkpoint_locked` waits for the background slot itself.
+            drop(bg);
             return self.checkpoint_locked(w);
         };
         w.since_checkpoint = 0;
