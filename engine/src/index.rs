@@ -488,7 +488,8 @@ impl Index {
             })?;
             mem.map.put(tl, first, e);
         }
-        Ok(())
+        // The last page loaded may have passed the budget.
+        mem.evict(&m.tree)
     }
 
     /// Limits the extents kept in memory to `extents`; past it, the least

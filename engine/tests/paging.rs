@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 const BS: u64 = 4096;
 const SIZE: u64 = 1 << 30;
 const BUDGET: u64 = 40;
-const STEPS: u64 = 300;
+const STEPS: u64 = 600;
 
 /// Sparse model: block -> contents (absent: zeros).
 type Model = BTreeMap<u64, Vec<u8>>;
