@@ -378,12 +378,7 @@ impl Volume {
         if let Some(p) = pending.take() {
             emit(w, p)?;
         }
-        // Pushed buffers go out after the lock is let go.
-        let io = w.pending_io();
-        drop(wguard);
-        if let Some(io) = io {
-            io.drain()?;
-        }
+        super::write::release_writer(wguard)?;
         Ok((blocks, bytes))
     }
 

@@ -4,6 +4,15 @@
 
 use super::*;
 
+/// Lets go of the writer, then writes out the buffers its appends handed to
+/// the write pipeline (`SegIo::drain`), so that other requests go on
+/// meanwhile.
+pub(super) fn release_writer(g: parking_lot::MutexGuard<'_, Option<LogWriter>>) -> Result<()> {
+    let io = g.as_ref().and_then(|w| w.pending_io());
+    drop(g);
+    io.map_or(Ok(()), |io| io.drain())
+}
+
 /// Splits the concatenation of `parts` into chunks of `size` bytes (the last
 /// one shorter), each a list of sub-slices of `parts`.
 fn split_parts<'a>(parts: &[&'a [u8]], size: usize) -> Vec<Vec<&'a [u8]>> {
@@ -94,14 +103,7 @@ impl Volume {
             let mut st = self.state.write();
             apply(&self.index(), &mut st, seg, rec_off, rec_len, &rec)?;
         }
-        // A full buffer was handed to the write pipeline: write it out
-        // here, with the writer free for other requests meanwhile.
-        let io = w.pending_io();
-        drop(wguard);
-        match io {
-            Some(io) => io.drain(),
-            None => Ok(()),
-        }
+        release_writer(wguard)
     }
 
     /// `write_vectored` if it can complete at once, without I/O and without
@@ -184,12 +186,7 @@ impl Volume {
             let mut st = self.state.write();
             apply(&self.index(), &mut st, seg, off, 0, &rec)?;
         }
-        let io = w.pending_io();
-        drop(wguard);
-        match io {
-            Some(io) => io.drain(),
-            None => Ok(()),
-        }
+        release_writer(wguard)
     }
 
     /// Same as `write_zeroes`: discarded ranges read as zeros.
