@@ -179,8 +179,9 @@ struct Mem {
     /// choose which to evict.
     used: HashMap<(u64, u64), u64>,
     clock: u64,
-    /// Extents the map may hold before pages are evicted.
-    budget: usize,
+    /// Bytes the map may cost (`ExtentMap::bytes`) before pages are
+    /// evicted.
+    budget: u64,
 }
 
 impl Default for Mem {
@@ -193,7 +194,7 @@ impl Default for Mem {
             evicted: BTreeSet::new(),
             used: HashMap::new(),
             clock: 0,
-            budget: usize::MAX,
+            budget: u64::MAX,
         }
     }
 }
@@ -279,7 +280,7 @@ impl Mem {
 
     /// `evict`, keeping page `keep` (one being read).
     fn evict_except(&mut self, tree: &sled::Tree, keep: (u64, u64)) -> Result<()> {
-        if self.map.len() <= self.budget {
+        if self.map.bytes() <= self.budget {
             return Ok(());
         }
         let mut order: Vec<((u64, u64), u64)> = self
@@ -291,7 +292,7 @@ impl Mem {
         order.sort_unstable_by_key(|(_, c)| *c);
         let target = self.budget - self.budget / 8;
         for ((tl, p), _) in order {
-            if self.map.len() <= target {
+            if self.map.bytes() <= target {
                 break;
             }
             let (from, to) = (p * PAGE_BLOCKS, (p + 1).saturating_mul(PAGE_BLOCKS));
@@ -470,7 +471,7 @@ impl Index {
             let page = (tl, page_of(first));
             if current != Some(page) {
                 current = Some(page);
-                full = full || mem.map.len() >= mem.budget;
+                full = full || mem.map.bytes() >= mem.budget;
                 if full {
                     mem.evicted.insert(page);
                 } else {
@@ -492,27 +493,27 @@ impl Index {
         mem.evict(&m.tree)
     }
 
-    /// Limits the extents kept in memory to `extents`; past it, the least
-    /// recently used pages (`map::PAGE_BLOCKS` blocks of a timeline) are
-    /// written to sled and dropped, and read back when needed.
-    pub fn set_budget(&self, extents: usize) -> Result<()> {
+    /// Limits the memory of the map to `bytes` (`ExtentMap::bytes`); past
+    /// it, the least recently used pages (`map::PAGE_BLOCKS` blocks of a
+    /// timeline) are written to sled and dropped, and read back when needed.
+    pub fn set_budget(&self, bytes: u64) -> Result<()> {
         if let Store::Mem(m) = &self.store {
             let mut mem = m.mem.write();
-            mem.budget = extents.max(1);
+            mem.budget = bytes.max(1);
             mem.evict(&m.tree)?;
         }
         Ok(())
     }
 
-    /// Extents in memory, extents not yet fed to sled, and pages that are
-    /// only in sled.
-    pub fn paging_counts(&self) -> (usize, usize, usize) {
+    /// Extents in memory, what they cost (bytes), extents not yet fed to
+    /// sled, and pages that are only in sled.
+    pub fn paging_counts(&self) -> (usize, u64, usize, usize) {
         match &self.store {
             Store::Mem(m) => {
                 let mem = m.mem.read();
-                (mem.map.len(), mem.dirty.len(), mem.evicted.len())
+                (mem.map.len(), mem.map.bytes(), mem.dirty.len(), mem.evicted.len())
             }
-            Store::Layered(_) => (0, 0, 0),
+            Store::Layered(_) => (0, 0, 0, 0),
         }
     }
 
@@ -557,7 +558,7 @@ impl Index {
     }
 
     /// A copy of the map in memory (a writer's), for a checkpoint written
-    /// without holding the writer. The copy costs ~70 bytes an extent for
+    /// without holding the writer. The copy costs ~100 bytes an extent for
     /// as long as that checkpoint takes. None for a read-only view.
     pub fn frozen(&self) -> Option<FrozenMap> {
         let Store::Mem(m) = &self.store else {
@@ -575,17 +576,6 @@ impl Index {
                 ..Default::default()
             }),
         })
-    }
-
-    /// Extents in memory and extents not yet fed to sled.
-    pub fn extent_counts(&self) -> (usize, usize) {
-        match &self.store {
-            Store::Mem(m) => {
-                let mem = m.mem.read();
-                (mem.map.len(), mem.dirty.len())
-            }
-            Store::Layered(_) => (0, 0),
-        }
     }
 
     /// A read-only opener's index: `base` searched in place (if any), with
@@ -738,7 +728,7 @@ impl Index {
                         }
                     }
                 }
-                if mem.map.len() > mem.budget {
+                if mem.map.bytes() > mem.budget {
                     drop(mem);
                     m.mem.write().evict(&m.tree)?;
                 }
