@@ -19,10 +19,13 @@
 
 use crate::checkpoint::Reader as Checkpoint;
 use crate::error::{Error, ErrorKind, Result};
-use crate::map::{decode_extent, encode_extent, Extent, ExtentMap, RunBuilder};
+use crate::map::{
+    decode_extent, encode_extent, page_of, split_at_pages, Extent, ExtentMap, RunBuilder,
+    PAGE_BLOCKS,
+};
 use crate::state::VolState;
 use parking_lot::{Mutex, RwLock};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::iter::Peekable;
 use std::path::Path;
 
@@ -161,7 +164,6 @@ struct MemStore {
     feeding: Mutex<()>,
 }
 
-#[derive(Default)]
 struct Mem {
     map: ExtentMap,
     /// Keys whose extent changed (or went) since sled last got them, with
@@ -170,6 +172,36 @@ struct Mem {
     generation: u64,
     /// Run being assembled while a checkpoint is loaded (`load_raw`).
     loader: RunBuilder,
+    /// Pages (timeline, page) whose extents are only in sled: the map in
+    /// memory holds none of their keys, and `dirty` none either.
+    evicted: BTreeSet<(u64, u64)>,
+    /// When each page in memory was last loaded or changed (`clock`), to
+    /// choose which to evict.
+    used: HashMap<(u64, u64), u64>,
+    clock: u64,
+    /// Bytes the map may cost (`ExtentMap::bytes`) before pages are
+    /// evicted.
+    budget: u64,
+}
+
+impl Default for Mem {
+    fn default() -> Self {
+        Mem {
+            map: ExtentMap::default(),
+            dirty: BTreeMap::new(),
+            generation: 0,
+            loader: RunBuilder::default(),
+            evicted: BTreeSet::new(),
+            used: HashMap::new(),
+            clock: 0,
+            budget: u64::MAX,
+        }
+    }
+}
+
+/// Sled keys of the extents of page `p` of `tl`.
+fn page_keys(tl: u64, p: u64) -> std::ops::Range<[u8; 16]> {
+    key(tl, p * PAGE_BLOCKS)..key(tl, (p + 1).saturating_mul(PAGE_BLOCKS))
 }
 
 impl Mem {
@@ -178,16 +210,130 @@ impl Mem {
         self.dirty.insert(k, self.generation);
     }
 
+    /// Marks the pages of `[from, to)` of `tl` as just used.
+    fn stamp(&mut self, tl: u64, from: u64, to: u64) {
+        self.clock += 1;
+        if to <= from {
+            return;
+        }
+        let (p0, p1) = (page_of(from), page_of(to - 1));
+        if p1 - p0 <= 64 {
+            for p in p0..=p1 {
+                self.used.insert((tl, p), self.clock);
+            }
+        } else {
+            // A huge range (a whole timeline): the pages in memory only.
+            let clock = self.clock;
+            for ((t, p), c) in self.used.iter_mut() {
+                if *t == tl && (p0..=p1).contains(p) {
+                    *c = clock;
+                }
+            }
+        }
+    }
+
+    /// Whether every page of `[from, to)` of `tl` is in memory.
+    fn resident(&self, tl: u64, from: u64, to: u64) -> bool {
+        if self.evicted.is_empty() || to <= from {
+            return true;
+        }
+        self.evicted
+            .range((tl, page_of(from))..=(tl, page_of(to - 1)))
+            .next()
+            .is_none()
+    }
+
+    /// Loads the evicted pages of `[from, to)` of `tl` from sled.
+    fn load_pages(&mut self, tree: &sled::Tree, tl: u64, from: u64, to: u64) -> Result<()> {
+        if self.resident(tl, from, to) {
+            return Ok(());
+        }
+        let pages: Vec<(u64, u64)> = self
+            .evicted
+            .range((tl, page_of(from))..=(tl, page_of(to - 1)))
+            .copied()
+            .collect();
+        for (t, p) in pages {
+            for r in tree.range(page_keys(t, p)) {
+                let (k, v) = r.map_err(|e| sled_err("loading a page", e))?;
+                let (kt, first) = split_key(&k)?;
+                let e = decode_extent(&v).ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Corrupt,
+                        format!("index: extent ({kt}, {first}) has a bad value"),
+                    )
+                })?;
+                self.map.put(kt, first, e);
+            }
+            self.evicted.remove(&(t, p));
+            self.clock += 1;
+            self.used.insert((t, p), self.clock);
+        }
+        Ok(())
+    }
+
+    /// Past the budget, writes the least recently used pages to sled (their
+    /// changed extents) and drops them from memory, down to 7/8 of it.
+    fn evict(&mut self, tree: &sled::Tree) -> Result<()> {
+        self.evict_except(tree, (u64::MAX, u64::MAX))
+    }
+
+    /// `evict`, keeping page `keep` (one being read).
+    fn evict_except(&mut self, tree: &sled::Tree, keep: (u64, u64)) -> Result<()> {
+        if self.map.bytes() <= self.budget {
+            return Ok(());
+        }
+        let mut order: Vec<((u64, u64), u64)> = self
+            .used
+            .iter()
+            .filter(|(k, _)| **k != keep)
+            .map(|(k, c)| (*k, *c))
+            .collect();
+        order.sort_unstable_by_key(|(_, c)| *c);
+        let target = self.budget - self.budget / 8;
+        for ((tl, p), _) in order {
+            if self.map.bytes() <= target {
+                break;
+            }
+            let (from, to) = (p * PAGE_BLOCKS, (p + 1).saturating_mul(PAGE_BLOCKS));
+            let mut batch = sled::Batch::default();
+            let dirty: Vec<(u64, u64)> = self
+                .dirty
+                .range((tl, from)..(tl, to))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in &dirty {
+                match self.map.at(k.0, k.1) {
+                    Some(e) => batch.insert(&key(k.0, k.1)[..], encode_extent(e)),
+                    None => batch.remove(&key(k.0, k.1)[..]),
+                }
+            }
+            tree.apply_batch(batch)
+                .map_err(|e| sled_err("writing a page out", e))?;
+            for k in dirty {
+                self.dirty.remove(&k);
+            }
+            self.map.take_range(tl, from, to);
+            self.used.remove(&(tl, p));
+            self.evicted.insert((tl, p));
+        }
+        Ok(())
+    }
+
     fn finish_load(&mut self) {
         if let Some((tl, first, e)) = self.loader.finish() {
+            self.stamp(tl, first, first + e.count() as u64);
             self.map.put(tl, first, e);
             self.touch((tl, first));
         }
     }
 
     /// Maps `[first, first + e.count())` of `tl` to `e` (or unmaps it, with
-    /// `None` and `count`), keeping the counters in `st` right.
+    /// `None` and `count`), keeping the counters in `st` right. The pages
+    /// it touches must be in memory.
     fn put(&mut self, st: &mut VolState, tl: u64, first: u64, count: u64, e: Option<Extent>) {
+        debug_assert!(self.resident(tl, first, first.saturating_add(count)));
+        self.stamp(tl, first, first.saturating_add(count));
         let Mem {
             map,
             dirty,
@@ -201,9 +347,14 @@ impl Mem {
         };
         match e {
             Some(e) => {
-                let added = e.clone();
-                map.insert(tl, first, e, &mut removed, &mut touched);
-                account_extent(st, tl, &added, true);
+                let pieces = split_at_pages(first, e);
+                let added: Vec<Extent> = pieces.iter().map(|(_, p)| p.clone()).collect();
+                for (f, piece) in pieces {
+                    map.insert(tl, f, piece, &mut removed, &mut touched);
+                }
+                for a in &added {
+                    account_extent(st, tl, a, true);
+                }
             }
             None => map.punch(tl, first, count, &mut removed, &mut touched),
         }
@@ -215,7 +366,7 @@ impl Mem {
 const EXTENT_TREE: &str = "extents";
 const OLD_BLOCK_TREE: &str = "map";
 /// Value of the `map_format` metadata key for extents.
-const MAP_FORMAT: &[u8] = &[2];
+const MAP_FORMAT: &[u8] = &[3];
 /// Extents handed to sled per batch.
 const FEED_BATCH: usize = 16384;
 
@@ -308,9 +459,28 @@ impl Index {
         let mut mem = m.mem.write();
         mem.map.clear();
         mem.dirty.clear();
+        mem.evicted.clear();
+        mem.used.clear();
+        // Pages in key order, whole, up to the budget; the rest stay in
+        // sled only (evicted) and load when something needs them.
+        let mut full = false;
+        let mut current: Option<(u64, u64)> = None;
         for r in m.tree.iter() {
             let (k, v) = r.map_err(|e| sled_err("loading", e))?;
             let (tl, first) = split_key(&k)?;
+            let page = (tl, page_of(first));
+            if current != Some(page) {
+                current = Some(page);
+                full = full || mem.map.bytes() >= mem.budget;
+                if full {
+                    mem.evicted.insert(page);
+                } else {
+                    mem.used.insert(page, 0);
+                }
+            }
+            if full {
+                continue;
+            }
             let e = decode_extent(&v).ok_or_else(|| {
                 Error::new(
                     ErrorKind::Corrupt,
@@ -319,7 +489,32 @@ impl Index {
             })?;
             mem.map.put(tl, first, e);
         }
+        // The last page loaded may have passed the budget.
+        mem.evict(&m.tree)
+    }
+
+    /// Limits the memory of the map to `bytes` (`ExtentMap::bytes`); past
+    /// it, the least recently used pages (`map::PAGE_BLOCKS` blocks of a
+    /// timeline) are written to sled and dropped, and read back when needed.
+    pub fn set_budget(&self, bytes: u64) -> Result<()> {
+        if let Store::Mem(m) = &self.store {
+            let mut mem = m.mem.write();
+            mem.budget = bytes.max(1);
+            mem.evict(&m.tree)?;
+        }
         Ok(())
+    }
+
+    /// Extents in memory, what they cost (bytes), extents not yet fed to
+    /// sled, and pages that are only in sled.
+    pub fn paging_counts(&self) -> (usize, u64, usize, usize) {
+        match &self.store {
+            Store::Mem(m) => {
+                let mem = m.mem.read();
+                (mem.map.len(), mem.map.bytes(), mem.dirty.len(), mem.evicted.len())
+            }
+            Store::Layered(_) => (0, 0, 0, 0),
+        }
     }
 
     /// Copies the extents changed since the last feed to sled, in batches.
@@ -363,30 +558,24 @@ impl Index {
     }
 
     /// A copy of the map in memory (a writer's), for a checkpoint written
-    /// without holding the writer. The copy costs ~70 bytes an extent for
+    /// without holding the writer. The copy costs ~100 bytes an extent for
     /// as long as that checkpoint takes. None for a read-only view.
     pub fn frozen(&self) -> Option<FrozenMap> {
         let Store::Mem(m) = &self.store else {
             return None;
         };
-        let map = m.mem.read().map.clone();
+        let mem = m.mem.read();
+        if !mem.evicted.is_empty() {
+            return None; // part of the map is only in sled
+        }
+        let map = mem.map.clone();
+        drop(mem);
         Some(FrozenMap {
             mem: RwLock::new(Mem {
                 map,
                 ..Default::default()
             }),
         })
-    }
-
-    /// Extents in memory and extents not yet fed to sled.
-    pub fn extent_counts(&self) -> (usize, usize) {
-        match &self.store {
-            Store::Mem(m) => {
-                let mem = m.mem.read();
-                (mem.map.len(), mem.dirty.len())
-            }
-            Store::Layered(_) => (0, 0),
-        }
     }
 
     /// A read-only opener's index: `base` searched in place (if any), with
@@ -405,7 +594,11 @@ impl Index {
         match &self.store {
             Store::Mem(m) => {
                 let _one = m.feeding.lock();
-                *m.mem.write() = Mem::default();
+                let mut mem = m.mem.write();
+                let budget = mem.budget;
+                *mem = Mem::default();
+                mem.budget = budget;
+                drop(mem);
                 m.tree.clear().map_err(|e| sled_err("clearing", e))?;
                 m.db.clear().map_err(|e| sled_err("clearing", e))?;
                 m.db.insert("map_format", MAP_FORMAT)
@@ -485,7 +678,18 @@ impl Index {
     /// The entry for (tl, block), if any.
     pub fn get(&self, tl: u64, block: u64) -> Result<Option<Entry>> {
         match &self.store {
-            Store::Mem(m) => Ok(m.mem.read().map.get(tl, block)),
+            Store::Mem(m) => {
+                let mem = m.mem.read();
+                if mem.resident(tl, block, block + 1) {
+                    return Ok(mem.map.get(tl, block));
+                }
+                drop(mem);
+                let mut mem = m.mem.write();
+                mem.load_pages(&m.tree, tl, block, block + 1)?;
+                let e = mem.map.get(tl, block);
+                mem.evict(&m.tree)?;
+                Ok(e)
+            }
             Store::Layered(l) => Self::get_layered(l, &key(tl, block))?
                 .map(|v| Entry::decode(&v))
                 .transpose(),
@@ -499,7 +703,16 @@ impl Index {
         let mut out = vec![None; n as usize];
         match &self.store {
             Store::Mem(m) => {
-                let mem = m.mem.read();
+                let end = first.saturating_add(n);
+                let mut mem = m.mem.read();
+                if !chain.iter().all(|t| mem.resident(*t, first, end)) {
+                    drop(mem);
+                    let mut w = m.mem.write();
+                    for t in chain {
+                        w.load_pages(&m.tree, *t, first, end)?;
+                    }
+                    mem = parking_lot::RwLockWriteGuard::downgrade(w);
+                }
                 let mut missing = n;
                 for t in chain {
                     if missing == 0 {
@@ -514,6 +727,10 @@ impl Index {
                             }
                         }
                     }
+                }
+                if mem.map.bytes() > mem.budget {
+                    drop(mem);
+                    m.mem.write().evict(&m.tree)?;
                 }
             }
             Store::Layered(_) => {
@@ -535,6 +752,7 @@ impl Index {
         match &self.store {
             Store::Mem(m) => Box::new(MemIter {
                 mem: &m.mem,
+                tree: Some(&m.tree),
                 next: split_key(&from).expect("16 bytes"),
                 to: split_key(&to).expect("16 bytes"),
                 pieces: VecDeque::new(),
@@ -590,8 +808,10 @@ impl Index {
                 let e = Entry::decode(v)?;
                 let mut mem = m.mem.write();
                 if let Some((tl, first, ext)) = mem.loader.push(tl, b, e) {
+                    mem.stamp(tl, first, first + ext.count() as u64);
                     mem.map.put(tl, first, ext);
                     mem.touch((tl, first));
+                    mem.evict(&m.tree)?;
                 }
                 Ok(())
             }
@@ -616,8 +836,12 @@ impl Index {
     pub fn set_extent(&self, st: &mut VolState, tl: u64, first: u64, e: Extent) -> Result<()> {
         match &self.store {
             Store::Mem(m) => {
-                m.mem.write().put(st, tl, first, e.count() as u64, Some(e));
-                Ok(())
+                let mut mem = m.mem.write();
+                let end = first + e.count() as u64;
+                // The extent before `first` may be split: its page too.
+                mem.load_pages(&m.tree, tl, first.saturating_sub(1), end)?;
+                mem.put(st, tl, first, e.count() as u64, Some(e));
+                mem.evict(&m.tree)
             }
             Store::Layered(l) => {
                 for i in 0..e.count() {
@@ -641,8 +865,11 @@ impl Index {
     fn remove_range(&self, st: &mut VolState, tl: u64, first: u64, count: u64) -> Result<()> {
         match &self.store {
             Store::Mem(m) => {
-                m.mem.write().put(st, tl, first, count, None);
-                Ok(())
+                let mut mem = m.mem.write();
+                let end = first.saturating_add(count);
+                mem.load_pages(&m.tree, tl, first.saturating_sub(1), end)?;
+                mem.put(st, tl, first, count, None);
+                mem.evict(&m.tree)
             }
             Store::Layered(l) => {
                 let keys: Vec<u64> = self
@@ -707,10 +934,13 @@ impl Index {
         match &self.store {
             Store::Mem(m) => {
                 let mut mem = m.mem.write();
+                mem.load_pages(&m.tree, tl, 0, u64::MAX)?;
                 for (first, e) in mem.map.take_timeline(tl) {
                     account_extent(st, tl, &e, false);
                     mem.touch((tl, first));
                 }
+                mem.used.retain(|(t, _), _| *t != tl);
+                mem.evict(&m.tree)?;
             }
             Store::Layered(_) => self.remove_range(st, tl, 0, u64::MAX)?,
         }
@@ -723,8 +953,12 @@ impl Index {
     pub fn merge_timeline(&self, st: &mut VolState, from: u64, into: u64) -> Result<()> {
         match &self.store {
             Store::Mem(m) => {
-                // One write lock for the whole fold: readers see it done or not.
+                // One write lock for the whole fold: readers see it done or
+                // not. Both timelines whole in memory meanwhile (a fold is
+                // O(extents) anyway); the budget applies again after it.
                 let mut mem = m.mem.write();
+                mem.load_pages(&m.tree, from, 0, u64::MAX)?;
+                mem.load_pages(&m.tree, into, 0, u64::MAX)?;
                 for (first, e) in mem.map.take_timeline(from) {
                     account_extent(st, from, &e, false);
                     mem.touch((from, first));
@@ -746,6 +980,8 @@ impl Index {
                         mem.put(st, into, a, z - a, Some(piece));
                     }
                 }
+                mem.used.retain(|(t, _), _| *t != from);
+                mem.evict(&m.tree)?;
             }
             Store::Layered(_) => {
                 let entries: Vec<(u64, Entry)> =
@@ -811,6 +1047,7 @@ impl FrozenMap {
     pub fn iter_all(&self) -> impl Iterator<Item = Result<([u8; 16], [u8; 16])>> + '_ {
         MemIter {
             mem: &self.mem,
+            tree: None,
             next: (0, 0),
             to: (u64::MAX, u64::MAX),
             pieces: VecDeque::new(),
@@ -823,12 +1060,62 @@ impl FrozenMap {
 /// extents at a time (the lock is not held between calls).
 struct MemIter<'a> {
     mem: &'a RwLock<Mem>,
+    /// Where evicted pages are read from (None: nothing is evicted).
+    tree: Option<&'a sled::Tree>,
     /// Next (timeline, block) to return from.
     next: (u64, u64),
     /// End (exclusive).
     to: (u64, u64),
     pieces: VecDeque<(u64, u64, Extent)>,
     cur: Option<(u64, u64, Extent, u32)>,
+}
+
+impl MemIter<'_> {
+    /// Reads the next few extents from `self.next`, within its page, into
+    /// `pieces`, and moves `next` past them (to the next page, or the next
+    /// timeline, that has any).
+    fn fill(&mut self) -> Result<()> {
+        let (tl, b) = self.next;
+        let page_end = (page_of(b) + 1).saturating_mul(PAGE_BLOCKS);
+        let end = if self.to.0 == tl { self.to.1.min(page_end) } else { page_end };
+        let mut mem = self.mem.read();
+        if !mem.resident(tl, b, end) {
+            let tree = self.tree.expect("a frozen map has no evicted pages");
+            drop(mem);
+            let mut w = self.mem.write();
+            w.load_pages(tree, tl, b, end)?;
+            w.evict_except(tree, (tl, page_of(b)))?;
+            mem = parking_lot::RwLockWriteGuard::downgrade(w);
+        }
+        let mut last = None;
+        for (f, e) in mem.map.range(tl, b, end).take(64) {
+            last = Some(f + e.count() as u64);
+            self.pieces.push_back((tl, f, e));
+        }
+        if self.pieces.len() == 64 {
+            self.next = (tl, last.expect("pieces"));
+            return Ok(());
+        }
+        if end < page_end || tl == u64::MAX && page_end == u64::MAX {
+            self.next = self.to; // the end of the range
+            return Ok(());
+        }
+        // On to the next key in memory or the next evicted page, whichever
+        // comes first, in this timeline or a later one.
+        let after = (tl, page_end);
+        let in_mem = mem.map.iter_from(after).next().map(|(k, _)| k);
+        let in_sled = mem
+            .evicted
+            .range((tl, page_of(page_end))..)
+            .next()
+            .map(|(t, p)| (*t, p * PAGE_BLOCKS));
+        let next = match (in_mem, in_sled) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(self.to),
+        };
+        self.next = next.min(self.to).max(after);
+        Ok(())
+    }
 }
 
 impl Iterator for MemIter<'_> {
@@ -850,25 +1137,9 @@ impl Iterator for MemIter<'_> {
             if self.next >= self.to {
                 return None;
             }
-            let mem = self.mem.read();
-            let (tl, b) = self.next;
-            // Within the first timeline, clip at `to` if it ends there.
-            let end = if self.to.0 == tl { self.to.1 } else { u64::MAX };
-            for (f, e) in mem.map.range(tl, b, end).take(64) {
-                self.next = (tl, f + e.count() as u64);
-                self.pieces.push_back((tl, f, e));
-            }
-            if self.pieces.is_empty() {
-                // Nothing more in this timeline: on to the next one that has extents.
-                let after = mem
-                    .map
-                    .iter_from((tl.saturating_add(1), 0))
-                    .next()
-                    .map(|(k, _)| k.0);
-                match after {
-                    Some(t) if tl < u64::MAX && (t, 0) < self.to => self.next = (t, 0),
-                    _ => self.next = self.to,
-                }
+            if let Err(e) = self.fill() {
+                self.next = self.to;
+                return Some(Err(e));
             }
         }
     }

@@ -5,13 +5,15 @@
 //! writes them). Reads and writes consult this map; sled (index.rs) keeps a
 //! persistent copy, fed in batches, and checkpoints stream it out.
 //!
-//! Cost of one extent (x86-64): a 16-byte key plus a 40-byte `Extent`, in a
-//! B-tree whose nodes hold up to 11 of them: about 70 bytes with the node
-//! overhead. A data extent of more than one block also owns its checksums
-//! (4 bytes a block, shared between the pieces of a split extent). A volume
-//! written in 1 MiB records costs about 4.3 bytes per block; one filled by
-//! random 4 KiB writes costs about 74 bytes per block, so 1 TiB of it would
-//! need ~19 GiB. docs/design.md §11 says what happens past the budget.
+//! Cost of one extent (x86-64): a 16-byte key plus a 48-byte `Extent`, in a
+//! B-tree whose nodes hold up to 11 of them: about 100 bytes with the node
+//! overhead (`EXTENT_BYTES`). A data extent of more than one block also owns
+//! its checksums (4 bytes a block, shared between the pieces of a split
+//! extent). A volume written in 1 MiB records costs about 4.4 bytes per
+//! block; one filled by random 4 KiB writes about 100 bytes per block, so
+//! 1 TiB of it would need ~25 GiB. The map is kept in pages
+//! (`PAGE_BLOCKS`) so that index.rs can hold it within a budget and keep
+//! the rest in sled only (docs/design.md §3).
 
 use crate::index::Entry;
 use std::collections::BTreeMap;
@@ -191,10 +193,58 @@ impl Extent {
 /// the log only up to this many blocks (joining copies the checksums).
 const JOIN_LIMIT: u32 = 1024;
 
+/// The map is kept in memory, or only in sled, a page at a time: this many
+/// blocks of one timeline (64 MiB of the volume). No extent crosses a page
+/// boundary (`insert` and `RunBuilder` never join across one, and callers
+/// split what they insert: `split_at_pages`), so a page's extents are
+/// exactly the keys in its range.
+pub const PAGE_BLOCKS: u64 = 16384;
+
+/// The page of block `b`.
+pub fn page_of(b: u64) -> u64 {
+    b / PAGE_BLOCKS
+}
+
+/// `e` at `first`, cut at page boundaries: (first block, piece), in order.
+pub fn split_at_pages(first: u64, e: Extent) -> Vec<(u64, Extent)> {
+    let end = first + e.count as u64;
+    if page_of(first) == page_of(end - 1) {
+        return vec![(first, e)];
+    }
+    let mut out = Vec::new();
+    let mut at = first;
+    while at < end {
+        let stop = ((page_of(at) + 1) * PAGE_BLOCKS).min(end);
+        out.push((at, e.slice((at - first) as u32, (stop - at) as u32)));
+        at = stop;
+    }
+    out
+}
+
+/// What one extent costs in memory, apart from its checksums: a 16-byte
+/// key and a 48-byte value in a B-tree, with node overhead (measured: a
+/// million single-block extents inserted in random order take 99 bytes
+/// each in the process's RSS).
+pub const EXTENT_BYTES: u64 = 100;
+
+impl Extent {
+    /// Memory this extent costs in an `ExtentMap`: `EXTENT_BYTES`, plus 4
+    /// bytes per block of shared checksums (counted for every piece of a
+    /// split extent, so an over-estimate after splits).
+    pub fn cost(&self) -> u64 {
+        match &self.loc {
+            Loc::Data { crcs: Crcs::Shared { .. }, .. } => EXTENT_BYTES + 4 * self.count as u64,
+            _ => EXTENT_BYTES,
+        }
+    }
+}
+
 /// Every extent of every timeline, keyed by (timeline, first block).
 #[derive(Debug, Default, Clone)]
 pub struct ExtentMap {
     map: BTreeMap<(u64, u64), Extent>,
+    /// Sum of `Extent::cost` of every extent.
+    bytes: u64,
 }
 
 impl ExtentMap {
@@ -213,9 +263,30 @@ impl ExtentMap {
         self.map.is_empty()
     }
 
+    /// What the extents cost in memory (`Extent::cost`), in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// Drops everything.
     pub fn clear(&mut self) {
-        self.map.clear()
+        self.map.clear();
+        self.bytes = 0;
+    }
+
+    /// `BTreeMap::insert`, keeping `bytes` right.
+    fn ins(&mut self, k: (u64, u64), e: Extent) {
+        self.bytes += e.cost();
+        if let Some(old) = self.map.insert(k, e) {
+            self.bytes -= old.cost();
+        }
+    }
+
+    /// `BTreeMap::remove`, keeping `bytes` right.
+    fn rem(&mut self, k: (u64, u64)) -> Option<Extent> {
+        let e = self.map.remove(&k)?;
+        self.bytes -= e.cost();
+        Some(e)
     }
 
     /// The extent of `tl` holding block `b`: its first block and the extent.
@@ -307,11 +378,11 @@ impl ExtentMap {
                 let left = (first - f0) as u32;
                 let mid_end = e_end.min(end);
                 removed(first, &e.slice(left, (mid_end - first) as u32));
-                self.map.insert((tl, f0), e.slice(0, left));
+                self.ins((tl, f0), e.slice(0, left));
                 touched((tl, f0));
                 if e_end > end {
                     let skip = (end - f0) as u32;
-                    self.map.insert((tl, end), e.slice(skip, e.count - skip));
+                    self.ins((tl, end), e.slice(skip, e.count - skip));
                     touched((tl, end));
                     return;
                 }
@@ -323,7 +394,7 @@ impl ExtentMap {
             .map(|((_, f), _)| *f)
             .collect();
         for f in keys {
-            let e = self.map.remove(&(tl, f)).expect("listed");
+            let e = self.rem((tl, f)).expect("listed");
             touched((tl, f));
             let e_end = f + e.count as u64;
             if e_end <= end {
@@ -331,7 +402,7 @@ impl ExtentMap {
             } else {
                 let n = (end - f) as u32;
                 removed(f, &e.slice(0, n));
-                self.map.insert((tl, end), e.slice(n, e.count - n));
+                self.ins((tl, end), e.slice(n, e.count - n));
                 touched((tl, end));
             }
         }
@@ -353,15 +424,21 @@ impl ExtentMap {
             if let Some(((t, f0), prev)) = self.map.range(..(tl, first)).next_back() {
                 let (t, f0) = (*t, *f0);
                 let small = matches!(e.loc, Loc::Zero) || prev.count + e.count <= JOIN_LIMIT;
-                if t == tl && f0 + prev.count as u64 == first && small && prev.continues_with(&e) {
+                let one_page = page_of(f0) == page_of(first + e.count as u64 - 1);
+                if t == tl
+                    && f0 + prev.count as u64 == first
+                    && small
+                    && one_page
+                    && prev.continues_with(&e)
+                {
                     let joined = prev.joined(&e);
-                    self.map.insert((tl, f0), joined);
+                    self.ins((tl, f0), joined);
                     touched((tl, f0));
                     return;
                 }
             }
         }
-        self.map.insert((tl, first), e);
+        self.ins((tl, first), e);
         touched((tl, first));
     }
 
@@ -373,13 +450,25 @@ impl ExtentMap {
             .map(|((_, f), _)| *f)
             .collect();
         keys.into_iter()
-            .map(|f| (f, self.map.remove(&(tl, f)).expect("listed")))
+            .map(|f| (f, self.rem((tl, f)).expect("listed")))
+            .collect()
+    }
+
+    /// Removes and returns the extents of `tl` whose key is in `[from, to)`.
+    pub fn take_range(&mut self, tl: u64, from: u64, to: u64) -> Vec<(u64, Extent)> {
+        let keys: Vec<u64> = self
+            .map
+            .range((tl, from)..(tl, to.max(from)))
+            .map(|((_, f), _)| *f)
+            .collect();
+        keys.into_iter()
+            .map(|f| (f, self.rem((tl, f)).expect("listed")))
             .collect()
     }
 
     /// Stores an extent as it was persisted (loading; no joining, no checks).
     pub fn put(&mut self, tl: u64, first: u64, e: Extent) {
-        self.map.insert((tl, first), e);
+        self.ins((tl, first), e);
     }
 }
 
@@ -440,7 +529,7 @@ impl RunBuilder {
     pub fn push(&mut self, tl: u64, b: u64, e: Entry) -> Option<(u64, u64, Extent)> {
         if let Some((rtl, first, e0, crcs, count)) = &mut self.run {
             let next = *first + *count as u64;
-            let fits = *rtl == tl && next == b && *count < JOIN_LIMIT;
+            let fits = *rtl == tl && next == b && *count < JOIN_LIMIT && b % PAGE_BLOCKS != 0;
             let cont = match (*e0, e) {
                 (Entry::Zero, Entry::Zero) => true,
                 (
@@ -578,6 +667,8 @@ mod tests {
                 model.insert((tl, first + i as u64), e);
             }
             assert_eq!(entries(&m), model);
+            let cost: u64 = m.iter().map(|(_, e)| e.cost()).sum();
+            assert_eq!(m.bytes(), cost, "bytes follows every change");
         }
         assert!(m.len() < model.len(), "contiguous writes were joined");
     }

@@ -70,6 +70,19 @@ pub struct OpenOptions {
     /// Bypass the host page cache (O_DIRECT segments) where the backend
     /// can (local directories): QEMU's cache=none and directsync.
     pub direct_io: bool,
+    /// Memory the block map may use, in bytes (default 512 MiB, or
+    /// `$HLFS_MAP_MEMORY`, e.g. `64M`). Past it, the least recently used
+    /// pages of the map are kept in sled only and read back when needed
+    /// (design.md §3).
+    pub map_memory: u64,
+}
+
+/// `OpenOptions::map_memory` by default.
+fn default_map_memory() -> u64 {
+    std::env::var("HLFS_MAP_MEMORY")
+        .ok()
+        .and_then(|v| crate::size::parse_size(&v).ok())
+        .unwrap_or(512 << 20)
 }
 
 impl Default for OpenOptions {
@@ -81,6 +94,7 @@ impl Default for OpenOptions {
             checkpoint_every: 1 << 30,
             rebuild_index: false,
             direct_io: false,
+            map_memory: default_map_memory(),
         }
     }
 }
@@ -152,10 +166,16 @@ pub struct VolumeInfo {
     /// Bytes of data the head holds on its own (written since the last snapshot).
     pub head_bytes: u64,
     /// Extents in the block map in memory, over all timelines (0 for a
-    /// read-only view, which keeps no such map): ~70 bytes each
+    /// read-only view, which keeps no such map): ~100 bytes each
     /// (design.md §3). Blocks stored back to back form one extent, so this
     /// also shows how scattered the volume is in the log.
     pub extents: u64,
+    /// What those extents cost in memory (`map::Extent::cost`), which
+    /// `OpenOptions::map_memory` bounds.
+    pub map_bytes: u64,
+    /// Pages of the map (`map::PAGE_BLOCKS` blocks of a timeline) kept in
+    /// sled only, past that budget.
+    pub map_pages_out: u64,
     /// Creation time, seconds since the epoch.
     pub created: u64,
     /// Who holds the volume read-write, if anyone ("pid N on host H").
@@ -365,6 +385,7 @@ impl Volume {
         let allocated = self.allocated_bytes()?;
         let segments = log::list_segments(&*self.backend, &self.dir)?.len() as u64;
         let snapshots = self.snapshots()?;
+        let paging = self.index().paging_counts();
         let writer = if self.read_only {
             lock::holder(
                 &*self.backend,
@@ -400,7 +421,9 @@ impl Volume {
                 .as_ref()
                 .map(|b| format!("{}%{}", b.uri, b.snapshot)),
             head_bytes: st.timelines.get(&st.head).map(|t| t.blocks).unwrap_or(0) * BLOCK_SIZE,
-            extents: self.index().extent_counts().0 as u64,
+            extents: paging.0 as u64,
+            map_bytes: paging.1,
+            map_pages_out: paging.3 as u64,
             created: st.created,
             writer,
         })

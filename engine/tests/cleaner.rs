@@ -347,7 +347,13 @@ fn cleaning_restores_logical_order() {
     let uri = place.uri("ordered");
     let size: u64 = 8 << 20;
     let blocks = size / BS;
-    let opts = OpenOptions { segment_size: 1 << 20, checkpoint_every: 1 << 30, ..place.opts() };
+    // The whole map in memory, so that `extents` counts all of it.
+    let opts = OpenOptions {
+        segment_size: 1 << 20,
+        checkpoint_every: 1 << 30,
+        map_memory: 1 << 30,
+        ..place.opts()
+    };
     Volume::create(&uri, size).unwrap();
     let v = Volume::open(&uri, &opts).unwrap();
     let mut head = pattern(77, size as usize);

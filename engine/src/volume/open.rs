@@ -168,6 +168,7 @@ impl Volume {
                 }
                 r => r?,
             };
+            index.set_budget(opts.map_memory)?;
             let clean = index.meta_get("clean")?.as_deref() == Some(&[1u8][..])
                 && index.meta_get("uuid")?.as_deref() == Some(&uuid[..]);
             let cached = if clean && !opts.rebuild_index {
