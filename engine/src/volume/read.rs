@@ -4,7 +4,8 @@
 use super::*;
 
 thread_local! {
-    /// Per-thread buffer where read blocks are verified before being copied out.
+    /// Per-thread buffer where blocks whose checksum failed in the caller's
+    /// buffer are read and verified again.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Per-thread buffer of `read_vectored`.
     static GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -19,6 +20,19 @@ fn page_aligned(v: &mut Vec<u8>, len: usize) -> &mut [u8] {
     let pad = v.as_ptr().align_offset(format::PAGE);
     &mut v[pad..pad + len]
 }
+
+/// The first of `entries` (data entries of blocks stored back to back, read
+/// into `data`) whose block fails its checksum, if any.
+fn first_bad(entries: &[Option<Entry>], data: &[u8]) -> Option<usize> {
+    entries.iter().enumerate().position(|(k, e)| {
+        let Some(Entry::Data { crc, .. }) = e else { unreachable!("data entries only") };
+        crc32c::crc32c(&data[k * BS..(k + 1) * BS]) != *crc
+    })
+}
+
+/// A `SCRATCH` buffer larger than this is freed after use: it is only
+/// needed when a checksum fails in the caller's buffer (rare).
+const SCRATCH_KEEP: usize = 256 << 10;
 
 /// A `GATHER` buffer larger than this is freed after use rather than kept:
 /// QEMU runs up to 64 pool threads, and keeping a large-read-sized buffer in
@@ -136,28 +150,39 @@ impl Volume {
                             _ => break,
                         }
                     }
-                    // Verify in a private buffer, then copy out: the caller's
-                    // buffer may be guest memory that changes under us, or
-                    // shared by concurrent reads (qemu-img bench does that).
-                    SCRATCH.with_borrow_mut(|scratch| -> Result<()> {
-                        // Page-aligned, so an O_DIRECT segment reads straight into it.
-                        let scratch = page_aligned(scratch, (j - i) * BS);
-                        self.read_log(seg, off as u64, scratch, held)?;
-                        for k in i..j {
-                            let Some(Entry::Data { seg, off, crc }) = entries[k] else { unreachable!() };
-                            let got = crc32c::crc32c(&scratch[(k - i) * BS..(k - i + 1) * BS]);
-                        if got != crc {
-                            return Err(corrupt(format!(
-                                "{}: block {} (segment {} offset {off}) fails its checksum; run `hlfs fsck`",
-                                self.uri,
-                                first + k as u64,
-                                format::segment_name(seg)
-                            )));
-                        }
-                        }
-                        buf[i * BS..j * BS].copy_from_slice(scratch);
-                        Ok(())
-                    })?;
+                    // Read straight into the caller's buffer and verify
+                    // there. That buffer may be guest memory that changes
+                    // under us, or shared by concurrent reads (qemu-img
+                    // bench does that), so a mismatch is checked again in a
+                    // private buffer before the block is called corrupt.
+                    let dst = &mut buf[i * BS..j * BS];
+                    self.read_log(seg, off as u64, dst, held)?;
+                    if first_bad(&entries[i..j], dst).is_some() {
+                        SCRATCH.with_borrow_mut(|scratch| -> Result<()> {
+                            // Page-aligned, so an O_DIRECT segment reads straight into it.
+                            let s = page_aligned(scratch, (j - i) * BS);
+                            self.read_log(seg, off as u64, s, held)?;
+                            let r = match first_bad(&entries[i..j], s) {
+                                Some(k) => {
+                                    let Some(Entry::Data { seg, off, .. }) = entries[i + k] else { unreachable!() };
+                                    Err(corrupt(format!(
+                                        "{}: block {} (segment {} offset {off}) fails its checksum; run `hlfs fsck`",
+                                        self.uri,
+                                        first + (i + k) as u64,
+                                        format::segment_name(seg)
+                                    )))
+                                }
+                                None => {
+                                    dst.copy_from_slice(s);
+                                    Ok(())
+                                }
+                            };
+                            if scratch.capacity() > SCRATCH_KEEP {
+                                *scratch = Vec::new();
+                            }
+                            r
+                        })?;
+                    }
                     i = j;
                 }
                 Some(Entry::Zero) => {
