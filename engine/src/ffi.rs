@@ -352,10 +352,22 @@ pub unsafe extern "C" fn hlfs_preadv(
         let vol = vol(v)?;
         // SAFETY: forwarded from the caller.
         let list = unsafe { iovecs(iov, iovcnt) }?;
-        let mut bufs: Vec<&mut [u8]> = list
-            .iter()
-            // SAFETY: the caller guarantees each buffer is valid and writable for its length.
-            .map(|e| unsafe { std::slice::from_raw_parts_mut(e.iov_base as *mut u8, e.iov_len) })
+        // Buffers that follow each other in memory (guest pages often do)
+        // become one, so that most requests read straight into one buffer.
+        let mut joined: Vec<(*mut u8, usize)> = Vec::with_capacity(list.len());
+        for e in list.iter().filter(|e| e.iov_len > 0) {
+            let base = e.iov_base as *mut u8;
+            match joined.last_mut() {
+                Some((b, l)) if b.wrapping_add(*l) == base => *l += e.iov_len,
+                _ => joined.push((base, e.iov_len)),
+            }
+        }
+        let mut bufs: Vec<&mut [u8]> = joined
+            .into_iter()
+            // SAFETY: the caller guarantees each buffer is valid and writable
+            // for its length, and does not overlap another; two adjacent
+            // ones are one valid range.
+            .map(|(b, l)| unsafe { std::slice::from_raw_parts_mut(b, l) })
             .collect();
         vol.read_vectored(offset, &mut bufs)
             .inspect_err(|e| tracing::error!("{e}"))?;

@@ -2,7 +2,8 @@
 //! `hlfs_pwritev`/`hlfs_preadv`). Property: random 512-aligned requests,
 //! split into random pieces of any length (also empty ones), read and
 //! write exactly what the same request through `write`/`read` would, on
-//! a volume and on a clone reading through its base.
+//! a volume and on a clone reading through its base; reads also in pieces
+//! of whole blocks (the path that reads straight into each piece).
 
 mod common;
 
@@ -51,12 +52,22 @@ fn check(kind: Kind) {
         }
         v.write_vectored(off as u64, &parts).unwrap();
         model[off..off + len].copy_from_slice(&data);
-        // Read some range back through another split.
-        let first = rng.gen_range(0..sectors);
-        let n = rng.gen_range(1..=(sectors - first).min(2600));
-        let (off, len) = ((first * 512) as usize, (n * 512) as usize);
+        // Read some range back through another split; half the time whole
+        // blocks in pieces of whole blocks (as QEMU passes a guest's pages),
+        // which are read straight into each piece.
+        let blocks = rng.gen_bool(0.5);
+        let (off, len, pieces) = if blocks {
+            let first = rng.gen_range(0..SIZE / 4096);
+            let n = rng.gen_range(1..=(SIZE / 4096 - first).min(320));
+            let pieces: Vec<usize> = split(rng, n as usize).into_iter().map(|p| p * 4096).collect();
+            ((first * 4096) as usize, (n * 4096) as usize, pieces)
+        } else {
+            let first = rng.gen_range(0..sectors);
+            let n = rng.gen_range(1..=(sectors - first).min(2600));
+            let (off, len) = ((first * 512) as usize, (n * 512) as usize);
+            (off, len, split(rng, len))
+        };
         let mut got = vec![0u8; len];
-        let pieces = split(rng, len);
         {
             let mut bufs: Vec<&mut [u8]> = Vec::new();
             let mut rest = got.as_mut_slice();
