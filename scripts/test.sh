@@ -15,18 +15,51 @@ step "building (release)"
 cargo build --workspace --release --all-targets || exit 1
 link_seed_tools "${CARGO_TARGET_DIR:-$root/target}/release"
 
+# A real HDFS for the HDFS tests: Hadoop's MiniDFSCluster (tests/hdfs),
+# 4 DataNodes, up for the whole run. Without Maven Central the HDFS tests
+# are reported skipped, with that reason.
+step "HDFS test cluster (tests/hdfs/cluster.sh)"
+need_apt maven openjdk-17-jdk-headless
+hdfs_dir=$(mktemp -d /tmp/hlfs-hdfs-cluster.XXXXXX)
+hdfs_failed=0
+bash tests/hdfs/cluster.sh start "$hdfs_dir"
+case $? in
+    0)
+        export HADOOP_CONF_DIR="$hdfs_dir/conf"
+        HLFS_TEST_HDFS="$(cat "$hdfs_dir/uri")/hlfs-test"
+        export HLFS_TEST_HDFS
+        trap 'bash tests/hdfs/cluster.sh stop "$hdfs_dir"; rm -rf "$hdfs_dir"' EXIT
+        ;;
+    77) echo "HDFS tests skipped: Maven Central cannot be reached to build the test cluster" >&2 ;;
+    *) echo "FAILED: the HDFS test cluster did not start (log: $hdfs_dir/log)" >&2; hdfs_failed=1 ;;
+esac
+
+# Runs cargo test with the given arguments and adds its counts.
+passed=0 failed=$hdfs_failed skipped=0
+count_cargo() {
+    local log rc p f i
+    log=$(mktemp)
+    cargo test "$@" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    read -r p f i < <(grep -E '^test result:' "$log" |
+        sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/' |
+        awk '{p+=$1; f+=$2; i+=$3} END {print p+0, f+0, i+0}')
+    rm -f "$log"
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        f=1 # a crate failed to build or a test binary crashed
+    fi
+    passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + i))
+}
+
 step "cargo test"
-log=$(mktemp)
-cargo test --workspace --release --no-fail-fast 2>&1 | tee "$log"
-cargo_rc=${PIPESTATUS[0]}
-read -r passed failed ignored < <(grep -E '^test result:' "$log" |
-    sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/' |
-    awk '{p+=$1; f+=$2; i+=$3} END {print p+0, f+0, i+0}')
-rm -f "$log"
-if [ "$cargo_rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
-    failed=1 # a crate failed to build or a test binary crashed
+if [ -n "${HLFS_TEST_HDFS:-}" ]; then
+    # The real-HDFS tests (ignored without a cluster) run on their own below.
+    count_cargo --workspace --release --no-fail-fast -- --skip real_hdfs
+    step "cargo test: the real-HDFS tests against $HLFS_TEST_HDFS"
+    count_cargo --release -p hlfs --test hdfs -- --ignored real_hdfs
+else
+    count_cargo --workspace --release --no-fail-fast
 fi
-skipped=$ignored
 
 for t in tests/e2e/*.sh; do
     name=$(basename "$t" .sh)
