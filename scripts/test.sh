@@ -25,7 +25,7 @@ hdfs_failed=0
 bash tests/hdfs/cluster.sh start "$hdfs_dir"
 case $? in
     0)
-        export HADOOP_CONF_DIR="$hdfs_dir/conf"
+        export HADOOP_CONF_DIR="$hdfs_dir/conf" HLFS_HDFS_CLUSTER_DIR="$hdfs_dir"
         HLFS_TEST_HDFS="$(cat "$hdfs_dir/uri")/hlfs-test"
         export HLFS_TEST_HDFS
         trap 'bash tests/hdfs/cluster.sh stop "$hdfs_dir"; rm -rf "$hdfs_dir"' EXIT

@@ -77,14 +77,45 @@ fn guard(errp: *mut *mut c_char, f: impl FnOnce() -> Result<c_int, Error>) -> c_
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
+            if errp.is_null() {
+                report(&e.to_string());
+            }
             set_err(errp, &e.to_string());
             errno_of(&e)
         }
         Err(_) => {
-            set_err(errp, "internal error in libhlfs (panic); please report it");
+            let m = "internal error in libhlfs (panic); please report it";
+            if errp.is_null() {
+                report(m);
+            }
+            set_err(errp, m);
             -libc::EIO
         }
     }
+}
+
+/// Prints the message of a failed call that has no `errp` (reads, writes,
+/// flushes: QEMU only gets an errno from them) to stderr, QEMU's log, as
+/// "hlfs: MESSAGE", so that an EIO the guest sees can be traced to its
+/// cause. A message repeated within a second is printed once, with a count
+/// when it changes, so a failing device does not flood the log.
+fn report(msg: &str) {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    static LAST: parking_lot::Mutex<Option<(String, Instant, u64)>> = parking_lot::Mutex::new(None);
+    let mut last = LAST.lock();
+    let now = Instant::now();
+    if let Some((m, at, n)) = last.as_mut() {
+        if m == msg && now.duration_since(*at) < Duration::from_secs(1) {
+            *n += 1;
+            return;
+        }
+        if *n > 0 {
+            let _ = writeln!(std::io::stderr(), "hlfs: (the last message {n} more times)");
+        }
+    }
+    let _ = writeln!(std::io::stderr(), "hlfs: {msg}");
+    *last = Some((msg.to_string(), now, 0));
 }
 
 fn str_arg<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {

@@ -4,7 +4,7 @@
 //! checkpoint, at close, and when pages of a map past its budget are sent
 //! out (design.md §3, §8). None of that is behind the backend, so the crash
 //! tests' fault-injecting backend cannot stop it half-way. Here a real child
-//! process (this test binary, running `feed_child`) writes, flushes, writes
+//! process (this test binary, running this test in child mode) writes, flushes, writes
 //! checkpoints and closes and reopens in a loop, on a small map budget and a
 //! small checkpoint interval, so that sled is written most of the time; the
 //! parent kills it with SIGKILL at a random moment, then reopens the volume
@@ -44,14 +44,11 @@ fn round(r: u64) -> Vec<(u64, u8)> {
         .collect()
 }
 
-/// Run by the parent as a child process: writes rounds until killed,
-/// printing "acked R" once round R is flushed.
-#[test]
-#[ignore = "child process of a_kill_while_sled_is_fed_loses_nothing"]
-fn feed_child() {
-    let Ok(uri) = std::env::var("HLFS_FEED_CHILD_URI") else {
-        return;
-    };
+/// The child process (this test binary, running the same test with
+/// `HLFS_FEED_CHILD_URI` set): writes rounds until killed, printing
+/// "acked R" once round R is flushed.
+fn feed_child(uri: &str) -> ! {
+    let uri = uri.to_string();
     let start: u64 = std::env::var("HLFS_FEED_CHILD_START").unwrap().parse().unwrap();
     let mut r = start;
     loop {
@@ -71,6 +68,9 @@ fn feed_child() {
 
 #[test]
 fn a_kill_while_sled_is_fed_loses_nothing() {
+    if let Ok(uri) = std::env::var("HLFS_FEED_CHILD_URI") {
+        feed_child(&uri);
+    }
     let dir = tempfile::tempdir().unwrap();
     let uri = format!("local://{}/v", dir.path().display());
     Volume::create(&uri, SIZE).unwrap();
@@ -81,7 +81,7 @@ fn a_kill_while_sled_is_fed_loses_nothing() {
     let mut rounds_total = 0;
     for kill in 0..kills {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "feed_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "a_kill_while_sled_is_fed_loses_nothing", "--nocapture", "--test-threads=1"])
             .env("HLFS_FEED_CHILD_URI", &uri)
             .env("HLFS_FEED_CHILD_START", next.to_string())
             .stdout(Stdio::piped())
