@@ -390,7 +390,13 @@ impl Volume {
             .as_mut()
             .ok_or_else(|| Error::new(ErrorKind::ReadOnly, format!("{} is open read-only", self.uri)))?;
         // Durable, and a checkpoint after the copies: from now on no replay
-        // starts before them.
+        // starts before them. The checkpoint must lie in a segment after
+        // every victim: with nothing appended since the open (a pass that
+        // copied nothing) the writer has no segment of its own, and its
+        // position is the end of the last segment, which may be a victim;
+        // a checkpoint there would be dropped below as stale and the log's
+        // start retired with nothing after it. Open the next segment first.
+        w.claim()?;
         let uuid = self.state.read().uuid;
         let newest = checkpoint::list(&*self.backend, &self.dir)?.first().copied();
         let at_end = match newest {
@@ -425,6 +431,16 @@ impl Volume {
             }
         }
         let Some(last) = gone.iter().map(|c| c.segment).max() else { return Ok(gone) };
+        if w.position().segment <= last {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{}: the cleaner's checkpoint would lie in segment {}, not after the segments it retires; nothing retired",
+                    self.uri,
+                    format::segment_name(w.position().segment)
+                ),
+            ));
+        }
         // Checkpoints whose replay would start at or before a retired
         // segment could no longer be used: remove them first.
         for seq in checkpoint::list(&*self.backend, &self.dir)? {
