@@ -199,6 +199,16 @@ impl Default for Mem {
     }
 }
 
+/// The extent sled holds for key (tl, first), decoded.
+fn stored_extent(tl: u64, first: u64, v: &[u8]) -> Result<Extent> {
+    decode_extent(v).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!("index: extent ({tl}, {first}) has a bad value"),
+        )
+    })
+}
+
 /// Sled keys of the extents of page `p` of `tl`.
 fn page_keys(tl: u64, p: u64) -> std::ops::Range<[u8; 16]> {
     key(tl, p * PAGE_BLOCKS)..key(tl, (p + 1).saturating_mul(PAGE_BLOCKS))
@@ -257,13 +267,7 @@ impl Mem {
             for r in tree.range(page_keys(t, p)) {
                 let (k, v) = r.map_err(|e| sled_err("loading a page", e))?;
                 let (kt, first) = split_key(&k)?;
-                let e = decode_extent(&v).ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Corrupt,
-                        format!("index: extent ({kt}, {first}) has a bad value"),
-                    )
-                })?;
-                self.map.put(kt, first, e);
+                self.map.put(kt, first, stored_extent(kt, first, &v)?);
             }
             self.evicted.remove(&(t, p));
             self.clock += 1;
@@ -481,13 +485,7 @@ impl Index {
             if full {
                 continue;
             }
-            let e = decode_extent(&v).ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Corrupt,
-                    format!("index: extent ({tl}, {first}) has a bad value"),
-                )
-            })?;
-            mem.map.put(tl, first, e);
+            mem.map.put(tl, first, stored_extent(tl, first, &v)?);
         }
         // The last page loaded may have passed the budget.
         mem.evict(&m.tree)
