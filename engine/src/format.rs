@@ -580,29 +580,56 @@ pub fn seal_batch_record(rec: &mut [u8], seq: u64, timeline: u64, extents: u32, 
     rec[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Where records are encoded: a `Vec<u8>`, or the log writer's page-aligned
+/// tail (`buf::AlignedBuf`).
+pub trait RecordBuf: std::ops::DerefMut<Target = [u8]> {
+    /// Appends `b`.
+    fn extend_from_slice(&mut self, b: &[u8]);
+    /// Grows to `n` bytes of `v` (or shortens to `n`).
+    fn resize(&mut self, n: usize, v: u8);
+}
+
+impl RecordBuf for Vec<u8> {
+    fn extend_from_slice(&mut self, b: &[u8]) {
+        Vec::extend_from_slice(self, b)
+    }
+    fn resize(&mut self, n: usize, v: u8) {
+        Vec::resize(self, n, v)
+    }
+}
+
+impl RecordBuf for crate::buf::AlignedBuf {
+    fn extend_from_slice(&mut self, b: &[u8]) {
+        crate::buf::AlignedBuf::extend_from_slice(self, b)
+    }
+    fn resize(&mut self, n: usize, v: u8) {
+        crate::buf::AlignedBuf::resize(self, n, v)
+    }
+}
+
 /// Encodes a whole record into `out`: header, payload, then `data` (block
 /// bytes of a `Data` record; empty otherwise). Returns the offset within the
 /// encoded record where `data` begins.
-pub fn encode_record(out: &mut Vec<u8>, seq: u64, rec: &Record, data: &[u8]) -> usize {
+pub fn encode_record<B: RecordBuf + ?Sized>(out: &mut B, seq: u64, rec: &Record, data: &[u8]) -> usize {
     encode_record_parts(out, seq, rec, &[data], false)
 }
 
 /// `encode_record` as a page-aligned (version 2) record.
-pub fn encode_record_aligned(out: &mut Vec<u8>, seq: u64, rec: &Record, data: &[u8]) -> usize {
+pub fn encode_record_aligned<B: RecordBuf + ?Sized>(out: &mut B, seq: u64, rec: &Record, data: &[u8]) -> usize {
     encode_record_parts(out, seq, rec, &[data], true)
 }
 
 /// `encode_record` with the data gathered from `parts`, in order, packed
 /// (version 1) or page-aligned (version 2).
-fn encode_record_parts(
-    out: &mut Vec<u8>,
+fn encode_record_parts<B: RecordBuf + ?Sized>(
+    out: &mut B,
     seq: u64,
     rec: &Record,
     parts: &[&[u8]],
     aligned: bool,
 ) -> usize {
     let start = out.len();
-    let mut e = Enc(std::mem::take(out));
+    let mut e = Enc::default();
     e.bytes(&MAGIC)
         .u8(if aligned { VERSION } else { VERSION_PACKED })
         .u8(rec.kind() as u8)
@@ -612,21 +639,21 @@ fn encode_record_parts(
         .u64(seq)
         .u64(0);
     encode_payload(rec, &mut e);
-    let pad = |e: &mut Enc| {
+    out.extend_from_slice(&e.0);
+    let pad = |out: &mut B| {
         if aligned {
-            let n = (PAGE - (e.0.len() - start) % PAGE) % PAGE;
-            e.0.resize(e.0.len() + n, 0);
+            let n = (PAGE - (out.len() - start) % PAGE) % PAGE;
+            out.resize(out.len() + n, 0);
         }
     };
     if matches!(rec, Record::Data { .. } | Record::Batch { .. }) {
-        pad(&mut e);
+        pad(out);
     }
-    let data_off = e.0.len() - start;
+    let data_off = out.len() - start;
     for p in parts {
-        e.bytes(p);
+        out.extend_from_slice(p);
     }
-    pad(&mut e);
-    *out = e.0;
+    pad(out);
     let len = (out.len() - start - RECORD_HEADER_LEN) as u32;
     out[start + OFF_LEN..start + OFF_LEN + 4].copy_from_slice(&len.to_le_bytes());
     let crc = crc32c::crc32c(&out[start..]);
@@ -639,8 +666,8 @@ fn encode_record_parts(
 /// `out`, so a caller that changes its buffers meanwhile (guest memory) can
 /// never log a block whose checksum does not match it. Returns the record
 /// as logged.
-pub fn encode_data_record(
-    out: &mut Vec<u8>,
+pub fn encode_data_record<B: RecordBuf + ?Sized>(
+    out: &mut B,
     seq: u64,
     timeline: u64,
     first_block: u64,

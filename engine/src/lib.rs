@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod buf;
 pub mod checkpoint;
 pub mod error;
 pub mod ffi;

@@ -7,6 +7,7 @@
 //! the next segment's header says where the valid part ended.
 
 use crate::backend::{Backend, ReadFile};
+use crate::buf::{AlignedBuf, BufPool};
 use crate::pipeline::SegIo;
 use crate::error::{corrupt, Error, ErrorKind, Result};
 use crate::format::{self, Record, RECORD_HEADER_LEN};
@@ -314,6 +315,23 @@ pub fn valid_record_after(
     Ok(None)
 }
 
+/// Whether bytes `[from, to)` of segment `seg` are all zero: a gap that
+/// was never written (positional writes land out of order), not damage.
+pub fn is_hole(backend: &dyn Backend, dir: &str, seg: u64, from: u64, to: u64) -> Result<bool> {
+    let file = backend.open_read(&segment_path(dir, seg))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(buf.len());
+        file.read_exact_at(at, &mut buf[..n])?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
 /// The header of segment `seg`, or None if it is missing or torn.
 pub fn segment_header(
     backend: &dyn Backend,
@@ -442,7 +460,7 @@ struct Active {
     pushed: u64,
     /// `mem` holds bytes `[mem_start, len)`.
     mem_start: u64,
-    mem: Vec<u8>,
+    mem: AlignedBuf,
 }
 
 /// Appends records to the log, one segment at a time.
@@ -478,6 +496,8 @@ pub struct LogWriter {
     /// is the last record in `Active::mem`, and is sealed (header and
     /// checksum filled in) before anything else is appended or pushed.
     batch: Option<OpenBatch>,
+    /// Tail buffers, kept across segments (the pipeline gives drained ones back).
+    pool: Arc<BufPool>,
 }
 
 /// A batch record being filled in the active segment's memory.
@@ -522,7 +542,9 @@ const CLOSING_BUFFER: usize = 8 << 20;
 const PUSH_THRESHOLD: usize = 1 << 20;
 /// The same for a writer that bypasses the page cache: each push is one
 /// synchronous O_DIRECT write, so larger pushes keep the disk busier.
-const DIRECT_PUSH_THRESHOLD: usize = 8 << 20;
+const DIRECT_PUSH_THRESHOLD: usize = 4 << 20;
+/// Emptied tail buffers a writer keeps for reuse (`buf::BufPool`).
+const SPARE_BUFFERS: usize = 4;
 
 impl LogWriter {
     /// A writer whose first segment will be `next_segment`, following
@@ -553,7 +575,14 @@ impl LogWriter {
             closing: None,
             aligned: false,
             batch: None,
+            pool: Arc::new(BufPool::new(SPARE_BUFFERS)),
         }
+    }
+
+    /// Capacity of a tail buffer: a push's worth and room for the record
+    /// that crosses the threshold.
+    fn tail_capacity(&self) -> usize {
+        self.push_threshold() + (1 << 20)
     }
 
     fn push_threshold(&self) -> usize {
@@ -726,6 +755,7 @@ impl LogWriter {
         };
         self.prev = (a.n, a.len);
         self.active_segment.store(u64::MAX, Ordering::SeqCst);
+        self.pool.put(a.mem);
         let io = a.io;
         let done = std::thread::Builder::new()
             .name("hlfs-close".into())
@@ -821,11 +851,11 @@ impl LogWriter {
         };
         let mut a = Active {
             n,
-            io: SegIo::new(n, file, self.backend.append_is_repairable()),
+            io: SegIo::new(n, file, self.backend.append_is_repairable(), self.pool.clone()),
             len: 0,
             pushed: 0,
             mem_start: 0,
-            mem: Vec::with_capacity(self.push_threshold() + (1 << 20)),
+            mem: self.pool.take(self.tail_capacity()),
         };
         let hdr = Record::SegmentHeader {
             uuid: self.uuid,
@@ -867,7 +897,7 @@ impl LogWriter {
     fn append_with(
         &mut self,
         data_len: usize,
-        encode: &mut dyn FnMut(&mut Vec<u8>, u64),
+        encode: &mut dyn FnMut(&mut AlignedBuf, u64),
     ) -> Result<(u64, u64, u64)> {
         self.ready()?;
         self.seal_batch();
@@ -1005,14 +1035,13 @@ impl LogWriter {
             a.io.drain()?;
         }
         if visible {
-            let cap = a.mem.capacity();
-            let fresh = a.io.take_spare(cap).unwrap_or_else(|| Vec::with_capacity(cap));
+            let fresh = self.pool.take(a.mem.capacity());
             let mut buf = std::mem::replace(&mut a.mem, fresh);
-            buf.drain(..from);
+            buf.drain_front(from);
             a.io.enqueue(a.pushed, buf);
             a.mem_start = a.len;
         } else {
-            a.io.enqueue(a.pushed, a.mem[from..].to_vec());
+            a.io.enqueue(a.pushed, AlignedBuf::from_slice(&a.mem[from..]));
         }
         a.pushed = a.len;
         Ok(())
@@ -1093,6 +1122,7 @@ impl LogWriter {
         let r = match self.active.take() {
             Some(a) => {
                 self.prev = (a.n, a.len);
+                self.pool.put(a.mem);
                 a.io.close()
             }
             None => Ok(()),

@@ -227,3 +227,32 @@ fn a_garbled_index_is_rebuilt_on_open() {
     let rep = fsck(&uri, false).unwrap();
     assert!(rep.errors.is_empty(), "{:?}", rep.errors);
 }
+
+/// Chunks of an O_DIRECT segment are written several at a time, so a crash
+/// can leave a later one on disk and an earlier one not: a gap of zeros
+/// (never written), then valid records. That is a torn tail (nothing past
+/// the gap was flushed), so fsck notes it; a gap of garbage before valid
+/// records is damage, and fsck reports an error.
+#[test]
+fn a_never_written_gap_before_valid_records_is_a_torn_tail() {
+    let root = tempfile::tempdir().unwrap();
+    for (name, gap_byte, is_error) in [("zeros", 0u8, false), ("garbage", 0x77u8, true)] {
+        let (dir, uri, _) = make(root.path(), name);
+        assert!(fsck(&uri, false).unwrap().errors.is_empty());
+        let last = files(&dir, "seg-").pop().unwrap();
+        let mut b = std::fs::read(&last).unwrap();
+        // The segment's first record (its header), copied past the gap.
+        let len = u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize;
+        let first = b[..hlfs::format::RECORD_HEADER_LEN + len].to_vec();
+        b.extend(std::iter::repeat(gap_byte).take(3 * BS));
+        b.extend_from_slice(&first);
+        std::fs::write(&last, b).unwrap();
+        let rep = fsck(&uri, false).unwrap();
+        if is_error {
+            assert!(rep.errors.iter().any(|e| e.contains("followed by valid records")), "{rep:?}");
+        } else {
+            assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+            assert!(rep.notes.iter().any(|n| n.contains("a gap never written")), "{:?}", rep.notes);
+        }
+    }
+}

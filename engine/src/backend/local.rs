@@ -171,6 +171,13 @@ impl AppendFile for DirectAppend {
     fn append(&mut self, data: &[u8]) -> Result<()> {
         let err = |e| Error::io(format!("appending to {}", self.path.display()), e);
         if !self.direct || !is_aligned(self.pos, data.len()) {
+            // The page cache takes it (never the case for format-2 segments).
+            self.file.write_all_at(data, self.pos).map_err(err)?;
+            self.pos += data.len() as u64;
+            return Ok(());
+        }
+        if data.as_ptr() as usize % DIRECT_ALIGN == 0 {
+            // The log writer's tail buffers are page-aligned (`buf::AlignedBuf`).
             self.file.write_all_at(data, self.pos).map_err(err)?;
             self.pos += data.len() as u64;
             return Ok(());
@@ -209,6 +216,35 @@ impl AppendFile for DirectAppend {
 
     fn syncer(&self) -> Option<super::Syncer> {
         syncer_for(&self.file, &self.path)
+    }
+
+    fn positional(&self) -> Option<super::PosWriter> {
+        if !self.direct {
+            return None;
+        }
+        let dup = self.file.try_clone().ok()?;
+        let path = self.path.clone();
+        Some(Box::new(move |off: u64, data: &[u8]| {
+            let err = |e| Error::io(format!("writing {} at offset {off}", path.display()), e);
+            if is_aligned(off, data.len()) && data.as_ptr() as usize % DIRECT_ALIGN == 0 {
+                return dup.write_all_at(data, off).map_err(err);
+            }
+            // Not the log writer's own buffers (they are page-aligned):
+            // through an aligned copy. Partial pages never come here (format-2
+            // records are whole pages).
+            if !is_aligned(off, data.len()) {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "{}: a write of {} bytes at offset {off} is not page-aligned",
+                        path.display(),
+                        data.len()
+                    ),
+                ));
+            }
+            let copy = crate::buf::AlignedBuf::from_slice(data);
+            dup.write_all_at(&copy, off).map_err(err)
+        }))
     }
 }
 

@@ -40,7 +40,20 @@ pub trait AppendFile: Send {
     fn syncer(&self) -> Option<Syncer> {
         None
     }
+    /// A way to write at a given offset from several threads at once (a
+    /// duplicate of a local O_DIRECT file's descriptor), if the backend
+    /// has one. The pipeline then keeps more than one chunk in flight
+    /// (`pipeline::SegIo::drain`); a crash may leave a later chunk written
+    /// and an earlier one not, a torn tail like any other, since no flush
+    /// has returned for either.
+    fn positional(&self) -> Option<PosWriter> {
+        None
+    }
 }
+
+/// Writes bytes at an offset of the file, like `AppendFile::append` at the
+/// file's end; callable from several threads at once.
+pub type PosWriter = Box<dyn Fn(u64, &[u8]) -> Result<()> + Send + Sync>;
 
 /// Makes everything appended to a file so far durable, like `AppendFile::sync`.
 pub type Syncer = Box<dyn Fn() -> Result<()> + Send + Sync>;

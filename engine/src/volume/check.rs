@@ -122,10 +122,21 @@ pub fn fsck(uri: &str, rebuild_index: bool) -> Result<FsckReport> {
                                 "segment {} offset {valid}: damaged record inside the part a checkpoint covers (up to offset {end})",
                                 format::segment_name(*seg)
                             ));
-                        } else if let Some(at) = later {
+                        } else if let Some(at) = later.filter(|&at| {
+                            !log::is_hole(&*backend, dir, *seg, valid, at).unwrap_or(false)
+                        }) {
                             rep.errors.push(format!(
                                 "segment {} offset {valid}: damaged record followed by valid records (from offset {at}); after a power loss these may be unflushed writes that reached the disk out of order",
                                 format::segment_name(*seg)
+                            ));
+                        } else if let Some(at) = later {
+                            // Chunks written at once (O_DIRECT segments) land
+                            // in any order; a flush waits for all of them, so
+                            // a never-written gap means none was flushed.
+                            rep.notes.push(format!(
+                                "segment {} has {} bytes of torn tail after offset {valid}: a gap never written up to offset {at}, then writes that landed before it (in flight together at a crash; never flushed; ignored)",
+                                format::segment_name(*seg),
+                                len - valid
                             ));
                         } else {
                             rep.notes.push(format!(
