@@ -42,6 +42,15 @@ fn open_rw(uri: &str, what: &str) -> Result<Volume> {
     Ok(Volume::open(uri, &OpenOptions::default())?)
 }
 
+/// `open_rw` for commands that only append metadata records (snapshot
+/// create and delete): no index is opened, so they take the same time at a
+/// million mapped blocks as on an empty volume (`OpenOptions::metadata_only`).
+fn open_meta(uri: &str, what: &str) -> Result<Volume> {
+    require_volume(uri, what)?;
+    let opts = OpenOptions { metadata_only: true, ..Default::default() };
+    Ok(Volume::open(uri, &opts)?)
+}
+
 fn open_ro(uri: &str) -> Result<Volume> {
     Ok(Volume::open(uri, &OpenOptions::read_only())?)
 }
@@ -117,7 +126,7 @@ pub fn resize(uri: &str, size: &str) -> Result<()> {
 
 /// Takes snapshot `name` of the volume.
 pub fn snapshot_create(uri: &str, name: &str) -> Result<()> {
-    let vol = open_rw(uri, "snapshot create")?;
+    let vol = open_meta(uri, "snapshot create")?;
     vol.snapshot_create(name)?;
     Ok(vol.close()?)
 }
@@ -137,7 +146,7 @@ pub fn snapshot_list(uri: &str, out: Output) -> Result<()> {
 
 /// Deletes snapshot `name`.
 pub fn snapshot_delete(uri: &str, name: &str) -> Result<()> {
-    let vol = open_rw(uri, "snapshot delete")?;
+    let vol = open_meta(uri, "snapshot delete")?;
     vol.snapshot_delete(name)?;
     Ok(vol.close()?)
 }

@@ -175,7 +175,7 @@ impl Volume {
     /// sealed segment (not the one being written), with its live bytes and
     /// cost-benefit score.
     pub fn gc_candidates(&self) -> Result<Vec<Candidate>> {
-        self.check_writable()?;
+        self.check_data_writable()?;
         let segs = log::list_segments(&*self.backend, &self.dir)?;
         let newest = segs.last().copied().unwrap_or(0);
         let active = self.active_segment.load(Ordering::SeqCst);
@@ -196,7 +196,7 @@ impl Volume {
     /// Runs one cleaning pass (see the module documentation). `progress`
     /// is called with (segments done, segments chosen).
     pub fn gc(&self, opts: &GcOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<GcReport> {
-        self.check_writable()?;
+        self.check_data_writable()?;
         if !(0.0..=1.0).contains(&opts.max_utilization) {
             return Err(invalid(format!(
                 "maximum utilization {} is not between 0 and 1",
@@ -578,7 +578,7 @@ impl Volume {
     /// segment, then sleeps long enough to keep the copies under
     /// `max_rate`. Errors are logged and the next check tries again.
     pub fn spawn_gc(self: &Arc<Self>, policy: BackgroundGc) -> Result<GcThread> {
-        self.check_writable()?;
+        self.check_data_writable()?;
         let weak = Arc::downgrade(self);
         let stop = Arc::new((Mutex::new(false), parking_lot::Condvar::new()));
         let s2 = stop.clone();

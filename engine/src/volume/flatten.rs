@@ -51,7 +51,7 @@ impl Volume {
     /// of the base). On a volume that is no clone, only finishes what an
     /// interrupted flatten left, if anything.
     pub fn flatten(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<FlattenReport> {
-        self.check_writable()?;
+        self.check_data_writable()?;
         let mut rep = FlattenReport::default();
         let marker = format!("{}/{MARKER}", self.dir);
         let base_ref = self.state.read().base.clone();

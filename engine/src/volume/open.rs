@@ -124,7 +124,7 @@ impl Volume {
         let dir = u.path.clone();
 
         let mut from_cache = false;
-        let (index, mut st, from) = if opts.read_only {
+        let (index, mut st, from) = if opts.read_only || opts.metadata_only {
             // Search the newest checkpoint in place; only the log after it
             // is replayed, into memory.
             let ckpt = if opts.rebuild_index {

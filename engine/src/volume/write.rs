@@ -51,7 +51,7 @@ impl Volume {
     /// also what the checksums are taken from), so a caller with a
     /// scatter-gather list (QEMU) needs no buffer of its own.
     pub fn write_vectored(&self, offset: u64, parts: &[&[u8]]) -> Result<()> {
-        self.check_writable()?;
+        self.check_data_writable()?;
         let mut wguard = self.writer.lock();
         let size = self.state.read().virtual_size;
         let len: usize = parts.iter().map(|p| p.len()).sum();
@@ -115,6 +115,7 @@ impl Volume {
     pub fn try_write_vectored(&self, offset: u64, parts: &[&[u8]]) -> Result<bool> {
         let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
         if self.read_only
+            || self.opts.metadata_only
             || self.closed.load(Ordering::Acquire)
             || len == 0
             || offset % BLOCK_SIZE != 0
@@ -145,7 +146,7 @@ impl Volume {
     /// Makes `[offset, offset+len)` read as zeros and releases its blocks
     /// (after the cleaner runs). Partial blocks at the ends are written as zeros.
     pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        self.check_writable()?;
+        self.check_data_writable()?;
         let size = self.state.read().virtual_size;
         self.check_io(offset, len, size)?;
         if len == 0 {
@@ -240,6 +241,9 @@ impl Volume {
     /// writes go on. Elsewhere (the test backends, whose crash tests need
     /// one order of operations) it is written here.
     pub(super) fn checkpoint_periodic(&self, w: &mut LogWriter) -> Result<()> {
+        if self.opts.metadata_only {
+            return Ok(()); // no full map to write one from
+        }
         if !self.backend.close_in_background() {
             return self.checkpoint_locked(w);
         }
