@@ -92,6 +92,13 @@ int hlfs_pwritev(hlfs_volume *vol, const struct iovec *iov, int iovcnt, uint64_t
  * a thread that may block), another negative errno on error.  QEMU's event
  * loop calls it first, so most writes need no thread hop. */
 int hlfs_try_pwritev(hlfs_volume *vol, const struct iovec *iov, int iovcnt, uint64_t offset);
+/* hlfs_preadv if it can complete at once: every block is a hole, in the
+ * log's memory or in the host's page cache (never with HLFS_OPEN_DIRECT),
+ * and no lock it needs is busy.  Returns 0 when done, -EAGAIN otherwise:
+ * the caller then calls hlfs_preadv from a thread that may block (the
+ * buffers may hold anything meanwhile).  It reports no other error; the
+ * blocking call does. */
+int hlfs_try_preadv(hlfs_volume *vol, const struct iovec *iov, int iovcnt, uint64_t offset);
 /* Returns after every write that completed before the call is durable.
  * Concurrent flushes share one sync of the log (group commit), so a FUA
  * write is a write followed by this. */

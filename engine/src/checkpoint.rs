@@ -339,6 +339,9 @@ impl Reader {
                 return Ok(e.1.clone());
             }
         }
+        if crate::error::nowait() {
+            return Err(crate::error::would_block("reading a checkpoint chunk"));
+        }
         let b = Arc::new(self.read_chunk(i)?);
         let mut c = self.cache.lock();
         if c.1.len() >= CACHE_CHUNKS {

@@ -26,6 +26,9 @@ pub enum ErrorKind {
     Unsupported,
     /// Any other backend I/O failure.
     Backend,
+    /// A `try_` call would have had to wait for I/O or a busy lock; the
+    /// caller does the blocking call instead (`Volume::try_read_vectored`).
+    WouldBlock,
 }
 
 impl ErrorKind {
@@ -42,6 +45,7 @@ impl ErrorKind {
             ErrorKind::ReadOnly => libc::EROFS,
             ErrorKind::Unsupported => libc::ENOTSUP,
             ErrorKind::Backend => libc::EIO,
+            ErrorKind::WouldBlock => libc::EAGAIN,
         }
     }
 }
@@ -114,6 +118,35 @@ pub(crate) fn corrupt(msg: impl Into<String>) -> Error {
 }
 pub(crate) fn not_found(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::NotFound, msg)
+}
+
+thread_local! {
+    /// Set while this thread runs a `try_` call that must not wait.
+    static NOWAIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside a call that must not wait for I/O or a
+/// contended lock (`with_nowait`): the read path then fails with
+/// `WouldBlock` wherever it would wait.
+pub(crate) fn nowait() -> bool {
+    NOWAIT.get()
+}
+
+/// Runs `f` with `nowait()` set on this thread.
+pub(crate) fn with_nowait<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            NOWAIT.set(self.0);
+        }
+    }
+    let _reset = Reset(NOWAIT.replace(true));
+    f()
+}
+
+/// The error of a `nowait()` call that would have to wait for `what`.
+pub(crate) fn would_block(what: &str) -> Error {
+    Error::new(ErrorKind::WouldBlock, format!("would wait for {what}"))
 }
 
 /// Engine result type.

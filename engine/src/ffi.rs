@@ -382,27 +382,61 @@ pub unsafe extern "C" fn hlfs_preadv(
     guard(std::ptr::null_mut(), || {
         let vol = vol(v)?;
         // SAFETY: forwarded from the caller.
-        let list = unsafe { iovecs(iov, iovcnt) }?;
-        // Buffers that follow each other in memory (guest pages often do)
-        // become one, so that most requests read straight into one buffer.
-        let mut joined: Vec<(*mut u8, usize)> = Vec::with_capacity(list.len());
-        for e in list.iter().filter(|e| e.iov_len > 0) {
-            let base = e.iov_base as *mut u8;
-            match joined.last_mut() {
-                Some((b, l)) if b.wrapping_add(*l) == base => *l += e.iov_len,
-                _ => joined.push((base, e.iov_len)),
-            }
-        }
-        let mut bufs: Vec<&mut [u8]> = joined
-            .into_iter()
-            // SAFETY: the caller guarantees each buffer is valid and writable
-            // for its length, and does not overlap another; two adjacent
-            // ones are one valid range.
-            .map(|(b, l)| unsafe { std::slice::from_raw_parts_mut(b, l) })
-            .collect();
+        let mut bufs = unsafe { read_bufs(iov, iovcnt) }?;
         vol.read_vectored(offset, &mut bufs)
             .inspect_err(|e| tracing::error!("{e}"))?;
         Ok(0)
+    })
+}
+
+/// A read's iovec list as mutable slices. Buffers that follow each other
+/// in memory (guest pages often do) become one, so that most requests read
+/// straight into one buffer.
+///
+/// # Safety
+/// As `hlfs_preadv`'s `iov`, for `'a`.
+unsafe fn read_bufs<'a>(iov: *const libc::iovec, iovcnt: c_int) -> crate::error::Result<Vec<&'a mut [u8]>> {
+    // SAFETY: forwarded from the caller.
+    let list = unsafe { iovecs(iov, iovcnt) }?;
+    let mut joined: Vec<(*mut u8, usize)> = Vec::with_capacity(list.len());
+    for e in list.iter().filter(|e| e.iov_len > 0) {
+        let base = e.iov_base as *mut u8;
+        match joined.last_mut() {
+            Some((b, l)) if b.wrapping_add(*l) == base => *l += e.iov_len,
+            _ => joined.push((base, e.iov_len)),
+        }
+    }
+    Ok(joined
+        .into_iter()
+        // SAFETY: the caller guarantees each buffer is valid and writable
+        // for its length, and does not overlap another; two adjacent ones
+        // are one valid range.
+        .map(|(b, l)| unsafe { std::slice::from_raw_parts_mut(b, l) })
+        .collect())
+}
+
+/// `hlfs_preadv` if it can complete at once: every block is a hole, in the
+/// log's memory or in the host's page cache, and no lock it needs is busy.
+/// Returns 0 when done, -EAGAIN when the caller should call `hlfs_preadv`
+/// (from a thread that may block; the buffers may hold anything meanwhile).
+/// Errors are left to that call, so this returns only 0 or -EAGAIN.
+///
+/// # Safety
+/// As `hlfs_preadv`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_try_preadv(
+    v: *mut HlfsVolume,
+    iov: *const libc::iovec,
+    iovcnt: c_int,
+    offset: u64,
+) -> c_int {
+    guard(std::ptr::null_mut(), || {
+        let vol = vol(v)?;
+        // SAFETY: forwarded from the caller.
+        let Ok(mut bufs) = (unsafe { read_bufs(iov, iovcnt) }) else {
+            return Ok(-libc::EAGAIN);
+        };
+        Ok(if vol.try_read_vectored(offset, &mut bufs) { 0 } else { -libc::EAGAIN })
     })
 }
 

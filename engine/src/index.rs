@@ -702,8 +702,16 @@ impl Index {
         match &self.store {
             Store::Mem(m) => {
                 let end = first.saturating_add(n);
-                let mut mem = m.mem.read();
+                let nowait = crate::error::nowait();
+                let mut mem = if nowait {
+                    m.mem.try_read().ok_or_else(|| crate::error::would_block("the block map"))?
+                } else {
+                    m.mem.read()
+                };
                 if !chain.iter().all(|t| mem.resident(*t, first, end)) {
+                    if nowait {
+                        return Err(crate::error::would_block("map pages in sled"));
+                    }
                     drop(mem);
                     let mut w = m.mem.write();
                     for t in chain {
@@ -726,7 +734,7 @@ impl Index {
                         }
                     }
                 }
-                if mem.map.bytes() > mem.budget {
+                if mem.map.bytes() > mem.budget && !nowait {
                     drop(mem);
                     m.mem.write().evict(&m.tree)?;
                 }

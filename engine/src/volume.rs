@@ -18,7 +18,7 @@
 
 use crate::backend::{self, Backend, ReadFile};
 use crate::checkpoint;
-use crate::error::{corrupt, invalid, not_found, Error, ErrorKind, Result};
+use crate::error::{corrupt, invalid, not_found, nowait, with_nowait, would_block, Error, ErrorKind, Result};
 use crate::format::{self, BaseRef, Record, BLOCK_SIZE, MAX_BLOCKS_PER_RECORD, MAX_VIRTUAL_SIZE};
 use crate::index::{Entry, Index};
 use crate::lock::{self, WriteLock};

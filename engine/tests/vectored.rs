@@ -205,6 +205,101 @@ fn inline_writes_complete_or_change_nothing() {
     }
 }
 
+/// `try_read_vectored` (QEMU's inline read, `hlfs_try_preadv`): from
+/// several threads at once, beside writes, flushes and a map budget small
+/// enough that pages go out to sled, every inline read that says it is done
+/// returns what a model holds; one that declines is followed by the
+/// blocking read, as QEMU does. Reads of the log's memory, of the page
+/// cache and of holes complete inline; a page of the map that is out, a
+/// busy lock or an O_DIRECT segment make it decline.
+#[test]
+fn inline_reads_return_the_model_or_decline() {
+    for kind in [Kind::Local, Kind::Mem] {
+        let place = Place::new(kind);
+        let uri = place.uri("v");
+        Volume::create(&uri, SIZE).unwrap();
+        let mut opts = place.opts();
+        opts.segment_size = 256 << 10;
+        opts.map_memory = 64 << 10; // pages go out and come back
+        let v = std::sync::Arc::new(Volume::open(&uri, &opts).unwrap());
+        let quarter = SIZE / 4;
+        let (inline, declined) = (std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0));
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (v, inline, declined) = (v.clone(), &inline, &declined);
+                s.spawn(move || {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(300 + t);
+                    let mut model = vec![0u8; quarter as usize];
+                    let blocks = quarter / 4096;
+                    for i in 0..800u64 {
+                        let b = rng.gen_range(0..blocks);
+                        let n = rng.gen_range(1..=(blocks - b).min(8));
+                        let off = t * quarter + b * 4096;
+                        let range = (b * 4096) as usize..((b + n) * 4096) as usize;
+                        if rng.gen_bool(0.4) {
+                            let data = pattern(t * 10_000 + i, (n * 4096) as usize);
+                            v.write(off, &data).unwrap();
+                            model[range].copy_from_slice(&data);
+                        } else {
+                            let mut buf = vec![0xeeu8; (n * 4096) as usize];
+                            let cut = rng.gen_range(0..=n as usize) * 4096;
+                            let (a, z) = buf.split_at_mut(cut);
+                            let mut parts: Vec<&mut [u8]> = vec![a, z];
+                            if v.try_read_vectored(off, &mut parts) {
+                                inline.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            } else {
+                                declined.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                v.read_vectored(off, &mut parts).unwrap();
+                            }
+                            assert!(buf[..] == model[range], "{kind:?}: thread {t} read {i} at block {b}");
+                        }
+                        if i % 101 == 0 {
+                            v.flush().unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let (inline, declined) = (inline.into_inner(), declined.into_inner());
+        // Only shows that both paths ran: how often each does depends on
+        // lock contention and on what the map budget keeps.
+        assert!(inline > 50 && declined > 0, "{kind:?}: {inline} inline, {declined} declined");
+        // Out of range: declined, and the blocking call reports it.
+        let mut one = vec![0u8; 4096];
+        assert!(!v.try_read_vectored(SIZE, &mut [&mut one[..]]));
+        assert!(v.read_vectored(SIZE, &mut [&mut one[..]]).is_err());
+        std::sync::Arc::into_inner(v).unwrap().close().unwrap();
+    }
+    // O_DIRECT segments always go to the disk: declined.
+    let place = Place::new(Kind::Local);
+    let uri = place.uri("d");
+    Volume::create(&uri, SIZE).unwrap();
+    let v = Volume::open(&uri, &hlfs::OpenOptions { direct_io: true, segment_size: 256 << 10, ..place.opts() }).unwrap();
+    let data = pattern(7, 64 << 10);
+    for k in 0..8u64 {
+        v.write(k * (64 << 10), &data).unwrap(); // past the tail: in the file
+    }
+    v.flush().unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    // tmpfs refuses O_DIRECT (the backend falls back to the page cache):
+    // insist only where the segments really are O_DIRECT.
+    let dir = place.path("d");
+    let tmpfs = std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && dir.starts_with(f[1])).then(|| (f[1].len(), f[2] == "tmpfs"))
+        })
+        .max()
+        .is_some_and(|(_, t)| t);
+    let ok = v.try_read_vectored(0, &mut [&mut buf[..]]);
+    assert!(tmpfs || !ok, "an inline read of an O_DIRECT segment completed");
+    v.read_vectored(0, &mut [&mut buf[..]]).unwrap();
+    assert!(buf == data);
+    v.close().unwrap();
+}
+
 /// A volume opened with `direct_io` (QEMU's cache=none) writes page-aligned
 /// records through O_DIRECT: every segment it writes is a whole number of
 /// pages, and the volume reads the same as a model, through the direct and

@@ -115,6 +115,16 @@ int main(int argc, char **argv) {
         CHECK(memcmp(src, dst, 8192) == 0, "try_pwritev then pread differs");
         /* not 4 KiB-aligned: always left to the blocking call */
         CHECK(hlfs_try_pwritev(vol, wv, 6, off) == -EAGAIN, "unaligned try_pwritev must say -EAGAIN");
+
+        /* hlfs_try_preadv: the bytes (0), or -EAGAIN and then the blocking
+         * read; never another error, even for a bad request. */
+        struct iovec rd = { .iov_base = dst, .iov_len = 8192 };
+        memset(dst, 0, 8192);
+        r = hlfs_try_preadv(vol, &rd, 1, 8 << 20);
+        CHECK(r == 0 || r == -EAGAIN, "hlfs_try_preadv returned %d", r);
+        if (r == -EAGAIN) OK(hlfs_preadv(vol, &rd, 1, 8 << 20));
+        CHECK(memcmp(src, dst, 8192) == 0, "try_preadv differs from what was written");
+        CHECK(hlfs_try_preadv(vol, &rd, 1, 1ULL << 40) == -EAGAIN, "try_preadv past the end must say -EAGAIN");
     }
 
     unsigned char a[4096], b[4096];

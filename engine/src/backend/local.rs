@@ -83,7 +83,50 @@ struct LocalRead {
     path: PathBuf,
 }
 
+/// Reads `buf` at `offset` only from the page cache (`preadv2` with
+/// `RWF_NOWAIT`): `Ok(false)` as soon as any part would need the disk, or
+/// where the kernel or filesystem does not offer that.
+fn read_cached(file: &File, path: &Path, offset: u64, buf: &mut [u8]) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut got = 0usize;
+    while got < buf.len() {
+        let iov = libc::iovec {
+            iov_base: buf[got..].as_mut_ptr().cast(),
+            iov_len: buf.len() - got,
+        };
+        // SAFETY: one iovec over the unread part of `buf`, valid for writes.
+        let n = unsafe {
+            libc::preadv2(file.as_raw_fd(), &iov, 1, (offset + got as u64) as libc::off_t, libc::RWF_NOWAIT)
+        };
+        if n > 0 {
+            got += n as usize;
+            continue;
+        }
+        if n == 0 {
+            return Ok(false); // the end of the file: the blocking read says so
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+                return Ok(false)
+            }
+            _ => {
+                return Err(Error::io(
+                    format!("reading {} at offset {offset}", path.display()),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(true)
+}
+
 impl ReadFile for LocalRead {
+    fn try_read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<bool> {
+        read_cached(&self.file, &self.path, offset, buf)
+    }
+
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.file.read_exact_at(buf, offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -293,6 +336,14 @@ impl DirectRead {
 }
 
 impl ReadFile for DirectRead {
+    fn try_read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<bool> {
+        // An O_DIRECT read always goes to the disk.
+        if self.direct {
+            return Ok(false);
+        }
+        read_cached(&self.file, &self.path, offset, buf)
+    }
+
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         if !self.direct
             || (is_aligned(offset, buf.len()) && buf.as_ptr().align_offset(DIRECT_ALIGN) == 0)

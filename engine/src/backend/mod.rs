@@ -64,6 +64,13 @@ pub trait ReadFile: Send + Sync {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
     /// Current length of the file as readers see it.
     fn len(&self) -> Result<u64>;
+    /// `read_exact_at` only if it needs no wait: the bytes are in memory
+    /// (the host's page cache). `Ok(false)` otherwise, with `buf` in any
+    /// state. Backends that cannot tell always say `false`.
+    fn try_read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<bool> {
+        let _ = (offset, buf);
+        Ok(false)
+    }
 }
 
 /// A storage backend. Paths are absolute, `/`-separated.

@@ -75,6 +75,12 @@ impl Volume {
         if self.active_segment.load(Ordering::SeqCst) == seg {
             let found = match held {
                 Some(w) => w.read_mem(seg, off, buf),
+                None if nowait() => self
+                    .writer
+                    .try_lock()
+                    .ok_or_else(|| would_block("the writer"))?
+                    .as_ref()
+                    .is_some_and(|w| w.read_mem(seg, off, buf)),
                 None => self
                     .writer
                     .lock()
@@ -84,6 +90,15 @@ impl Volume {
             if found {
                 return Ok(());
             }
+        }
+        if nowait() {
+            // Only a segment already open, only bytes in the page cache.
+            let r = self.readers.lock().get(&seg).cloned();
+            let r = r.ok_or_else(|| would_block("opening a segment"))?;
+            return match r.try_read_exact_at(off, buf)? {
+                true => Ok(()),
+                false => Err(would_block("the disk")),
+            };
         }
         let r = match self.reader(seg)?.read_exact_at(off, buf) {
             // A cached handle to a segment the cleaner has since retired: on
@@ -106,7 +121,11 @@ impl Volume {
 
     /// Resolves blocks `[first, first+n)` through the timeline chain.
     pub(super) fn resolve(&self, first: u64, n: u64) -> Result<Vec<Option<Entry>>> {
-        let st = self.state.read();
+        let st = if nowait() {
+            self.state.try_read().ok_or_else(|| would_block("the volume state"))?
+        } else {
+            self.state.read()
+        };
         let index = self.index();
         let tl = self.view.map(|v| v.0).unwrap_or(st.head);
         let chain = st.chain(tl);
@@ -249,6 +268,20 @@ impl Volume {
         self.read_blocks(first, &mut tmp, held)?;
         buf.copy_from_slice(&tmp[head_skip..head_skip + buf.len()]);
         Ok(())
+    }
+
+    /// `read_vectored` if it can be done without waiting: every block is a
+    /// hole, in the writer's memory or in the host's page cache, and no
+    /// lock it needs is busy. Returns false otherwise (the buffers may then
+    /// hold anything), and the caller makes the blocking call: QEMU's
+    /// driver calls this from the request coroutine and hands only the
+    /// rest to its worker threads, so a read served from memory costs no
+    /// thread hop. Errors, too, are left to the blocking call to report.
+    pub fn try_read_vectored(&self, offset: u64, bufs: &mut [&mut [u8]]) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        with_nowait(|| self.read_vectored(offset, bufs)).is_ok()
     }
 
     /// Reads into the concatenation of `bufs` from `offset`, like `read`.
