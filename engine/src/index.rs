@@ -182,6 +182,10 @@ struct Mem {
     /// Bytes the map may cost (`ExtentMap::bytes`) before pages are
     /// evicted.
     budget: u64,
+    /// Segments whose bytes the writer moved to another number
+    /// (`rename_segment`): extents still in sled that name one are renamed
+    /// as their page is loaded.
+    renamed: HashMap<u64, u64>,
 }
 
 impl Default for Mem {
@@ -195,6 +199,7 @@ impl Default for Mem {
             used: HashMap::new(),
             clock: 0,
             budget: u64::MAX,
+            renamed: HashMap::new(),
         }
     }
 }
@@ -267,7 +272,12 @@ impl Mem {
             for r in tree.range(page_keys(t, p)) {
                 let (k, v) = r.map_err(|e| sled_err("loading a page", e))?;
                 let (kt, first) = split_key(&k)?;
-                self.map.put(kt, first, stored_extent(kt, first, &v)?);
+                let mut e = stored_extent(kt, first, &v)?;
+                if let Some(to) = e.segment().and_then(|s| self.renamed.get(&s).map(|t| (s, *t))) {
+                    e.rename_segment(to.0, to.1);
+                    self.touch((kt, first)); // sled gets the new number
+                }
+                self.map.put(kt, first, e);
             }
             self.evicted.remove(&(t, p));
             self.clock += 1;
@@ -691,6 +701,51 @@ impl Index {
             Store::Layered(l) => Self::get_layered(l, &key(tl, block))?
                 .map(|v| Entry::decode(&v))
                 .transpose(),
+        }
+    }
+
+    /// Points every extent in segment `from` at segment `to`, at the same
+    /// offsets: the writer wrote the bytes of `from` again under `to`
+    /// (`LogWriter::rewrite_active`). Extents in memory change now (and go
+    /// to sled with the next feed); those in sled change as their page is
+    /// loaded. sled may hold the old number until then, so after a rename
+    /// the index is not marked clean at close (`renamed`): the next open
+    /// rebuilds it from the checkpoint and the log.
+    pub fn rename_segment(&self, from: u64, to: u64) -> Result<()> {
+        match &self.store {
+            Store::Mem(m) => {
+                let mut mem = m.mem.write();
+                for k in mem.map.rename_segment(from, to) {
+                    mem.touch(k);
+                }
+                for v in mem.renamed.values_mut() {
+                    if *v == from {
+                        *v = to;
+                    }
+                }
+                mem.renamed.insert(from, to);
+            }
+            Store::Layered(l) => {
+                let mut o = l.overlay.write();
+                for v in o.values_mut().flatten() {
+                    if let Entry::Data { seg, off, crc } = Entry::decode(v)? {
+                        if seg == from {
+                            *v = Entry::Data { seg: to, off, crc }.encode();
+                        }
+                    }
+                }
+                // The checkpoint under the overlay was written before the
+                // active segment existed: it names no extent in `from`.
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `rename_segment` ran since the index was opened.
+    pub fn renamed(&self) -> bool {
+        match &self.store {
+            Store::Mem(m) => !m.mem.read().renamed.is_empty(),
+            Store::Layered(_) => false,
         }
     }
 

@@ -461,7 +461,16 @@ struct Active {
     /// `mem` holds bytes `[mem_start, len)`.
     mem_start: u64,
     mem: AlignedBuf,
+    /// Numbers this segment's bytes were written under before a failed
+    /// write made the writer move them (`LogWriter::rewrite_active`); reads
+    /// resolved to one of them are served from `mem` too.
+    old_numbers: Vec<u64>,
 }
+
+/// Told when the active segment's bytes move from one segment number to
+/// another (`LogWriter::rewrite_active`): the volume points its map's
+/// extents in `from` at `to`.
+pub type OnRename = Arc<dyn Fn(u64, u64) -> Result<()> + Send + Sync>;
 
 /// Appends records to the log, one segment at a time.
 pub struct LogWriter {
@@ -498,6 +507,10 @@ pub struct LogWriter {
     batch: Option<OpenBatch>,
     /// Tail buffers, kept across segments (the pipeline gives drained ones back).
     pool: Arc<BufPool>,
+    /// `rewrite_active`'s attempts and first wait (`OpenOptions`).
+    rewrite_attempts: u32,
+    rewrite_wait: std::time::Duration,
+    on_rename: Option<OnRename>,
 }
 
 /// A batch record being filled in the active segment's memory.
@@ -538,6 +551,14 @@ struct Closing {
 /// bytes stay in memory up to this much; past it, appends wait.
 const CLOSING_BUFFER: usize = 8 << 20;
 
+/// Whether writing a segment's bytes again may get past `e`: a failure of
+/// the backend's machinery (a DataNode, the network), not a full quota, a
+/// refused permission, a bad argument or a lost lease, which a retry would
+/// only repeat.
+fn rewrite_helps(e: &Error) -> bool {
+    e.kind() == ErrorKind::Backend
+}
+
 /// Push buffered bytes to the backend once this many are waiting.
 const PUSH_THRESHOLD: usize = 1 << 20;
 /// The same for a writer that bypasses the page cache: each push is one
@@ -576,6 +597,9 @@ impl LogWriter {
             aligned: false,
             batch: None,
             pool: Arc::new(BufPool::new(SPARE_BUFFERS)),
+            rewrite_attempts: 10,
+            rewrite_wait: std::time::Duration::from_millis(500),
+            on_rename: None,
         }
     }
 
@@ -814,10 +838,164 @@ impl LogWriter {
         Ok(())
     }
 
-    /// `check`, then `repair`.
+    /// `check`, then `repair`. A failed active segment whose bytes can be
+    /// written again (`rewritable`) is written again first.
     fn ready(&mut self) -> Result<()> {
+        if self.poisoned.is_none()
+            && self
+                .active
+                .as_ref()
+                .is_some_and(|a| a.io.poisoned_kind() == Some(ErrorKind::Backend))
+        {
+            self.rewrite_from(0)?;
+        }
         self.check()?;
         self.repair()
+    }
+
+    /// How often `rewrite_active` tries, and its first wait.
+    pub fn set_rewrite(&mut self, attempts: u32, wait: std::time::Duration) {
+        self.rewrite_attempts = attempts;
+        self.rewrite_wait = wait;
+    }
+
+    /// Who is told when the active segment's bytes move to another number.
+    pub fn set_on_rename(&mut self, f: OnRename) {
+        self.on_rename = Some(f);
+    }
+
+    /// Whether a failed append or close of the active segment can be
+    /// undone by writing its bytes again: on backends whose readers see a
+    /// file only once it is closed (HDFS), the writer holds every byte of
+    /// the active segment in memory.
+    pub fn rewritable(&self) -> bool {
+        !self.backend.reads_see_unclosed_appends()
+            && self.active.as_ref().is_some_and(|a| a.mem_start == 0)
+    }
+
+    /// Writes the active segment's bytes again, whole, after a failed
+    /// append or close (a DataNode of the write pipeline went away, say),
+    /// into a new segment under the next number: the same records at the
+    /// same offsets after a header that names the same predecessor, so the
+    /// log's chain skips the failed file (`layout` leaves it abandoned) and
+    /// only the map's segment number changes (`on_rename`). Creating the
+    /// next number is also the fence: a writer that took the volume over
+    /// (its lock was broken) created it at open, so the create fails and
+    /// this writer stops. Tries `rewrite_attempts` times, waiting longer
+    /// each time (the NameNode may need a few seconds to stop offering a
+    /// dead DataNode); then the writer is poisoned with the last error.
+    fn rewrite_active(&mut self) -> Result<()> {
+        self.rewrite_from(0).map(drop)
+    }
+
+    /// `rewrite_active`, counting attempts from `first` (a caller that
+    /// retries a close through it shares the count and the waits); returns
+    /// the attempt that worked.
+    fn rewrite_from(&mut self, first: u32) -> Result<u32> {
+        if !self.rewritable() {
+            return self.check().map(|()| first);
+        }
+        let mut last: Option<Error> = None;
+        for attempt in first..self.rewrite_attempts.max(first + 1) {
+            let a = self.active.as_ref().expect("rewritable");
+            let why = a.io.poisoned().or_else(|| last.as_ref().map(|e| e.to_string()));
+            tracing::warn!(
+                "{}: writing segment {} again as {} after a failure ({}), attempt {}",
+                self.dir,
+                format::segment_name(a.n),
+                format::segment_name(self.next_segment),
+                why.as_deref().unwrap_or("?"),
+                attempt + 1
+            );
+            if attempt > 0 {
+                std::thread::sleep(self.rewrite_wait * (1 << attempt.min(4)));
+            }
+            match self.rewrite_once() {
+                Ok(()) => return Ok(attempt),
+                Err(e) if e.kind() == ErrorKind::Exists => {
+                    // The next number is taken: another writer has the volume.
+                    let m = format::segment_name(self.next_segment);
+                    return self.poison(Err(Error::new(
+                        ErrorKind::Locked,
+                        format!(
+                            "{}: segment {m} exists, so another writer has taken the volume over (its lock was broken); this one stops",
+                            self.dir
+                        ),
+                    )));
+                }
+                Err(e) if rewrite_helps(&e) => last = Some(e),
+                Err(e) => {
+                    last = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = last.unwrap_or_else(|| Error::new(ErrorKind::Backend, "the segment could not be written again"));
+        let n = self.active.as_ref().map_or(0, |a| a.n);
+        self.poison(Err(e.context(format!(
+            "{}: writing segment {} again ({} attempts)",
+            self.dir,
+            format::segment_name(n),
+            self.rewrite_attempts
+        ))))
+    }
+
+    /// One attempt of `rewrite_active`.
+    fn rewrite_once(&mut self) -> Result<()> {
+        let m = self.next_segment;
+        let a = self.active.as_mut().expect("rewritable");
+        a.io.abandon();
+        // The header names `m` and the same predecessor; it keeps its
+        // sequence number and its length, so every record after it keeps
+        // its offset.
+        let h = format::decode_header(&a.mem)?;
+        let hdr_len = RECORD_HEADER_LEN + h.len as usize;
+        let mut hdr = Vec::with_capacity(hdr_len);
+        let rec = Record::SegmentHeader {
+            uuid: self.uuid,
+            segment: m,
+            prev_segment: self.prev.0,
+            prev_valid_len: self.prev.1,
+            created: now().0,
+        };
+        if self.aligned {
+            format::encode_record_aligned(&mut hdr, h.seq, &rec, &[]);
+        } else {
+            format::encode_record(&mut hdr, h.seq, &rec, &[]);
+        }
+        if hdr.len() != hdr_len {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("segment header of {} bytes where {hdr_len} were", hdr.len()),
+            ));
+        }
+        let path = segment_path(&self.dir, m);
+        let file = if self.aligned {
+            self.backend.create_direct(&path)?
+        } else {
+            self.backend.create(&path)?
+        };
+        // The number is taken from here on, whatever happens next.
+        self.next_segment = m + 1;
+        let io = SegIo::new(m, file, self.backend.append_is_repairable(), self.pool.clone());
+        let mut bytes = AlignedBuf::from_slice(&a.mem[..a.len as usize]);
+        bytes[..hdr_len].copy_from_slice(&hdr);
+        io.enqueue(0, bytes);
+        io.drain()?;
+        let old = a.n;
+        a.mem[..hdr_len].copy_from_slice(&hdr);
+        a.old_numbers.push(old);
+        a.n = m;
+        a.io = io;
+        a.pushed = a.len;
+        self.active_segment.store(m, Ordering::SeqCst);
+        if let Some(f) = &self.on_rename {
+            // The map must name the new number before anything else reads
+            // or checkpoints it; a failure here leaves it unsure.
+            let r = f(old, m);
+            self.poison(r)?;
+        }
+        Ok(())
     }
 
     /// Where the next record will go (after the active segment, if any).
@@ -856,6 +1034,7 @@ impl LogWriter {
             pushed: 0,
             mem_start: 0,
             mem: self.pool.take(self.tail_capacity()),
+            old_numbers: Vec::new(),
         };
         let hdr = Record::SegmentHeader {
             uuid: self.uuid,
@@ -1032,7 +1211,18 @@ impl LogWriter {
             return Ok(());
         }
         if a.io.queued() >= 2 * threshold {
-            a.io.drain()?;
+            if let Err(e) = a.io.drain() {
+                if !rewrite_helps(&e) || !self.rewritable() {
+                    return Err(e);
+                }
+                // Written again whole, which covers what was queued.
+                self.rewrite_active()?;
+                let Some(a) = self.active.as_mut() else {
+                    return Ok(());
+                };
+                a.pushed = a.len;
+                return Ok(());
+            }
         }
         if visible {
             let fresh = self.pool.take(a.mem.capacity());
@@ -1115,8 +1305,27 @@ impl LogWriter {
     pub fn seal(&mut self) -> Result<()> {
         self.ready()?;
         self.finish_closing()?;
-        let r = self.push_all();
+        let mut r = self.push_all();
+        if matches!(&r, Err(e) if rewrite_helps(e)) && self.rewritable() {
+            r = self.rewrite_active();
+        }
         self.fail_repairable(r)?;
+        // A close that fails where the segment can be written again is
+        // retried through `rewrite_active`.
+        if self.rewritable() {
+            let mut attempt = 0;
+            loop {
+                let a = self.active.as_ref().expect("rewritable");
+                match a.io.close() {
+                    Ok(()) => break,
+                    Err(e) if rewrite_helps(&e) && attempt + 1 < self.rewrite_attempts => {
+                        tracing::warn!("{}: {e}", self.dir);
+                        attempt = self.rewrite_from(attempt + 1)?;
+                    }
+                    Err(e) => return self.poison(Err(e)),
+                }
+            }
+        }
         // Poison if the close fails: `prev` then names a segment whose tail
         // may not be durable, and the next segment's header would vouch for it.
         let r = match self.active.take() {
@@ -1136,7 +1345,11 @@ impl LogWriter {
     /// Copies bytes of segment `seg` at `off` from the in-memory tail, if they are there.
     pub fn read_mem(&self, seg: u64, off: u64, buf: &mut [u8]) -> bool {
         match &self.active {
-            Some(a) if a.n == seg && off >= a.mem_start && off + buf.len() as u64 <= a.len => {
+            Some(a)
+                if (a.n == seg || a.old_numbers.contains(&seg))
+                    && off >= a.mem_start
+                    && off + buf.len() as u64 <= a.len =>
+            {
                 let s = (off - a.mem_start) as usize;
                 buf.copy_from_slice(&a.mem[s..s + buf.len()]);
                 true

@@ -106,6 +106,18 @@ impl Extent {
         }
     }
 
+    /// Moves data in segment `from` to segment `to` (same offsets);
+    /// returns whether it did.
+    pub fn rename_segment(&mut self, from: u64, to: u64) -> bool {
+        match &mut self.loc {
+            Loc::Data { seg, .. } if *seg == from => {
+                *seg = to;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Block `i`'s entry.
     pub fn entry(&self, i: u32) -> Entry {
         debug_assert!(i < self.count);
@@ -287,6 +299,15 @@ impl ExtentMap {
         let e = self.map.remove(&k)?;
         self.bytes -= e.cost();
         Some(e)
+    }
+
+    /// Points every extent in segment `from` at segment `to` (same
+    /// offsets; the cost does not change). Returns their keys.
+    pub fn rename_segment(&mut self, from: u64, to: u64) -> Vec<(u64, u64)> {
+        self.map
+            .iter_mut()
+            .filter_map(|(k, e)| e.rename_segment(from, to).then_some(*k))
+            .collect()
     }
 
     /// The extent of `tl` holding block `b`: its first block and the extent.

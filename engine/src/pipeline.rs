@@ -99,7 +99,7 @@ pub struct SegIo {
     landed: Condvar,
     /// Set when the file may no longer hold what was acknowledged: a failed
     /// sync, or an append failure on a backend that cannot repair one.
-    poisoned: Mutex<Option<String>>,
+    poisoned: Mutex<Option<(crate::ErrorKind, String)>>,
     repairable: bool,
     /// Where written chunks' buffers go back to (the writer's next tail).
     pool: Arc<BufPool>,
@@ -132,14 +132,40 @@ impl SegIo {
 
     /// Why this segment's writes failed for good, if they did.
     pub fn poisoned(&self) -> Option<String> {
-        self.poisoned.lock().clone()
+        self.poisoned.lock().as_ref().map(|p| p.1.clone())
+    }
+
+    /// The kind of the failure that poisoned it, if one did.
+    pub fn poisoned_kind(&self) -> Option<crate::ErrorKind> {
+        self.poisoned.lock().as_ref().map(|p| p.0)
     }
 
     fn poison(&self, why: &crate::Error) {
         let mut p = self.poisoned.lock();
         if p.is_none() {
-            *p = Some(why.to_string());
+            *p = Some((why.kind(), why.to_string()));
         }
+    }
+
+    /// Drops the file without closing it, and whatever is queued or in
+    /// flight: the writer is about to write the segment's bytes again into
+    /// another segment (`LogWriter::rewrite_active`). Waits for writes in
+    /// flight to end first.
+    pub fn abandon(&self) {
+        let mut q = self.queue.lock();
+        while !q.flights.is_empty() {
+            self.landed.wait(&mut q);
+        }
+        q.chunks.clear();
+        q.writing = None;
+        q.queued = 0;
+        drop(q);
+        let f = self.file.lock().take();
+        drop(f);
+        self.poison(&crate::Error::new(
+            crate::ErrorKind::Backend,
+            format!("segment {} was abandoned after a failed write", self.n),
+        ));
     }
 
     /// Queues `data` for segment offset `off`, which must follow the last

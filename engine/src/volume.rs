@@ -84,6 +84,15 @@ pub struct OpenOptions {
     /// takes the new records in at the next full open (it replays the log
     /// from the position it recorded). Data writes are refused.
     pub metadata_only: bool,
+    /// On backends whose writer holds the whole active segment in memory
+    /// (HDFS), how often a segment whose append or close failed with a
+    /// backend error is written again, under the next segment number,
+    /// before the writer gives up (10: about a minute with the default
+    /// waits). docs/hdfs.md.
+    pub rewrite_attempts: u32,
+    /// The wait before the second such attempt (500 ms), doubling for each
+    /// later one up to 16 times it.
+    pub rewrite_wait: std::time::Duration,
 }
 
 /// `OpenOptions::map_memory` by default.
@@ -105,6 +114,8 @@ impl Default for OpenOptions {
             direct_io: false,
             map_memory: default_map_memory(),
             metadata_only: false,
+            rewrite_attempts: 10,
+            rewrite_wait: std::time::Duration::from_millis(500),
         }
     }
 }
@@ -493,7 +504,11 @@ impl Volume {
             self.index().meta_put("pos", &w.position().encode())?;
             self.index()
                 .meta_put("tail", &log_tail(&*self.backend, &self.dir, w.position())?)?;
-            self.index().meta_put("clean", &[1])?;
+            // After a segment rename sled may still name the old number in
+            // pages never loaded again: let the next open rebuild it.
+            if !self.index().renamed() {
+                self.index().meta_put("clean", &[1])?;
+            }
             self.index().flush()?;
         }
         if let Some(l) = self.lock.lock().take() {

@@ -170,6 +170,68 @@ fn real_hdfs_cross_backend_clones() {
     cleanup(&hdfs);
 }
 
+/// Sends one control command to the test cluster of tests/hdfs (its
+/// directory in `HLFS_HDFS_CLUSTER_DIR`, set by scripts/test.sh).
+fn cluster(cmd: &str) {
+    let dir = std::env::var("HLFS_HDFS_CLUSTER_DIR")
+        .expect("this test needs the cluster of tests/hdfs: set HLFS_HDFS_CLUSTER_DIR (scripts/test.sh does)");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/hdfs/cluster.sh");
+    let out = std::process::Command::new("bash")
+        .args([script, "cmd", &dir, cmd])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cluster command {cmd}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A DataNode of the write pipeline stops mid-write, and later a second
+/// one: no write, flush or close fails (a segment whose append or close
+/// failed is written again, whole, from the writer's memory), and every
+/// block reads back, also after a reopen elsewhere. Needs the cluster of
+/// tests/hdfs (4 DataNodes, replication 3).
+#[test]
+#[ignore = "needs HLFS_TEST_HDFS and HLFS_HDFS_CLUSTER_DIR (the cluster of tests/hdfs)"]
+fn real_hdfs_datanode_loss_mid_write() {
+    let place = Place::new(Kind::Hdfs);
+    let uri = place.uri("dnloss");
+    let size = 64u64 << 20;
+    Volume::create(&uri, size).unwrap();
+    let opts = OpenOptions { segment_size: 8 << 20, ..place.opts() };
+    let v = Volume::open(&uri, &opts).unwrap();
+    let mut model = vec![0u8; size as usize];
+    let chunk = 1usize << 20;
+    for i in 0..48u64 {
+        match i {
+            12 => cluster("stop-datanode 0"),
+            28 => cluster("stop-datanode 1"),
+            40 => cluster("start-datanode 0"),
+            _ => {}
+        }
+        let off = ((i * 5) % 64) as usize * chunk;
+        let data = pattern(100 + i, chunk);
+        v.write(off as u64, &data).unwrap_or_else(|e| panic!("write {i}: {e}"));
+        model[off..off + chunk].copy_from_slice(&data);
+        if i % 3 == 2 {
+            v.flush().unwrap_or_else(|e| panic!("flush after write {i}: {e}"));
+        }
+    }
+    cluster("start-datanode 1");
+    assert_same("after the DataNode losses", &read_all(&v), &model);
+    v.close().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = OpenOptions { index_root: Some(elsewhere.path().to_path_buf()), ..opts };
+    let v = Volume::open(&uri, &o).unwrap();
+    assert_same("reopened elsewhere", &read_all(&v), &model);
+    v.close().unwrap();
+    let rep = fsck(&uri, false).unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+    delete_volume(&uri).unwrap();
+    cleanup(&place);
+}
+
 fn cleanup(place: &Place) {
     let _ = require_hdfs();
     let b = place.backend();

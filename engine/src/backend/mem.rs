@@ -46,6 +46,10 @@ struct State {
     /// How long a sync takes (like a disk's cache flush), for tests of
     /// group commit.
     sync_delay: std::time::Duration,
+    /// Appends and closes that fail next (after putting part of an
+    /// append's bytes down), like an HDFS write pipeline whose DataNode
+    /// went away; later ones succeed.
+    transient_failures: u64,
 }
 
 /// A memory backend with crash injection. Cheap to clone (shared state).
@@ -152,6 +156,13 @@ impl MemBackend {
     /// Makes every `AppendFile::sync` take `d` (outside the backend's lock).
     pub fn set_sync_delay(&self, d: std::time::Duration) {
         self.state.lock().sync_delay = d;
+    }
+
+    /// The next `n` appends or closes fail with a backend error (an append
+    /// after storing half its bytes), as when a DataNode of an HDFS write
+    /// pipeline goes away; later ones succeed.
+    pub fn fail_transiently(&self, n: u64) {
+        self.state.lock().transient_failures = n;
     }
 
     /// Limits the total bytes stored; appends past it fail with ENOSPC.
@@ -313,6 +324,16 @@ impl MemAppend {
 impl AppendFile for MemAppend {
     fn append(&mut self, data: &[u8]) -> Result<()> {
         self.with(|st, path| {
+            if st.transient_failures > 0 {
+                st.transient_failures -= 1;
+                if let Some(f) = st.files.get_mut(path) {
+                    f.data.extend_from_slice(&data[..data.len() / 2]);
+                }
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    format!("appending to {path}: DataNode transfer failed (injected)"),
+                ));
+            }
             if let Some(cap) = st.capacity {
                 let used: u64 = st.files.values().map(|f| f.data.len() as u64).sum();
                 if used + data.len() as u64 > cap {
@@ -381,6 +402,13 @@ impl AppendFile for MemAppend {
 
     fn close(self: Box<Self>) -> Result<()> {
         self.with(|st, path| {
+            if st.transient_failures > 0 {
+                st.transient_failures -= 1;
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    format!("closing {path}: DataNode transfer failed (injected)"),
+                ));
+            }
             let f = st
                 .files
                 .get_mut(path)

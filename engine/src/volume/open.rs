@@ -266,6 +266,7 @@ impl Volume {
         });
         if let Some(w) = writer.as_mut() {
             w.set_direct(opts.direct_io && backend.can_bypass_cache());
+            w.set_rewrite(opts.rewrite_attempts, opts.rewrite_wait);
             // Log bytes after the newest checkpoint, across earlier sessions
             // too: they decide when the next checkpoint is due.
             let ckpt = checkpoint::newest_position(&*backend, &dir, &uuid)?.unwrap_or_default();
@@ -349,6 +350,12 @@ impl Volume {
             background: Mutex::new(None),
             checkpoint_retry: Arc::new(AtomicBool::new(false)),
         };
+        if let Some(w) = vol.writer.lock().as_mut() {
+            // A segment written again under another number (HDFS, after a
+            // failed write): the map follows it at once.
+            let index = vol.index();
+            w.set_on_rename(Arc::new(move |from, to| index.rename_segment(from, to)));
+        }
         if let (Some(s), false) = (&u.snapshot, opts.read_only) {
             vol.snapshot_revert(s)?;
         }

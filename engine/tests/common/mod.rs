@@ -151,6 +151,15 @@ impl Place {
             index_root: (self.kind != Kind::Local).then(|| self.dir.path().join("index")),
             segment_size: 256 << 10,
             checkpoint_every: 512 << 10,
+            // The fault-injecting backends fail for good after a crash: one
+            // more attempt, no waiting, keeps the rewrite path exercised
+            // without the minute of waits a real cluster gets.
+            rewrite_attempts: if self.kind == Kind::Hdfs { 10 } else { 2 },
+            rewrite_wait: if self.kind == Kind::Hdfs {
+                std::time::Duration::from_millis(500)
+            } else {
+                std::time::Duration::ZERO
+            },
             ..Default::default()
         }
     }
