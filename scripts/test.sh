@@ -56,7 +56,8 @@ if [ -n "${HLFS_TEST_HDFS:-}" ]; then
     # The real-HDFS tests (ignored without a cluster) run on their own below.
     count_cargo --workspace --release --no-fail-fast -- --skip real_hdfs
     step "cargo test: the real-HDFS tests against $HLFS_TEST_HDFS"
-    count_cargo --release -p hlfs --test hdfs -- --ignored real_hdfs
+    # One at a time: one of them stops and starts DataNodes of the cluster.
+    count_cargo --release -p hlfs --test hdfs -- --ignored real_hdfs --test-threads 1
 else
     count_cargo --workspace --release --no-fail-fast
 fi

@@ -9,8 +9,17 @@ use super::*;
 /// meanwhile.
 pub(super) fn release_writer(g: parking_lot::MutexGuard<'_, Option<LogWriter>>) -> Result<()> {
     let io = g.as_ref().and_then(|w| w.pending_io());
+    let rewritable = g.as_ref().is_some_and(|w| w.rewritable());
     drop(g);
-    io.map_or(Ok(()), |io| io.drain())
+    match io.map_or(Ok(()), |io| io.drain()) {
+        // The segment's bytes are written again, whole, by the writer's
+        // next call (`LogWriter::rewrite_active`): this write is not lost.
+        Err(e) if rewritable && e.kind() == ErrorKind::Backend => {
+            tracing::warn!("{e}; the segment will be written again");
+            Ok(())
+        }
+        r => r,
+    }
 }
 
 /// Splits the concatenation of `parts` into chunks of `size` bytes (the last
