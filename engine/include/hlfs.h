@@ -92,7 +92,8 @@ int hlfs_pwritev(hlfs_volume *vol, const struct iovec *iov, int iovcnt, uint64_t
  * a thread that may block), another negative errno on error.  QEMU's event
  * loop calls it first, so most writes need no thread hop. */
 int hlfs_try_pwritev(hlfs_volume *vol, const struct iovec *iov, int iovcnt, uint64_t offset);
-/* hlfs_preadv if it can complete at once: every block is a hole, in the
+/* hlfs_preadv if it can complete at once: at most 64 KiB (a larger copy is
+ * better spread over worker threads), and every block is a hole, in the
  * log's memory or in the host's page cache (never with HLFS_OPEN_DIRECT),
  * and no lock it needs is busy.  Returns 0 when done, -EAGAIN otherwise:
  * the caller then calls hlfs_preadv from a thread that may block (the

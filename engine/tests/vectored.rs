@@ -264,6 +264,9 @@ fn inline_reads_return_the_model_or_decline() {
         // Only shows that both paths ran: how often each does depends on
         // lock contention and on what the map budget keeps.
         assert!(inline > 50 && declined > 0, "{kind:?}: {inline} inline, {declined} declined");
+        // Larger than 64 KiB: left to the workers, whatever it holds.
+        let mut big = vec![0u8; 128 << 10];
+        assert!(!v.try_read_vectored(0, &mut [&mut big[..]]));
         // Out of range: declined, and the blocking call reports it.
         let mut one = vec![0u8; 4096];
         assert!(!v.try_read_vectored(SIZE, &mut [&mut one[..]]));
