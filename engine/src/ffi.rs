@@ -419,7 +419,8 @@ unsafe fn read_bufs<'a>(iov: *const libc::iovec, iovcnt: c_int) -> crate::error:
 /// log's memory or in the host's page cache, and no lock it needs is busy.
 /// Returns 0 when done, -EAGAIN when the caller should call `hlfs_preadv`
 /// (from a thread that may block; the buffers may hold anything meanwhile).
-/// Errors are left to that call, so this returns only 0 or -EAGAIN.
+/// Errors are left to that call, so this returns only 0 or -EAGAIN (or
+/// -EINVAL for a null handle, like every call).
 ///
 /// # Safety
 /// As `hlfs_preadv`.

@@ -842,6 +842,7 @@ impl LogWriter {
     /// written again (`rewritable`) is written again first.
     fn ready(&mut self) -> Result<()> {
         if self.poisoned.is_none()
+            && self.rewritable()
             && self
                 .active
                 .as_ref()
@@ -943,41 +944,28 @@ impl LogWriter {
     /// One attempt of `rewrite_active`.
     fn rewrite_once(&mut self) -> Result<()> {
         let m = self.next_segment;
-        let a = self.active.as_mut().expect("rewritable");
-        a.io.abandon();
+        let h = {
+            let a = self.active.as_ref().expect("rewritable");
+            a.io.abandon();
+            format::decode_header(&a.mem)?
+        };
         // The header names `m` and the same predecessor; it keeps its
         // sequence number and its length, so every record after it keeps
         // its offset.
-        let h = format::decode_header(&a.mem)?;
         let hdr_len = RECORD_HEADER_LEN + h.len as usize;
         let mut hdr = Vec::with_capacity(hdr_len);
-        let rec = Record::SegmentHeader {
-            uuid: self.uuid,
-            segment: m,
-            prev_segment: self.prev.0,
-            prev_valid_len: self.prev.1,
-            created: now().0,
-        };
-        if self.aligned {
-            format::encode_record_aligned(&mut hdr, h.seq, &rec, &[]);
-        } else {
-            format::encode_record(&mut hdr, h.seq, &rec, &[]);
-        }
+        self.encode_segment_header(&mut hdr, m, h.seq);
         if hdr.len() != hdr_len {
             return Err(Error::new(
                 ErrorKind::Backend,
                 format!("segment header of {} bytes where {hdr_len} were", hdr.len()),
             ));
         }
-        let path = segment_path(&self.dir, m);
-        let file = if self.aligned {
-            self.backend.create_direct(&path)?
-        } else {
-            self.backend.create(&path)?
-        };
+        let file = self.create_segment(m)?;
         // The number is taken from here on, whatever happens next.
         self.next_segment = m + 1;
         let io = SegIo::new(m, file, self.backend.append_is_repairable(), self.pool.clone());
+        let a = self.active.as_mut().expect("rewritable");
         let mut bytes = AlignedBuf::from_slice(&a.mem[..a.len as usize]);
         bytes[..hdr_len].copy_from_slice(&hdr);
         io.enqueue(0, bytes);
@@ -1019,14 +1007,37 @@ impl LogWriter {
         self.dirty
     }
 
+    /// Creates the file of segment `n`, for O_DIRECT where the writer
+    /// bypasses the page cache.
+    fn create_segment(&self, n: u64) -> Result<Box<dyn crate::backend::AppendFile>> {
+        let path = segment_path(&self.dir, n);
+        if self.aligned {
+            self.backend.create_direct(&path)
+        } else {
+            self.backend.create(&path)
+        }
+    }
+
+    /// Appends the header record of segment `n` (sequence number `seq`),
+    /// naming the writer's predecessor segment, to `out`.
+    fn encode_segment_header<B: format::RecordBuf + ?Sized>(&self, out: &mut B, n: u64, seq: u64) {
+        let hdr = Record::SegmentHeader {
+            uuid: self.uuid,
+            segment: n,
+            prev_segment: self.prev.0,
+            prev_valid_len: self.prev.1,
+            created: now().0,
+        };
+        if self.aligned {
+            format::encode_record_aligned(out, seq, &hdr, &[]);
+        } else {
+            format::encode_record(out, seq, &hdr, &[]);
+        }
+    }
+
     fn open_segment(&mut self) -> Result<()> {
         let n = self.next_segment;
-        let path = segment_path(&self.dir, n);
-        let file = if self.aligned {
-            self.backend.create_direct(&path)?
-        } else {
-            self.backend.create(&path)?
-        };
+        let file = self.create_segment(n)?;
         let mut a = Active {
             n,
             io: SegIo::new(n, file, self.backend.append_is_repairable(), self.pool.clone()),
@@ -1036,18 +1047,7 @@ impl LogWriter {
             mem: self.pool.take(self.tail_capacity()),
             old_numbers: Vec::new(),
         };
-        let hdr = Record::SegmentHeader {
-            uuid: self.uuid,
-            segment: n,
-            prev_segment: self.prev.0,
-            prev_valid_len: self.prev.1,
-            created: now().0,
-        };
-        if self.aligned {
-            format::encode_record_aligned(&mut a.mem, self.next_seq, &hdr, &[]);
-        } else {
-            format::encode_record(&mut a.mem, self.next_seq, &hdr, &[]);
-        }
+        self.encode_segment_header(&mut a.mem, n, self.next_seq);
         self.next_seq += 1;
         a.len = a.mem.len() as u64;
         self.next_segment = n + 1;
