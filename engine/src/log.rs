@@ -11,6 +11,7 @@ use crate::buf::{AlignedBuf, BufPool};
 use crate::pipeline::SegIo;
 use crate::error::{corrupt, Error, ErrorKind, Result};
 use crate::format::{self, Record, RECORD_HEADER_LEN};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -465,6 +466,9 @@ struct Active {
     /// write made the writer move them (`LogWriter::rewrite_active`); reads
     /// resolved to one of them are served from `mem` too.
     old_numbers: Vec<u64>,
+    /// Bytes of header held back (`SegIo::hold_header`) that the first
+    /// push must send as zeros; 0 once pushed, or if none is held.
+    held_header: usize,
 }
 
 /// Told when the active segment's bytes move from one segment number to
@@ -493,11 +497,16 @@ pub struct LogWriter {
     /// Bytes appended since the last checkpoint.
     pub since_checkpoint: u64,
     dirty: bool,
-    /// The previous segment, full, being synced and closed in the
-    /// background. Nothing of the active segment reaches the backend before
-    /// it is durable, so a segment's header never vouches for bytes that a
-    /// crash could still lose.
-    closing: Option<Closing>,
+    /// Full segments not yet known durable, oldest first: each is synced
+    /// and closed by a thread of its own where the backend allows it
+    /// (`Backend::close_in_background`), else at the next flush. Appends go
+    /// on meanwhile, but a segment opened while any is here holds its
+    /// header back (`SegIo::hold_header`): the header, which vouches for
+    /// its predecessor's length, goes to the file only once every earlier
+    /// segment is durable. A crash before that leaves a headerless segment
+    /// that `layout` treats as abandoned, and nothing in it was
+    /// acknowledged: a flush first waits for every segment here.
+    closing: VecDeque<Closing>,
     /// Bypass the page cache: create segments for O_DIRECT and write
     /// page-aligned (version 2) records.
     aligned: bool,
@@ -541,15 +550,28 @@ impl PendingFlush {
     }
 }
 
-/// A full segment being synced and closed by a thread of its own.
+/// A full segment waiting to be synced and closed.
 struct Closing {
     n: u64,
-    done: std::thread::JoinHandle<Result<()>>,
+    io: Arc<SegIo>,
+    /// The thread closing it, or None where it is closed at the next flush.
+    done: Option<std::thread::JoinHandle<Result<()>>>,
 }
 
-/// While the previous segment is still being closed, the active one's
-/// bytes stay in memory up to this much; past it, appends wait.
-const CLOSING_BUFFER: usize = 8 << 20;
+/// Marks a segment's close failed if its thread ends without closing it
+/// (a panic): the thread of the segment after it waits for that mark.
+struct ClosedOnDrop(Arc<SegIo>);
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        self.0.set_closed(false); // no-op once `close` has set it
+    }
+}
+
+/// Full segments that may wait to be closed at once; one more waits for
+/// the oldest. With 64 MiB segments a flush may then have up to 512 MiB
+/// to sync, as a raw file written through the page cache would.
+const MAX_CLOSING: usize = 8;
 
 /// Whether writing a segment's bytes again may get past `e`: a failure of
 /// the backend's machinery (a DataNode, the network), not a full quota, a
@@ -593,7 +615,7 @@ impl LogWriter {
             needs_repair: false,
             since_checkpoint: 0,
             dirty: false,
-            closing: None,
+            closing: VecDeque::new(),
             aligned: false,
             batch: None,
             pool: Arc::new(BufPool::new(SPARE_BUFFERS)),
@@ -743,35 +765,81 @@ impl LogWriter {
         self.aligned = direct;
     }
 
-    /// Waits for the previous segment's background close, if any.
-    fn finish_closing(&mut self) -> Result<()> {
-        let Some(c) = self.closing.take() else {
+    /// Closes the oldest full segment waiting (`closing`), or waits for
+    /// its thread; once none waits, the active segment's header may go out.
+    fn finish_oldest(&mut self) -> Result<()> {
+        let Some(c) = self.closing.pop_front() else {
             return Ok(());
         };
-        let r = match c.done.join() {
-            Ok(r) => r,
-            Err(_) => Err(Error::new(
-                ErrorKind::Backend,
-                "the thread closing a segment panicked",
-            )),
+        let r = match c.done {
+            Some(h) => match h.join() {
+                Ok(r) => r,
+                Err(_) => Err(Error::new(
+                    ErrorKind::Backend,
+                    "the thread closing a segment panicked",
+                )),
+            },
+            None => {
+                // Every earlier one is closed: its header may go out.
+                c.io.release_header();
+                c.io.close()
+            }
         };
         // As with a failed sync: the kernel may have dropped what it could
         // not write, so only a reopen is safe.
         self.poison(
             r.map_err(|e| e.context(format!("closing segment {}", format::segment_name(c.n)))),
-        )
+        )?;
+        self.release_if_settled();
+        Ok(())
+    }
+
+    /// Waits until every full segment is durable and closed.
+    fn finish_closing(&mut self) -> Result<()> {
+        while !self.closing.is_empty() {
+            self.finish_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Joins the background closes that have ended, oldest first, without
+    /// waiting for any.
+    fn reap_closing(&mut self) -> Result<()> {
+        while self
+            .closing
+            .front()
+            .is_some_and(|c| c.done.as_ref().is_some_and(|h| h.is_finished()))
+        {
+            self.finish_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Once no full segment waits, the active one's header may go out.
+    fn release_if_settled(&self) {
+        if self.closing.is_empty() {
+            if let Some(a) = &self.active {
+                a.io.release_header();
+            }
+        }
     }
 
     /// Ends the active segment because it is full: its remaining bytes are
-    /// pushed, and where the backend allows it (`Backend::close_in_background`)
-    /// it is synced and closed by another thread while appends go on into
-    /// the next segment's memory.
+    /// written, and it joins `closing`, where it is synced and closed by a
+    /// thread of its own (`Backend::close_in_background`) or at the next
+    /// flush, while appends go on into the next segment. Backends whose
+    /// files cannot take a header written last, or whose readers see a
+    /// file only once it is closed (HDFS), seal it here.
     fn roll(&mut self) -> Result<()> {
-        if !self.backend.close_in_background() {
+        let defer = self.backend.reads_see_unclosed_appends()
+            && self.active.as_ref().is_some_and(|a| a.io.can_hold_header());
+        if !defer {
             return self.seal();
         }
         self.ready()?;
-        self.finish_closing()?;
+        while self.closing.len() >= MAX_CLOSING {
+            self.finish_oldest()?;
+        }
         let r = self.push_all();
         self.fail_repairable(r)?;
         let Some(a) = self.active.take() else {
@@ -780,14 +848,33 @@ impl LogWriter {
         self.prev = (a.n, a.len);
         self.active_segment.store(u64::MAX, Ordering::SeqCst);
         self.pool.put(a.mem);
-        let io = a.io;
-        let done = std::thread::Builder::new()
-            .name("hlfs-close".into())
-            .spawn(move || {
-                io.close()
-            })
-            .map_err(|e| Error::io("starting a thread to close a segment", e))?;
-        self.closing = Some(Closing { n: a.n, done });
+        let done = if self.backend.close_in_background() {
+            let io = a.io.clone();
+            let before = self.closing.back().map(|c| c.io.clone());
+            let h = std::thread::Builder::new()
+                .name("hlfs-close".into())
+                .spawn(move || {
+                    // Whatever happens here, the next segment's thread
+                    // must not wait for this one forever.
+                    let _guard = ClosedOnDrop(io.clone());
+                    if let Some(b) = before {
+                        if !b.wait_closed() {
+                            io.set_closed(false);
+                            return Err(Error::new(
+                                ErrorKind::Backend,
+                                format!("segment {} before it failed to close", format::segment_name(b.n)),
+                            ));
+                        }
+                    }
+                    io.release_header();
+                    io.close()
+                })
+                .map_err(|e| Error::io("starting a thread to close a segment", e))?;
+            Some(h)
+        } else {
+            None
+        };
+        self.closing.push_back(Closing { n: a.n, io: a.io, done });
         Ok(())
     }
 
@@ -1046,10 +1133,16 @@ impl LogWriter {
             mem_start: 0,
             mem: self.pool.take(self.tail_capacity()),
             old_numbers: Vec::new(),
+            held_header: 0,
         };
         self.encode_segment_header(&mut a.mem, n, self.next_seq);
         self.next_seq += 1;
         a.len = a.mem.len() as u64;
+        if !self.closing.is_empty() && a.io.can_hold_header() {
+            // An earlier segment is not durable yet: header last.
+            a.io.hold_header(AlignedBuf::from_slice(&a.mem[..a.len as usize]));
+            a.held_header = a.len as usize;
+        }
         self.next_segment = n + 1;
         self.active = Some(a);
         self.active_segment.store(n, Ordering::SeqCst);
@@ -1188,19 +1281,13 @@ impl LogWriter {
     /// Hands buffered bytes to the write pipeline (not yet durable; see
     /// `pipeline`): the buffer itself where readers see unclosed appends
     /// (the writer goes on in a fresh one), a copy elsewhere (the writer
-    /// keeps the segment's bytes for its readers until it is closed). While
-    /// the previous segment is still closing they wait in memory, up to
-    /// `CLOSING_BUFFER`. Writes them out at once only when the pipeline
-    /// already holds two pushes' worth (it is slower than the writer).
+    /// keeps the segment's bytes for its readers until it is closed). A
+    /// header held back goes as zeros (`SegIo::hold_header`). Writes them
+    /// out at once only when the pipeline already holds two pushes' worth
+    /// (it is slower than the writer).
     fn push(&mut self) -> Result<()> {
         self.seal_batch();
-        if let Some(c) = &self.closing {
-            let waiting = self.active.as_ref().map_or(0, |a| a.mem.len());
-            if !c.done.is_finished() && waiting < CLOSING_BUFFER {
-                return Ok(());
-            }
-            self.finish_closing()?;
-        }
+        self.reap_closing()?;
         let threshold = self.push_threshold();
         let visible = self.backend.reads_see_unclosed_appends();
         let Some(a) = self.active.as_mut() else {
@@ -1224,15 +1311,20 @@ impl LogWriter {
                 return Ok(());
             }
         }
-        if visible {
+        let mut buf = if visible {
             let fresh = self.pool.take(a.mem.capacity());
             let mut buf = std::mem::replace(&mut a.mem, fresh);
             buf.drain_front(from);
-            a.io.enqueue(a.pushed, buf);
             a.mem_start = a.len;
+            buf
         } else {
-            a.io.enqueue(a.pushed, AlignedBuf::from_slice(&a.mem[from..]));
+            AlignedBuf::from_slice(&a.mem[from..])
+        };
+        if a.pushed == 0 && a.held_header > 0 {
+            buf[..a.held_header].fill(0);
+            a.held_header = 0;
         }
+        a.io.enqueue(a.pushed, buf);
         a.pushed = a.len;
         Ok(())
     }

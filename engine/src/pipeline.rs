@@ -103,6 +103,22 @@ pub struct SegIo {
     repairable: bool,
     /// Where written chunks' buffers go back to (the writer's next tail).
     pool: Arc<BufPool>,
+    /// The segment's header while it is held back (`hold_header`).
+    header: Mutex<Option<HeldHeader>>,
+    /// Writes over the file's first bytes (`AppendFile::header_writer`).
+    header_writer: Option<PosWriter>,
+    /// Set when `close` ends: whether it succeeded (`wait_closed`).
+    closed: Mutex<Option<bool>>,
+    closed_cv: Condvar,
+}
+
+/// A segment header written last (`LogWriter`'s header-last rule): the
+/// file's first bytes go out as zeros, and these are written over them
+/// once the writer lets them go (`SegIo::release_header`), which it does
+/// when every earlier segment is durable.
+struct HeldHeader {
+    bytes: AlignedBuf,
+    released: bool,
 }
 
 impl SegIo {
@@ -116,6 +132,7 @@ impl SegIo {
     ) -> Arc<SegIo> {
         let syncer = file.syncer();
         let positional = file.positional();
+        let header_writer = file.header_writer();
         Arc::new(SegIo {
             n,
             file: Mutex::new(Some(file)),
@@ -127,7 +144,86 @@ impl SegIo {
             poisoned: Mutex::new(None),
             repairable,
             pool,
+            header: Mutex::new(None),
+            header_writer,
+            closed: Mutex::new(None),
+            closed_cv: Condvar::new(),
         })
+    }
+
+    /// Whether the segment's header can be written after its other bytes
+    /// (`hold_header`): the file takes a write over its start.
+    pub fn can_hold_header(&self) -> bool {
+        self.header_writer.is_some()
+    }
+
+    /// Holds the segment's header back: the writer queues zeros in its
+    /// place, and `bytes` go over them once released and written past.
+    pub fn hold_header(&self, bytes: AlignedBuf) {
+        debug_assert!(self.can_hold_header());
+        *self.header.lock() = Some(HeldHeader {
+            bytes,
+            released: false,
+        });
+    }
+
+    /// Lets the held header go out (every earlier segment is durable): the
+    /// next drain, sync or close writes it.
+    pub fn release_header(&self) {
+        if let Some(h) = self.header.lock().as_mut() {
+            h.released = true;
+        }
+    }
+
+    /// Writes the held header if it was released and the bytes it goes
+    /// over are in the file. With `must`, a header that cannot go out yet
+    /// is an error: a sync or close that left it held would vouch for
+    /// bytes that no reader of the log can reach.
+    fn write_header(&self, must: bool) -> Result<()> {
+        let mut h = self.header.lock();
+        let Some(held) = h.as_ref() else {
+            return Ok(());
+        };
+        let written = self.queue.lock().written;
+        if !held.released || written < held.bytes.len() as u64 {
+            if !must {
+                return Ok(());
+            }
+            return Err(crate::Error::new(
+                crate::ErrorKind::Backend,
+                format!(
+                    "segment {}: its header is still held back (released: {}, {written} bytes written)",
+                    self.n, held.released
+                ),
+            ));
+        }
+        let w = self.header_writer.as_ref().expect("can_hold_header");
+        if let Err(e) = w(0, &held.bytes) {
+            self.poison(&e);
+            return Err(e);
+        }
+        *h = None;
+        Ok(())
+    }
+
+    /// Waits until `close` has ended; whether it succeeded.
+    pub fn wait_closed(&self) -> bool {
+        let mut c = self.closed.lock();
+        loop {
+            if let Some(ok) = *c {
+                return ok;
+            }
+            self.closed_cv.wait(&mut c);
+        }
+    }
+
+    /// Marks the close ended (once): `ok` says whether it succeeded.
+    pub fn set_closed(&self, ok: bool) {
+        let mut c = self.closed.lock();
+        if c.is_none() {
+            *c = Some(ok);
+            self.closed_cv.notify_all();
+        }
     }
 
     /// Why this segment's writes failed for good, if they did.
@@ -215,9 +311,16 @@ impl SegIo {
     /// With a positional writer, several threads write chunks at once, and
     /// this returns once every chunk queued when it was called is written.
     pub fn drain(&self) -> Result<()> {
-        if let Some(w) = &self.positional {
-            return self.drain_positional(w);
-        }
+        let r = match &self.positional {
+            Some(w) => self.drain_positional(w),
+            None => self.drain_appending(),
+        };
+        r?;
+        self.write_header(false)
+    }
+
+    /// `drain` for a file written by appends, one chunk after another.
+    fn drain_appending(&self) -> Result<()> {
         let mut file = self.file.lock();
         loop {
             if let Some(p) = self.poisoned() {
@@ -409,6 +512,7 @@ impl SegIo {
         self.drain()?;
         let upto = self.queue.lock().written;
         debug_assert!(upto >= target, "sync_to({target}): the drain wrote only {upto}");
+        self.write_header(true)?;
         let r = match &self.syncer {
             Some(s) => s(),
             None => match self.file.lock().as_mut() {
@@ -442,12 +546,15 @@ impl SegIo {
             q.chunks.is_empty() && q.flights.is_empty()
         });
         let Some(file) = f.take() else {
+            // Closed before, or abandoned (which poisoned it).
+            self.set_closed(self.poisoned().is_none());
             return Ok(());
         };
-        let r = file.close();
+        let r = self.write_header(true).and_then(|()| file.close());
         if let Err(e) = &r {
             self.poison(e);
         }
+        self.set_closed(r.is_ok());
         r
     }
 }

@@ -76,6 +76,17 @@ impl AppendFile for LocalAppend {
     fn syncer(&self) -> Option<super::Syncer> {
         syncer_for(&self.file, &self.path)
     }
+
+    fn header_writer(&self) -> Option<super::PosWriter> {
+        // The file is O_APPEND, where pwrite appends: write through a
+        // descriptor of its own.
+        let file = OpenOptions::new().write(true).open(&self.path).ok()?;
+        let path = self.path.clone();
+        Some(Box::new(move |off: u64, data: &[u8]| {
+            file.write_all_at(data, off)
+                .map_err(|e| Error::io(format!("writing {} at offset {off}", path.display()), e))
+        }))
+    }
 }
 
 struct LocalRead {
@@ -259,6 +270,19 @@ impl AppendFile for DirectAppend {
 
     fn syncer(&self) -> Option<super::Syncer> {
         syncer_for(&self.file, &self.path)
+    }
+
+    fn header_writer(&self) -> Option<super::PosWriter> {
+        if self.direct {
+            return self.positional();
+        }
+        // Written through the page cache (no O_DIRECT here): any offset.
+        let dup = self.file.try_clone().ok()?;
+        let path = self.path.clone();
+        Some(Box::new(move |off: u64, data: &[u8]| {
+            dup.write_all_at(data, off)
+                .map_err(|e| Error::io(format!("writing {} at offset {off}", path.display()), e))
+        }))
     }
 
     fn positional(&self) -> Option<super::PosWriter> {

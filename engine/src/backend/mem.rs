@@ -28,6 +28,9 @@ struct MemFile {
     closed: bool,
     /// Bumped by `recover_lease`: handles of earlier writers go stale.
     lease: u64,
+    /// Writes over earlier bytes since the last sync (`header_writer`):
+    /// offset and the bytes they replaced, which a crash may bring back.
+    overwrites: Vec<(usize, Vec<u8>)>,
 }
 
 #[derive(Debug, Default)]
@@ -189,6 +192,14 @@ impl MemBackend {
                 rng.gen_range(0..=extra)
             };
             f.data.truncate(f.durable_len + keep);
+            // A write over earlier bytes that no sync covered may not have
+            // reached the disk: each comes back undone or not.
+            for (off, old) in std::mem::take(&mut f.overwrites).into_iter().rev() {
+                if off < f.data.len() && rng.gen_bool(0.5) {
+                    let end = (off + old.len()).min(f.data.len());
+                    f.data[off..end].copy_from_slice(&old[..end - off]);
+                }
+            }
             if keep > 0 && rng.gen_bool(0.5) {
                 let n = keep.min(rng.gen_range(1..64));
                 let len = f.data.len();
@@ -290,6 +301,7 @@ impl MemAppend {
             if !hdfs {
                 f.durable_len = f.data.len();
                 f.durable_exists = true;
+                f.overwrites.clear();
             }
             Ok(())
         })
@@ -416,8 +428,34 @@ impl AppendFile for MemAppend {
             f.durable_len = f.data.len();
             f.durable_exists = true;
             f.closed = true;
+            f.overwrites.clear();
             Ok(())
         })
+    }
+
+    fn header_writer(&self) -> Option<super::PosWriter> {
+        if self.backend.hdfs_rules {
+            return None; // HDFS files are append-only
+        }
+        let me = self.clone();
+        Some(Box::new(move |off: u64, data: &[u8]| {
+            me.with(|st, path| {
+                let f = st
+                    .files
+                    .get_mut(path)
+                    .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} vanished")))?;
+                let (off, end) = (off as usize, off as usize + data.len());
+                if end > f.data.len() {
+                    return Err(Error::new(
+                        ErrorKind::Backend,
+                        format!("{path}: a write over bytes {off}..{end}, past its end ({})", f.data.len()),
+                    ));
+                }
+                f.overwrites.push((off, f.data[off..end].to_vec()));
+                f.data[off..end].copy_from_slice(data);
+                Ok(())
+            })
+        }))
     }
 }
 

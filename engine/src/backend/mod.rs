@@ -49,6 +49,16 @@ pub trait AppendFile: Send {
     fn positional(&self) -> Option<PosWriter> {
         None
     }
+    /// A way to write over the file's first bytes after they were appended
+    /// (as zeros), from any thread, if the backend has one (not HDFS,
+    /// whose files are append-only). The log writes a segment's header
+    /// this way once every earlier segment is durable, so that it may
+    /// write the segment's other bytes before (`log::LogWriter`). A page
+    /// that is written over is not durable before the next `sync` or
+    /// `close`.
+    fn header_writer(&self) -> Option<PosWriter> {
+        None
+    }
 }
 
 /// Writes bytes at an offset of the file, like `AppendFile::append` at the

@@ -287,6 +287,23 @@ impl Volume {
                     }
                 }
                 w.claim()?;
+            } else {
+                // Segments past the end of the log that no valid header
+                // joins to it: a crash came before their header went out
+                // (the log writes a segment's header only once every
+                // earlier one is durable), or during their creation.
+                // Nothing in them was acknowledged, and no reader follows
+                // the chain into them.
+                for &s in end.abandoned.iter().filter(|&&s| s > end.last.0) {
+                    let path = log::segment_path(&dir, s);
+                    match backend.delete(&path) {
+                        Ok(()) => tracing::info!(
+                            "volume {name}: removed segment {} (past the end of the log, never acknowledged)",
+                            crate::format::segment_name(s)
+                        ),
+                        Err(e) => tracing::warn!("volume {name}: removing {path}: {e}"),
+                    }
+                }
             }
         }
         let active_segment = writer

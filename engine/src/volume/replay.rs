@@ -144,6 +144,8 @@ pub(super) struct ReplayEnd {
     pub(super) last: (u64, u64),
     pub(super) next_seq: u64,
     pub(super) max_segment: u64,
+    /// Segments outside the chain (`log::Layout::abandoned`).
+    pub(super) abandoned: Vec<u64>,
 }
 
 pub(super) fn replay(
@@ -160,6 +162,7 @@ pub(super) fn replay(
         last: (from.segment, from.offset),
         next_seq: from.next_seq,
         max_segment: layout.max_segment,
+        abandoned: layout.abandoned.clone(),
     };
     if layout.chain.is_empty() && from.segment != 0 {
         return Err(corrupt(format!(
