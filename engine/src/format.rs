@@ -749,6 +749,16 @@ pub fn decode_header(b: &[u8]) -> Result<Header> {
     })
 }
 
+/// Gives the whole record in `rec` (header and payload) sequence number
+/// `seq`, and its crc to match.
+pub fn set_seq(rec: &mut [u8], seq: u64) {
+    rec[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
+    let mut c = crc32c::crc32c(&rec[..OFF_CRC]);
+    c = crc32c::crc32c_append(c, &[0u8; 4]);
+    c = crc32c::crc32c_append(c, &rec[OFF_CRC + 4..]);
+    rec[OFF_CRC..OFF_CRC + 4].copy_from_slice(&c.to_le_bytes());
+}
+
 /// Checks the crc of a full record (header + payload) in `b`.
 pub fn verify_crc(b: &[u8], stored: u32) -> Result<()> {
     let mut c = crc32c::crc32c(&b[..OFF_CRC]);

@@ -182,10 +182,10 @@ struct Mem {
     /// Bytes the map may cost (`ExtentMap::bytes`) before pages are
     /// evicted.
     budget: u64,
-    /// Segments whose bytes the writer moved to another number
-    /// (`rename_segment`): extents still in sled that name one are renamed
-    /// as their page is loaded.
-    renamed: HashMap<u64, u64>,
+    /// Where the writer moved segments' bytes (`relocate`), in order:
+    /// extents still in sled that name a moved place are pointed at the
+    /// new one as their page is loaded.
+    moves: Vec<crate::log::SegMove>,
 }
 
 impl Default for Mem {
@@ -199,7 +199,7 @@ impl Default for Mem {
             used: HashMap::new(),
             clock: 0,
             budget: u64::MAX,
-            renamed: HashMap::new(),
+            moves: Vec::new(),
         }
     }
 }
@@ -273,9 +273,12 @@ impl Mem {
                 let (k, v) = r.map_err(|e| sled_err("loading a page", e))?;
                 let (kt, first) = split_key(&k)?;
                 let mut e = stored_extent(kt, first, &v)?;
-                if let Some(to) = e.segment().and_then(|s| self.renamed.get(&s).map(|t| (s, *t))) {
-                    e.rename_segment(to.0, to.1);
-                    self.touch((kt, first)); // sled gets the new number
+                let mut moved = false;
+                for m in &self.moves {
+                    moved |= e.relocate(m);
+                }
+                if moved {
+                    self.touch((kt, first)); // sled gets the new place
                 }
                 self.map.put(kt, first, e);
             }
@@ -704,47 +707,43 @@ impl Index {
         }
     }
 
-    /// Points every extent in segment `from` at segment `to`, at the same
-    /// offsets: the writer wrote the bytes of `from` again under `to`
-    /// (`LogWriter::rewrite_active`). Extents in memory change now (and go
-    /// to sled with the next feed); those in sled change as their page is
-    /// loaded. sled may hold the old number until then, so after a rename
-    /// the index is not marked clean at close (`renamed`): the next open
-    /// rebuilds it from the checkpoint and the log.
-    pub fn rename_segment(&self, from: u64, to: u64) -> Result<()> {
+    /// Points every extent whose data the writer moved (`m`: the bytes of
+    /// the active segment written again under another number, whole or
+    /// after a durable prefix; `LogWriter::rewrite_active`) at its new
+    /// place. Extents in memory change now (and go to sled with the next
+    /// feed); those in sled change as their page is loaded. sled may hold
+    /// the old place until then, so after a move the index is not marked
+    /// clean at close (`relocated`): the next open rebuilds it from the
+    /// checkpoint and the log.
+    pub fn relocate(&self, m: crate::log::SegMove) -> Result<()> {
         match &self.store {
-            Store::Mem(m) => {
-                let mut mem = m.mem.write();
-                for k in mem.map.rename_segment(from, to) {
+            Store::Mem(s) => {
+                let mut mem = s.mem.write();
+                for k in mem.map.relocate(&m) {
                     mem.touch(k);
                 }
-                for v in mem.renamed.values_mut() {
-                    if *v == from {
-                        *v = to;
-                    }
-                }
-                mem.renamed.insert(from, to);
+                mem.moves.push(m);
             }
             Store::Layered(l) => {
                 let mut o = l.overlay.write();
                 for v in o.values_mut().flatten() {
                     if let Entry::Data { seg, off, crc } = Entry::decode(v)? {
-                        if seg == from {
-                            *v = Entry::Data { seg: to, off, crc }.encode();
+                        if let Some((s, o)) = m.apply(seg, off as u64) {
+                            *v = Entry::Data { seg: s, off: o as u32, crc }.encode();
                         }
                     }
                 }
-                // The checkpoint under the overlay was written before the
-                // active segment existed: it names no extent in `from`.
+                // The checkpoint under the overlay names only durable
+                // places, which a move leaves where they are.
             }
         }
         Ok(())
     }
 
-    /// Whether `rename_segment` ran since the index was opened.
-    pub fn renamed(&self) -> bool {
+    /// Whether `relocate` ran since the index was opened.
+    pub fn relocated(&self) -> bool {
         match &self.store {
-            Store::Mem(m) => !m.mem.read().renamed.is_empty(),
+            Store::Mem(m) => !m.mem.read().moves.is_empty(),
             Store::Layered(_) => false,
         }
     }

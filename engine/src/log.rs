@@ -462,19 +462,40 @@ struct Active {
     /// `mem` holds bytes `[mem_start, len)`.
     mem_start: u64,
     mem: AlignedBuf,
-    /// Numbers this segment's bytes were written under before a failed
-    /// write made the writer move them (`LogWriter::rewrite_active`); reads
-    /// resolved to one of them are served from `mem` too.
-    old_numbers: Vec<u64>,
+    /// Where this segment's bytes were written before failed writes made
+    /// the writer move them (`LogWriter::rewrite_active`), oldest first;
+    /// reads resolved to a moved place are served from `mem` too.
+    moved: Vec<SegMove>,
     /// Bytes of header held back (`SegIo::hold_header`) that the first
     /// push must send as zeros; 0 once pushed, or if none is held.
     held_header: usize,
 }
 
-/// Told when the active segment's bytes move from one segment number to
-/// another (`LogWriter::rewrite_active`): the volume points its map's
-/// extents in `from` at `to`.
-pub type OnRename = Arc<dyn Fn(u64, u64) -> Result<()> + Send + Sync>;
+/// Bytes of segment `from` at offsets `at..` now live in segment `to`,
+/// starting at `to_at` (`LogWriter::rewrite_active`): the whole segment at
+/// the same offsets, or its part after a durable prefix that stays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegMove {
+    /// The segment the bytes were in.
+    pub from: u64,
+    /// The first offset in `from` that moved.
+    pub at: u64,
+    /// The segment they are in now.
+    pub to: u64,
+    /// Where the byte at `at` is now.
+    pub to_at: u64,
+}
+
+impl SegMove {
+    /// Where byte `off` of segment `seg` is now, if this move took it.
+    pub fn apply(&self, seg: u64, off: u64) -> Option<(u64, u64)> {
+        (seg == self.from && off >= self.at).then(|| (self.to, off - self.at + self.to_at))
+    }
+}
+
+/// Told when the active segment's bytes move (`LogWriter::rewrite_active`):
+/// the volume points its map's extents there.
+pub type OnRename = Arc<dyn Fn(SegMove) -> Result<()> + Send + Sync>;
 
 /// Appends records to the log, one segment at a time.
 pub struct LogWriter {
@@ -1028,47 +1049,90 @@ impl LogWriter {
         ))))
     }
 
-    /// One attempt of `rewrite_active`.
+    /// One attempt of `rewrite_active`. Where a prefix of the segment is
+    /// durable (a flush synced it: `SegIo::synced`), that prefix stays
+    /// where it is, in the chain, and only the records after it are
+    /// written again: after a header that names the old segment and that
+    /// prefix's length, each one sequence number later (the header takes
+    /// the first record's). Elsewhere the whole segment is written again
+    /// at the same offsets, after a header that names the same
+    /// predecessor and keeps its sequence number.
     fn rewrite_once(&mut self) -> Result<()> {
+        debug_assert!(self.batch.is_none(), "batch records are for O_DIRECT segments");
         let m = self.next_segment;
-        let h = {
-            let a = self.active.as_ref().expect("rewritable");
-            a.io.abandon();
-            format::decode_header(&a.mem)?
-        };
-        // The header names `m` and the same predecessor; it keeps its
-        // sequence number and its length, so every record after it keeps
-        // its offset.
+        let a = self.active.as_ref().expect("rewritable");
+        a.io.abandon();
+        let old = a.n;
+        let h = format::decode_header(&a.mem)?;
         let hdr_len = RECORD_HEADER_LEN + h.len as usize;
-        let mut hdr = Vec::with_capacity(hdr_len);
-        self.encode_segment_header(&mut hdr, m, h.seq);
-        if hdr.len() != hdr_len {
-            return Err(Error::new(
-                ErrorKind::Backend,
-                format!("segment header of {} bytes where {hdr_len} were", hdr.len()),
-            ));
-        }
+        let synced = a.io.synced();
+        let keep = synced > hdr_len as u64 && synced <= a.len;
+        let (bytes, mv) = if keep {
+            let tail = &a.mem[synced as usize..a.len as usize];
+            let first_seq = if tail.is_empty() {
+                self.next_seq
+            } else {
+                format::decode_header(tail)?.seq
+            };
+            let mut bytes = AlignedBuf::with_capacity(tail.len() + 4096);
+            self.encode_header_after(&mut bytes, m, first_seq, (old, synced));
+            let to_at = bytes.len() as u64;
+            let mut off = 0;
+            while off < tail.len() {
+                let rh = format::decode_header(&tail[off..])?;
+                let total = RECORD_HEADER_LEN + rh.len as usize;
+                let at = bytes.len();
+                bytes.extend_from_slice(&tail[off..off + total]);
+                format::set_seq(&mut bytes[at..at + total], rh.seq + 1);
+                off += total;
+            }
+            (bytes, SegMove { from: old, at: synced, to: m, to_at })
+        } else {
+            let prev = match format::decode_payload(h.kind, &a.mem[RECORD_HEADER_LEN..hdr_len])? {
+                Record::SegmentHeader { prev_segment, prev_valid_len, .. } => (prev_segment, prev_valid_len),
+                _ => return Err(corrupt(format!("{}: segment {old} does not start with its header", self.dir))),
+            };
+            let mut hdr = Vec::with_capacity(hdr_len);
+            self.encode_header_after(&mut hdr, m, h.seq, prev);
+            if hdr.len() != hdr_len {
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    format!("segment header of {} bytes where {hdr_len} were", hdr.len()),
+                ));
+            }
+            let mut bytes = AlignedBuf::from_slice(&a.mem[..a.len as usize]);
+            bytes[..hdr_len].copy_from_slice(&hdr);
+            (bytes, SegMove { from: old, at: 0, to: m, to_at: 0 })
+        };
         let file = self.create_segment(m)?;
         // The number is taken from here on, whatever happens next.
         self.next_segment = m + 1;
         let io = SegIo::new(m, file, self.backend.append_is_repairable(), self.pool.clone());
-        let a = self.active.as_mut().expect("rewritable");
-        let mut bytes = AlignedBuf::from_slice(&a.mem[..a.len as usize]);
-        bytes[..hdr_len].copy_from_slice(&hdr);
-        io.enqueue(0, bytes);
+        io.enqueue(0, AlignedBuf::from_slice(&bytes));
         io.drain()?;
-        let old = a.n;
-        a.mem[..hdr_len].copy_from_slice(&hdr);
-        a.old_numbers.push(old);
+        let a = self.active.as_mut().expect("rewritable");
+        a.len = bytes.len() as u64;
+        a.mem = bytes;
+        a.mem_start = 0;
+        a.moved.push(mv);
         a.n = m;
         a.io = io;
         a.pushed = a.len;
+        if keep {
+            self.next_seq += 1;
+        }
         self.active_segment.store(m, Ordering::SeqCst);
         if let Some(f) = &self.on_rename {
-            // The map must name the new number before anything else reads
+            // The map must name the new place before anything else reads
             // or checkpoints it; a failure here leaves it unsure.
-            let r = f(old, m);
+            let r = f(mv);
             self.poison(r)?;
+        }
+        // Have the failed file closed with what its DataNodes hold (HDFS
+        // lease recovery), so that readers see it: a kept prefix is part
+        // of the log. Until then only this writer reads it (from memory).
+        if let Err(e) = self.backend.recover_lease(&segment_path(&self.dir, old)) {
+            tracing::warn!("{}: closing the failed segment {}: {e}", self.dir, format::segment_name(old));
         }
         Ok(())
     }
@@ -1108,11 +1172,16 @@ impl LogWriter {
     /// Appends the header record of segment `n` (sequence number `seq`),
     /// naming the writer's predecessor segment, to `out`.
     fn encode_segment_header<B: format::RecordBuf + ?Sized>(&self, out: &mut B, n: u64, seq: u64) {
+        self.encode_header_after(out, n, seq, self.prev)
+    }
+
+    /// `encode_segment_header` naming `prev` (segment, valid length).
+    fn encode_header_after<B: format::RecordBuf + ?Sized>(&self, out: &mut B, n: u64, seq: u64, prev: (u64, u64)) {
         let hdr = Record::SegmentHeader {
             uuid: self.uuid,
             segment: n,
-            prev_segment: self.prev.0,
-            prev_valid_len: self.prev.1,
+            prev_segment: prev.0,
+            prev_valid_len: prev.1,
             created: now().0,
         };
         if self.aligned {
@@ -1132,7 +1201,7 @@ impl LogWriter {
             pushed: 0,
             mem_start: 0,
             mem: self.pool.take(self.tail_capacity()),
-            old_numbers: Vec::new(),
+            moved: Vec::new(),
             held_header: 0,
         };
         self.encode_segment_header(&mut a.mem, n, self.next_seq);
@@ -1347,16 +1416,52 @@ impl LogWriter {
             .map(|a| a.io.clone())
     }
 
-    /// Makes every appended record durable. Where the backend's `sync` is
-    /// not durable (HDFS), the active segment is sealed instead: closing the
-    /// file is the one thing that makes its bytes durable there, and the
-    /// next append starts a new segment. A flush with nothing appended since
-    /// the last one creates no segment.
+    /// Makes every appended record durable: a sync of the active segment
+    /// (fdatasync; hsync on HDFS). Where the backend's `sync` were not
+    /// durable, the active segment would be sealed instead (closing the
+    /// file being the one thing that makes its bytes durable there), and
+    /// the next append would start a new segment. A flush with nothing
+    /// appended since the last one does nothing.
     pub fn flush(&mut self) -> Result<()> {
-        match self.begin_flush()? {
+        let r = match self.begin_flush()? {
             Some(f) => f.finish(),
             None => Ok(()),
+        };
+        match r {
+            Err(e) => self.flush_again(e),
+            Ok(()) => Ok(()),
         }
+    }
+
+    /// After a flush whose sync failed with `e`: where the segment's bytes
+    /// can be written again (an HDFS pipeline lost its DataNodes), `ready`
+    /// (in `begin_flush`) writes what the sync did not cover into a new
+    /// segment, which is then synced; tried `rewrite_attempts` times with
+    /// the rewrite's growing waits, since the NameNode may go on offering a
+    /// dead DataNode for a while. Elsewhere `e` is returned.
+    pub fn flush_again(&mut self, mut e: Error) -> Result<()> {
+        for attempt in 1..=self.rewrite_attempts.max(1) {
+            if !rewrite_helps(&e) || !self.rewritable() || self.poisoned.is_some() {
+                return Err(e);
+            }
+            tracing::warn!(
+                "{}: a flush failed ({e}); writing the unsynced records again, attempt {attempt}",
+                self.dir
+            );
+            if attempt > 1 {
+                std::thread::sleep(self.rewrite_wait * (1 << attempt.min(4)));
+            }
+            let r = match self.begin_flush() {
+                Ok(Some(f)) => f.finish(),
+                Ok(None) => Ok(()),
+                Err(x) => Err(x),
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(x) => e = x,
+            }
+        }
+        Err(e)
     }
 
     /// The part of `flush` that needs the writer: hands every appended
@@ -1436,19 +1541,24 @@ impl LogWriter {
 
     /// Copies bytes of segment `seg` at `off` from the in-memory tail, if they are there.
     pub fn read_mem(&self, seg: u64, off: u64, buf: &mut [u8]) -> bool {
-        match &self.active {
-            Some(a)
-                if (a.n == seg || a.old_numbers.contains(&seg))
-                    && off >= a.mem_start
-                    && off + buf.len() as u64 <= a.len =>
-            {
-                let s = (off - a.mem_start) as usize;
-                buf.copy_from_slice(&a.mem[s..s + buf.len()]);
-                true
+        let Some(a) = &self.active else {
+            return false;
+        };
+        let (mut seg, mut off) = (seg, off);
+        for m in &a.moved {
+            if let Some((s, o)) = m.apply(seg, off) {
+                (seg, off) = (s, o);
             }
-            Some(a) if a.n == seg => a.io.read_queued(off, buf),
-            _ => false,
         }
+        if a.n != seg {
+            return false;
+        }
+        if off >= a.mem_start && off + buf.len() as u64 <= a.len {
+            let s = (off - a.mem_start) as usize;
+            buf.copy_from_slice(&a.mem[s..s + buf.len()]);
+            return true;
+        }
+        a.io.read_queued(off, buf)
     }
 }
 

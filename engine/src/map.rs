@@ -106,14 +106,18 @@ impl Extent {
         }
     }
 
-    /// Moves data in segment `from` to segment `to` (same offsets);
-    /// returns whether it did.
-    pub fn rename_segment(&mut self, from: u64, to: u64) -> bool {
+    /// Points the extent where `m` moved its data, if it did; returns
+    /// whether it did.
+    pub fn relocate(&mut self, m: &crate::log::SegMove) -> bool {
         match &mut self.loc {
-            Loc::Data { seg, .. } if *seg == from => {
-                *seg = to;
-                true
-            }
+            Loc::Data { seg, off, .. } => match m.apply(*seg, *off as u64) {
+                Some((s, o)) => {
+                    *seg = s;
+                    *off = o as u32;
+                    true
+                }
+                None => false,
+            },
             _ => false,
         }
     }
@@ -301,12 +305,12 @@ impl ExtentMap {
         Some(e)
     }
 
-    /// Points every extent in segment `from` at segment `to` (same
-    /// offsets; the cost does not change). Returns their keys.
-    pub fn rename_segment(&mut self, from: u64, to: u64) -> Vec<(u64, u64)> {
+    /// Points every extent whose data `m` moved at its new place (the
+    /// cost does not change). Returns their keys.
+    pub fn relocate(&mut self, m: &crate::log::SegMove) -> Vec<(u64, u64)> {
         self.map
             .iter_mut()
-            .filter_map(|(k, e)| e.rename_segment(from, to).then_some(*k))
+            .filter_map(|(k, e)| e.relocate(m).then_some(*k))
             .collect()
     }
 

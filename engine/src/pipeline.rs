@@ -226,6 +226,11 @@ impl SegIo {
         }
     }
 
+    /// Bytes of the segment known durable (made so by `sync_to`).
+    pub fn synced(&self) -> u64 {
+        *self.synced.lock()
+    }
+
     /// Why this segment's writes failed for good, if they did.
     pub fn poisoned(&self) -> Option<String> {
         self.poisoned.lock().as_ref().map(|p| p.1.clone())

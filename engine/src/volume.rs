@@ -506,7 +506,7 @@ impl Volume {
                 .meta_put("tail", &log_tail(&*self.backend, &self.dir, w.position())?)?;
             // After a segment rename sled may still name the old number in
             // pages never loaded again: let the next open rebuild it.
-            if !self.index().renamed() {
+            if !self.index().relocated() {
                 self.index().meta_put("clean", &[1])?;
             }
             self.index().flush()?;

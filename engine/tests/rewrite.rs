@@ -3,7 +3,9 @@
 //! failures like a lost DataNode injected): the segment's bytes are written
 //! again under the next segment number, the map follows them, and nothing
 //! written is lost, in this session and after a reopen. The failed file is
-//! left outside the log's chain.
+//! left outside the log's chain, or, where a flush had made a prefix of it
+//! durable, in the chain up to that prefix, followed by a segment holding
+//! the rest.
 
 mod common;
 use common::*;
@@ -27,6 +29,12 @@ fn failed_appends_and_closes_are_written_again_under_the_next_number() {
         if i % 23 == 7 {
             // One append or close fails; the next attempt gets through.
             mem.fail_transiently(1);
+            failures += 1;
+        }
+        if i % 31 == 13 {
+            // One sync (hsync) fails: the flush writes the unsynced part
+            // again and syncs that.
+            mem.fail_syncs_transiently(1);
             failures += 1;
         }
         let b = rng.gen_range(0..size / 4096 - 16);
@@ -75,6 +83,68 @@ fn a_failure_that_lasts_poisons_the_writer() {
     assert!(v.write(0, &[1u8; 4096]).is_err());
     mem.fail_transiently(0);
     drop(v);
-    let v = Volume::open(&uri, &OpenOptions::read_only()).unwrap();
+    // The next writer has the dead one's open segments closed (lease
+    // recovery) before it reads the log.
+    let v = Volume::open(&uri, &place.opts()).unwrap();
     assert!(read_all(&v)[..x.len()] == x[..], "the flushed write stays");
+    v.close().unwrap();
+    let rep = fsck(&uri, false).unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+}
+
+/// A sync that fails after an earlier sync of the same segment: what that
+/// made durable stays where it is, in the chain, and only the records after
+/// it are written again, into a segment that follows it; the flush returns
+/// success, and a crash right after it loses nothing.
+#[test]
+fn a_failed_sync_keeps_the_synced_prefix_and_moves_the_rest() {
+    for seed in 0..12u64 {
+        let place = Place::new(Kind::MemClosedOnly);
+        let mem = place.mem.clone().expect("a memory backend");
+        let uri = place.uri("v");
+        let size = 4u64 << 20;
+        Volume::create(&uri, size).unwrap();
+        let opts = OpenOptions { segment_size: 8 << 20, ..place.opts() };
+        let v = Volume::open(&uri, &opts).unwrap();
+        let mut model = vec![0u8; size as usize];
+        let put = |model: &mut Vec<u8>, v: &Volume, off: u64, data: Vec<u8>| {
+            v.write(off, &data).unwrap();
+            model[off as usize..off as usize + data.len()].copy_from_slice(&data);
+        };
+        put(&mut model, &v, 0, pattern(seed, 64 << 10));
+        v.flush().unwrap();
+        let segs = hlfs::log::list_segments(&*place.backend(), &place.path("v")).unwrap();
+        let failed = *segs.last().unwrap();
+        put(&mut model, &v, 1 << 20, pattern(seed + 1, (1 + seed as usize % 3) << 16));
+        put(&mut model, &v, 16 << 10, pattern(seed + 2, 8 << 10)); // over the synced part
+        mem.fail_syncs_transiently(1 + seed % 2);
+        v.flush().expect("the flush writes the unsynced records again and syncs them");
+        let after = hlfs::log::list_segments(&*place.backend(), &place.path("v")).unwrap();
+        assert!(after.len() > segs.len(), "seed {seed}: a new segment took the rest");
+        assert!(read_all(&v) == model, "seed {seed}: in the same session");
+        put(&mut model, &v, 2 << 20, pattern(seed + 3, 12 << 10));
+        v.flush().unwrap();
+        if seed % 2 == 0 {
+            // A crash right after the flush.
+            mem.crash_now();
+            drop(v);
+            mem.recover(seed);
+        } else {
+            v.close().unwrap();
+        }
+        let v = Volume::open(&uri, &opts).unwrap();
+        assert!(read_all(&v) == model, "seed {seed}: reopened");
+        // The chain keeps the synced prefix of the failed segment.
+        let b = place.backend();
+        let dir = place.path("v");
+        let uuid = hlfs::log::segment_header(&*b, &dir, after[0]).unwrap().unwrap().2;
+        let l = hlfs::log::layout(&*b, &dir, &uuid, 0).unwrap();
+        assert!(
+            l.chain.iter().any(|&(s, bound)| s == failed && bound.is_some()),
+            "seed {seed}: segment {failed} stays in the chain, bounded: {l:?}"
+        );
+        v.close().unwrap();
+        let rep = fsck(&uri, false).unwrap();
+        assert!(rep.errors.is_empty(), "seed {seed}: {:?}", rep.errors);
+    }
 }

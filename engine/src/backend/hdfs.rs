@@ -223,14 +223,23 @@ impl HdfsBackend {
         Fut: Future<Output = hdfs_native::Result<T>> + Send,
         T: Send,
     {
-        let limit = self.timeout * IO_FACTOR;
+        self.io_within(self.timeout * IO_FACTOR, what, path, fut)
+    }
+
+    /// `io` under the deadline `limit`.
+    fn io_within<T, Fut>(&self, limit: Duration, what: &str, path: &str, fut: Fut) -> Result<T>
+    where
+        Fut: Future<Output = hdfs_native::Result<T>> + Send,
+        T: Send,
+    {
+        let factor = limit.as_secs_f64() / self.timeout.as_secs_f64().max(1e-9);
         match block_on(async move { tokio::time::timeout(limit, fut).await })? {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.map_err(what, path, e)),
             Err(_) => Err(Error::new(
                 ErrorKind::Backend,
                 format!(
-                    "{what} {path} on HDFS {}: no progress within {:.0} s (HLFS_HDFS_TIMEOUT × {IO_FACTOR}); \
+                    "{what} {path} on HDFS {}: no progress within {:.0} s (HLFS_HDFS_TIMEOUT × {factor:.0}); \
                      are the DataNodes reachable?",
                     self.addr,
                     limit.as_secs_f64()
@@ -353,13 +362,30 @@ impl AppendFile for HdfsAppend {
     }
 
     fn sync(&mut self) -> Result<()> {
-        // hdfs-native 0.14.8 has hsync for replicated files. The engine does
-        // not count on it (`sync_is_durable` is false: erasure-coded
-        // directories refuse it, and a dead writer's unclosed file is only
-        // readable up to its complete blocks), but a caller may still ask.
+        // hsync: every DataNode of the block's pipeline has the bytes on
+        // disk, and the NameNode records the length, so new readers (and
+        // lease recovery after a crash) see them. Erasure-coded files
+        // refuse it.
+        // Under the NameNode deadline, not the longer one of bulk
+        // transfers: an hsync carries at most a packet, and when a DataNode
+        // of the pipeline went away hdfs-native 0.14.8 can wait for its
+        // acknowledgement forever. The engine then writes the unsynced
+        // records into a new segment with a fresh pipeline (`log`).
         let w = &mut self.writer;
-        self.backend
-            .io("syncing", &self.path, async move { w.hsync().await })
+        let limit = self.backend.timeout;
+        let r = self
+            .backend
+            .io_within(limit, "syncing", &self.path, async move { w.hsync().await });
+        match r {
+            Err(e) if e.to_string().contains("erasure-coded") => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{}: HDFS cannot hsync an erasure-coded file, and HLFS needs that for every flush; keep volumes in a replicated directory (`hdfs ec -unsetPolicy -path DIR`, then copy the volume there)",
+                    self.path
+                ),
+            )),
+            r => r,
+        }
     }
 
     fn truncate(&mut self, _len: u64) -> Result<()> {
@@ -523,7 +549,7 @@ impl Backend for Arc<HdfsBackend> {
         }
     }
 
-    fn recover_lease(&self, path: &str) -> Result<()> {
+    fn recover_lease(&self, path: &str) -> Result<bool> {
         let p = path.to_string();
         let closed = self.call("recovering the lease of", path, true, move |c| {
             let p = p.clone();
@@ -532,11 +558,15 @@ impl Backend for Arc<HdfsBackend> {
         if !closed {
             tracing::info!("{path} on HDFS {}: lease recovery started", self.addr);
         }
-        Ok(())
+        Ok(closed)
+    }
+
+    fn has_leases(&self) -> bool {
+        true
     }
 
     fn sync_is_durable(&self) -> bool {
-        false
+        true
     }
 
     fn reads_see_unclosed_appends(&self) -> bool {

@@ -520,8 +520,8 @@ impl Backend for LocalBackend {
         Ok(Path::new(path).exists())
     }
 
-    fn recover_lease(&self, _path: &str) -> Result<()> {
-        Ok(())
+    fn recover_lease(&self, _path: &str) -> Result<bool> {
+        Ok(true)
     }
 
     fn sync_is_durable(&self) -> bool {

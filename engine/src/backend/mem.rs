@@ -6,11 +6,13 @@
 //!
 //! `MemBackend::hdfs_model()` enforces HDFS's rules strictly: files are
 //! append-only with a single writer (created exclusively, never reopened
-//! for writing), readers see nothing of a file until its writer closes it,
-//! `sync` makes nothing durable (only `close` does, so a crash keeps at
-//! most an arbitrary prefix of an unclosed file, as lease recovery would),
-//! an open file cannot be renamed, and nothing is renamed over an existing
-//! file.
+//! for writing), readers see nothing of a file until it is closed (by its
+//! writer, or by lease recovery: `hdfs-native` reads a file only up to its
+//! last complete block, even after an hsync), `sync` (hsync) makes the
+//! bytes durable, so a crash keeps them and an arbitrary prefix of what
+//! came after, as lease recovery would, an open file cannot be renamed, and
+//! nothing is renamed over an existing file. `visible_after_close()` has the
+//! same visibility and leases without the other rules.
 
 use super::{AppendFile, Backend, ReadFile};
 use crate::error::{Error, ErrorKind, Result};
@@ -53,6 +55,8 @@ struct State {
     /// append's bytes down), like an HDFS write pipeline whose DataNode
     /// went away; later ones succeed.
     transient_failures: u64,
+    /// Syncs that fail next, the same way (an hsync whose pipeline broke).
+    sync_failures: u64,
 }
 
 /// A memory backend with crash injection. Cheap to clone (shared state).
@@ -166,6 +170,12 @@ impl MemBackend {
     /// pipeline goes away; later ones succeed.
     pub fn fail_transiently(&self, n: u64) {
         self.state.lock().transient_failures = n;
+    }
+
+    /// Makes the next `n` syncs fail (an hsync whose DataNode pipeline
+    /// broke); later ones succeed.
+    pub fn fail_syncs_transiently(&self, n: u64) {
+        self.state.lock().sync_failures = n;
     }
 
     /// Limits the total bytes stored; appends past it fail with ENOSPC.
@@ -286,23 +296,27 @@ struct MemAppend {
 impl MemAppend {
     /// `sync`, callable through a shared reference (`syncer`).
     fn sync_shared(&self) -> Result<()> {
-        let hdfs = self.backend.hdfs_rules;
         let delay = self.backend.state.lock().sync_delay;
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
         self.with(|st, path| {
+            if st.sync_failures > 0 {
+                st.sync_failures -= 1;
+                return Err(Error::new(
+                    ErrorKind::Backend,
+                    format!("syncing {path}: DataNode pipeline failed (injected)"),
+                ));
+            }
             st.syncs += 1;
             let f = st
                 .files
                 .get_mut(path)
                 .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} vanished")))?;
-            // HDFS without hflush/hsync: nothing is durable before close.
-            if !hdfs {
-                f.durable_len = f.data.len();
-                f.durable_exists = true;
-                f.overwrites.clear();
-            }
+            // HDFS: hsync also shows new readers the synced length.
+            f.durable_len = f.data.len();
+            f.durable_exists = true;
+            f.overwrites.clear();
             Ok(())
         })
     }
@@ -610,7 +624,7 @@ impl Backend for MemBackend {
                 .is_some_and(|(k, _)| k.starts_with(&prefix)))
     }
 
-    fn recover_lease(&self, path: &str) -> Result<()> {
+    fn recover_lease(&self, path: &str) -> Result<bool> {
         let mut st = self.state.lock();
         MemBackend::tick(&mut st)?;
         let f = st.files.get_mut(path).ok_or_else(|| {
@@ -619,7 +633,7 @@ impl Backend for MemBackend {
                 format!("recovering the lease of {path}: no such file"),
             )
         })?;
-        if self.hdfs_rules && !f.closed {
+        if (self.hdfs_rules || !self.visible_before_close) && !f.closed {
             // What the writer appended stays (the DataNodes have it); the
             // writer itself is shut out.
             f.lease += 1;
@@ -627,11 +641,15 @@ impl Backend for MemBackend {
             f.durable_len = f.data.len();
             f.durable_exists = true;
         }
-        Ok(())
+        Ok(true)
+    }
+
+    fn has_leases(&self) -> bool {
+        self.hdfs_rules || !self.visible_before_close
     }
 
     fn sync_is_durable(&self) -> bool {
-        !self.hdfs_rules
+        true
     }
 
     fn reads_see_unclosed_appends(&self) -> bool {

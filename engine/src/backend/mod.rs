@@ -103,15 +103,25 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Takes the file at `path` away from a writer that may still be
     /// running: afterwards that writer's appends and close fail, and the file
     /// is closed with what the storage holds (HDFS lease recovery; it may
-    /// finish in the background). Local files: nothing to do, a writer there
-    /// is fenced by the lock alone.
-    fn recover_lease(&self, path: &str) -> Result<()>;
+    /// finish in the background). Returns whether the file is closed now
+    /// (ask again to follow a recovery in progress). Local files: nothing
+    /// to do, a writer there is fenced by the lock alone.
+    fn recover_lease(&self, path: &str) -> Result<bool>;
+    /// Whether files have leases that `recover_lease` takes away (HDFS): a
+    /// writer whose lock was broken may still hold segments open, and the
+    /// next writer recovers their leases instead of deleting them.
+    fn has_leases(&self) -> bool {
+        false
+    }
     /// Whether `AppendFile::sync` makes appended bytes durable. Local files:
-    /// yes (fsync). HDFS: no, only `close` does (the engine then flushes by
-    /// sealing the active segment; see docs/format.md).
+    /// yes (fdatasync). HDFS: yes (hsync). Where it does not, the engine
+    /// flushes by sealing the active segment (see docs/format.md).
     fn sync_is_durable(&self) -> bool;
     /// Whether readers see appended bytes before the writer closes the file.
-    /// Local files do; HDFS does not, so the engine keeps the unsealed tail in memory.
+    /// Local files do. HDFS does not (`hdfs-native` reads a file only up to
+    /// its last complete block, even after an hsync), so the engine keeps
+    /// the unsealed tail in memory and seals it where other openers must
+    /// see a record (metadata operations, checkpoints).
     fn reads_see_unclosed_appends(&self) -> bool;
     /// Whether a writer can carry on after a failed `append` or `create`
     /// (ENOSPC, say) once the cause is gone: local files can (a failed

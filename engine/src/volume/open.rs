@@ -228,6 +228,9 @@ impl Volume {
             (index, st, from)
         };
 
+        if !opts.read_only && backend.has_leases() {
+            close_open_segments(&*backend, &dir, &name)?;
+        }
         let salvage = opts.rebuild_index;
         let end = match replay(&*backend, &dir, &uuid, &index, &mut st, from, salvage) {
             Err(e) if from_cache && e.kind() == ErrorKind::Corrupt => {
@@ -271,7 +274,7 @@ impl Volume {
             // too: they decide when the next checkpoint is due.
             let ckpt = checkpoint::newest_position(&*backend, &dir, &uuid)?.unwrap_or_default();
             w.since_checkpoint = log_bytes_after(&*backend, &dir, &uuid, ckpt, end.last)?;
-            if !backend.sync_is_durable() {
+            if backend.has_leases() {
                 // HDFS: a writer whose lock was broken (`hlfs unlock`) may
                 // still run on another host. Recover the leases of segments
                 // past the end of the log (its open one, if any: its next
@@ -371,7 +374,7 @@ impl Volume {
             // A segment written again under another number (HDFS, after a
             // failed write): the map follows it at once.
             let index = vol.index();
-            w.set_on_rename(Arc::new(move |from, to| index.rename_segment(from, to)));
+            w.set_on_rename(Arc::new(move |m| index.relocate(m)));
         }
         if let (Some(s), false) = (&u.snapshot, opts.read_only) {
             vol.snapshot_revert(s)?;
@@ -457,4 +460,58 @@ impl Volume {
         );
         Ok(())
     }
+}
+
+/// Segments, from the highest number down, that a read-write opener makes
+/// sure are closed before it reads the log (`close_open_segments`).
+const LEASE_CHECK: usize = 16;
+
+/// How long a read-write opener waits for HDFS to close a dead writer's
+/// segments (lease recovery) before it gives up.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// On backends with leases (HDFS): a writer that died (QEMU killed, its
+/// host lost) leaves its active segment open, and HDFS shows readers an
+/// open file only up to its last complete block, not what its flushes
+/// hsynced. So a read-write opener recovers the leases of the newest
+/// segments and waits until HDFS has closed them, with everything the
+/// DataNodes hold, before it reads the log: no acknowledged write is left
+/// out of sight. Closed segments answer at once.
+fn close_open_segments(backend: &dyn Backend, dir: &str, name: &str) -> Result<()> {
+    let segs = log::list_segments(backend, dir)?;
+    let mut open: Vec<u64> = Vec::new();
+    for &s in segs.iter().rev().take(LEASE_CHECK) {
+        if !backend.recover_lease(&log::segment_path(dir, s))? {
+            open.push(s);
+        }
+    }
+    if open.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        "volume {name}: waiting for HDFS to close segment(s) {open:?} of a writer that is gone (lease recovery)"
+    );
+    let start = std::time::Instant::now();
+    while !open.is_empty() {
+        if start.elapsed() > LEASE_WAIT {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!(
+                    "volume {name}: HDFS has not closed segment(s) {} of the writer that held the volume within {} s (lease recovery; are DataNodes down?); try again later",
+                    open.iter().map(|s| crate::format::segment_name(*s)).collect::<Vec<_>>().join(", "),
+                    LEASE_WAIT.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let mut still = Vec::new();
+        for s in open {
+            if !backend.recover_lease(&log::segment_path(dir, s))? {
+                still.push(s);
+            }
+        }
+        open = still;
+    }
+    tracing::info!("volume {name}: lease recovery done in {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
 }

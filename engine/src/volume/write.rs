@@ -223,13 +223,21 @@ impl Volume {
             };
             w.begin_flush()?
         };
-        if let Some(p) = pending {
-            p.finish()?;
-        }
+        let failed = match pending {
+            Some(p) => p.finish().err(),
+            None => None,
+        };
         let mut wguard = self.writer.lock();
         let Some(w) = wguard.as_mut() else {
-            return Ok(());
+            return failed.map_or(Ok(()), Err);
         };
+        if let Some(e) = failed {
+            // A sync that failed where the segment's bytes can be written
+            // again (an HDFS pipeline lost its DataNodes): the writer writes
+            // what the sync did not cover into a new segment, and syncs
+            // that. Elsewhere the writer stays poisoned.
+            w.flush_again(e)?;
+        }
         if w.since_checkpoint >= self.opts.checkpoint_every
             || self.checkpoint_retry.load(Ordering::Acquire)
         {
@@ -326,9 +334,10 @@ impl Volume {
         self.sync_visible(w)
     }
 
-    /// Makes the log durable and readable by other openers: on backends
-    /// whose readers see only closed files, the active segment is sealed
-    /// (the next write starts a new one); elsewhere a flush is enough.
+    /// Makes the log durable and readable by other openers: a flush where
+    /// readers see appends (local files); elsewhere (HDFS, whose readers
+    /// see a file only once it is closed) the active segment is sealed, and
+    /// the next write starts a new one.
     pub(super) fn sync_visible(&self, w: &mut LogWriter) -> Result<()> {
         if self.backend.reads_see_unclosed_appends() {
             w.flush()
