@@ -10,14 +10,22 @@
 # and the guest writes its marker there too.
 # Markers are checked twice: on the guest's serial console and offline
 # (hlfs export + tests/guest/read-marker.sh, e2fsck on the export).
+# HLFS_GUEST_BOOT_ROOT=URI-DIR (an hdfs:// directory, say) puts the volumes
+# there instead of in a local temporary directory, and adds a clone of a
+# local base into it (tests/e2e/hdfs_guest.sh).
 # shellcheck source=../lib/qemu.sh
 . "$(dirname "$0")/../lib/qemu.sh"
 e2e_init
 qemu_init
 
 T=$E2E_WORK
-VM=hlfs:local://$T/vm
-VM2=hlfs:local://$T/vm2
+ROOT=${HLFS_GUEST_BOOT_ROOT:-local://$T}
+VM=hlfs:$ROOT/vm
+VM2=hlfs:$ROOT/vm2
+if [ "$ROOT" != "local://$T" ]; then
+    trap '"$HLFS_CLI" delete "$ROOT/vm3" >/dev/null 2>&1; "$HLFS_CLI" delete "$ROOT/vm2" >/dev/null 2>&1
+        "$HLFS_CLI" delete "$ROOT/vm" >/dev/null 2>&1; e2e_cleanup' EXIT
+fi
 GUEST=$HLFS_ROOT/tests/guest
 ACCEL=$(guest_accel)
 BOOT_TIMEOUT=${HLFS_BOOT_TIMEOUT:-150}
@@ -74,15 +82,15 @@ grep -q 'Images are identical' <<<"$out" || fail "imported volume differs from t
 boot first "file=$VM,if=virtio" write:first
 console first 'marker=NONE'
 console first 'wrote=first'
-marker "local://$T/vm" first
+marker "$ROOT/vm" first
 
 must "snapshot s1" qemu-img snapshot -c s1 "$VM" >/dev/null
 
 boot second "file=$VM,if=virtio" write:second
 console second 'marker=first'
 console second 'wrote=second'
-marker "local://$T/vm" second
-marker "local://$T/vm%s1" first
+marker "$ROOT/vm" second
+marker "$ROOT/vm%s1" first
 
 # --- boot from the snapshot (seed: -drive file=VOL%snapshot1,if=virtio) ----------
 # Read-write, as the seed does: the volume reverts to s1, the head that had
@@ -94,11 +102,11 @@ list=$(must "snapshot -l" qemu-img snapshot -l "$VM")
 pre=$(awk '$2 ~ /^pre-revert-[0-9]+$/ { print $2 }' <<<"$list")
 [ "$(wc -w <<<"$pre")" = 1 ] || fail "expected one pre-revert-N snapshot after booting %s1:
 $list"
-"$HLFS_CLI" snapshot list "local://$T/vm" | grep -w -- "$pre" >/dev/null ||
+"$HLFS_CLI" snapshot list "$ROOT/vm" | grep -w -- "$pre" >/dev/null ||
     fail "hlfs snapshot list does not show $pre"
-marker "local://$T/vm%$pre" second
-marker "local://$T/vm" first
-marker "local://$T/vm%s1" first
+marker "$ROOT/vm%$pre" second
+marker "$ROOT/vm" first
+marker "$ROOT/vm%s1" first
 
 # --- clone a snapshot (seed form) and boot the clone -------------------------------
 must "snapshot s2" qemu-img snapshot -c s2 "$VM" >/dev/null
@@ -107,9 +115,9 @@ must "clone" qemu-img create -b "$VM%s2" "$VM2" >/dev/null
 boot clone "file=$VM2,if=virtio" write:clone
 console clone 'marker=first'
 console clone 'wrote=clone'
-marker "local://$T/vm2" clone
-marker "local://$T/vm%s2" first
-marker "local://$T/vm" first
+marker "$ROOT/vm2" clone
+marker "$ROOT/vm%s2" first
+marker "$ROOT/vm" first
 
 # --- -hda (seed: qemu-system-x86_64 -hda hlfs:... -boot d -m 512 -no-acpi) --------
 # The guide's install line, minus its ISO: SeaBIOS finds no CD, boots the
@@ -158,6 +166,20 @@ console hda 'poweroff'
 console hda 'boot'
 console hda 'marker=clone'
 console hda 'wrote=hda'
-marker "local://$T/vm2" hda
+marker "$ROOT/vm2" hda
+
+# --- a clone in ROOT of a base on the local disk (the seed's "B") -------------
+if [ "$ROOT" != "local://$T" ]; then
+    BASE=hlfs:local://$T/base
+    must "local base" qemu-img convert "$DISK" "$BASE" >/dev/null
+    must "local base snapshot" qemu-img snapshot -c gold "$BASE" >/dev/null
+    must "clone target" qemu-img create -f hlfs "hlfs:$ROOT/vm3" 64M >/dev/null
+    must "clone of the local base" qemu-img create -b "$BASE%gold" "hlfs:$ROOT/vm3" >/dev/null
+    boot cross "file=hlfs:$ROOT/vm3,if=virtio" write:cross
+    console cross 'marker=NONE'
+    console cross 'wrote=cross'
+    marker "$ROOT/vm3" cross
+    marker "local://$T/base%gold" NONE
+fi
 
 log "passed"
