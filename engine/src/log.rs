@@ -926,9 +926,14 @@ impl LogWriter {
     /// freed the same open volume goes on, with every write it acknowledged
     /// still in place. Elsewhere the writer is poisoned.
     fn fail_repairable<T>(&mut self, r: Result<T>) -> Result<T> {
-        if r.is_err() {
+        if let Err(e) = &r {
             if self.backend.append_is_repairable() {
                 self.needs_repair = true;
+                return r;
+            }
+            if e.kind() == ErrorKind::NoSpace && self.rewritable() {
+                // A full quota (HDFS): the next call writes the segment's
+                // bytes again (`ready`), which works once space is freed.
                 return r;
             }
             return self.poison(r);
@@ -947,14 +952,16 @@ impl LogWriter {
     }
 
     /// `check`, then `repair`. A failed active segment whose bytes can be
-    /// written again (`rewritable`) is written again first.
+    /// written again (`rewritable`) is written again first: after a failure
+    /// of the backend's machinery, or of a full quota, which a retry gets
+    /// past once space is freed (until then the caller gets `NoSpace`
+    /// again, and the writer stays usable).
     fn ready(&mut self) -> Result<()> {
         if self.poisoned.is_none()
             && self.rewritable()
-            && self
-                .active
-                .as_ref()
-                .is_some_and(|a| a.io.poisoned_kind() == Some(ErrorKind::Backend))
+            && self.active.as_ref().is_some_and(|a| {
+                matches!(a.io.poisoned_kind(), Some(ErrorKind::Backend | ErrorKind::NoSpace))
+            })
         {
             self.rewrite_from(0)?;
         }
@@ -1040,6 +1047,10 @@ impl LogWriter {
             }
         }
         let e = last.unwrap_or_else(|| Error::new(ErrorKind::Backend, "the segment could not be written again"));
+        if e.kind() == ErrorKind::NoSpace {
+            // Still full: the caller is told, and the next call tries again.
+            return Err(e);
+        }
         let n = self.active.as_ref().map_or(0, |a| a.n);
         self.poison(Err(e.context(format!(
             "{}: writing segment {} again ({} attempts)",

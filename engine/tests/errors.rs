@@ -661,23 +661,30 @@ fn out_of_space_is_reported_and_the_volume_goes_on_once_space_is_freed() {
 }
 
 #[test]
-fn out_of_space_on_hdfs_fails_the_writer_until_reopened_and_loses_nothing_flushed() {
-    // HDFS cannot cut a half-written file back: the writer stays failed and
-    // the reopen's recovery reads back what the log holds.
+fn out_of_space_on_hdfs_fails_writes_until_space_is_freed_and_loses_nothing_flushed() {
+    // HDFS cannot cut a half-written file back, but the writer holds the
+    // active segment in memory: while the quota is full every write fails
+    // with NoSpace, and once space is freed the same open volume goes on
+    // (the segment's unwritten part goes into a new segment).
     let place = Place::new(Kind::MemClosedOnly);
     let mem = place.mem.clone().unwrap();
     let uri = place.uri("vol");
     let (v, model, torn, _, err) = fill_until_full(&place, &uri);
     assert_eq!(err.kind(), ErrorKind::NoSpace, "{err}");
-    let again = expect_err(v.write(0, &[1u8; 4096]), ErrorKind::Backend, &["close and reopen"]);
-    assert!(again.contains("No space"), "{again} should carry the cause");
-    drop(v);
+    let again = v.write(0, &[1u8; 4096]).and_then(|()| v.flush()).unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::NoSpace, "still full: {again}");
     mem.set_capacity(None);
+    v.write(0, &[2u8; 4096]).expect("space is free again: the same open volume goes on");
+    v.flush().unwrap();
+    drop(v);
     let v = Volume::open(&uri, &place.opts()).unwrap();
     // Every flushed write is there; the one whose write or flush failed may
     // or may not be.
-    assert_model(&read_all(&v), &model, &torn, &pattern(torn.start as u64, torn.len()), "reopened");
-    v.write(0, &[2u8; 4096]).unwrap();
+    let got = read_all(&v);
+    assert!(got[..4096].iter().all(|&b| b == 2), "the write after the quota was raised");
+    let mut want = model.clone();
+    want[..4096].fill(2);
+    assert_model(&got, &want, &torn, &pattern(torn.start as u64, torn.len()), "reopened");
     v.close().unwrap();
     assert!(hlfs::fsck(&uri, false).unwrap().errors.is_empty());
 }
