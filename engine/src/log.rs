@@ -880,7 +880,6 @@ impl LogWriter {
                     let _guard = ClosedOnDrop(io.clone());
                     if let Some(b) = before {
                         if !b.wait_closed() {
-                            io.set_closed(false);
                             return Err(Error::new(
                                 ErrorKind::Backend,
                                 format!("segment {} before it failed to close", format::segment_name(b.n)),
@@ -1024,7 +1023,7 @@ impl LogWriter {
                 attempt + 1
             );
             if attempt > 0 {
-                std::thread::sleep(self.rewrite_wait * (1 << attempt.min(4)));
+                self.rewrite_pause(attempt);
             }
             match self.rewrite_once() {
                 Ok(()) => return Ok(attempt),
@@ -1434,14 +1433,24 @@ impl LogWriter {
     /// the next append would start a new segment. A flush with nothing
     /// appended since the last one does nothing.
     pub fn flush(&mut self) -> Result<()> {
-        let r = match self.begin_flush()? {
-            Some(f) => f.finish(),
-            None => Ok(()),
-        };
-        match r {
+        match self.flush_round() {
             Err(e) => self.flush_again(e),
             Ok(()) => Ok(()),
         }
+    }
+
+    /// `begin_flush`, then its `PendingFlush::finish`, under the writer.
+    fn flush_round(&mut self) -> Result<()> {
+        match self.begin_flush()? {
+            Some(f) => f.finish(),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits before attempt `attempt` (from 1) of a rewrite or a flush
+    /// after a failure: longer each time, up to 16 × `rewrite_wait`.
+    fn rewrite_pause(&self, attempt: u32) {
+        std::thread::sleep(self.rewrite_wait * (1 << attempt.min(4)));
     }
 
     /// After a flush whose sync failed with `e`: where the segment's bytes
@@ -1460,14 +1469,9 @@ impl LogWriter {
                 self.dir
             );
             if attempt > 1 {
-                std::thread::sleep(self.rewrite_wait * (1 << attempt.min(4)));
+                self.rewrite_pause(attempt);
             }
-            let r = match self.begin_flush() {
-                Ok(Some(f)) => f.finish(),
-                Ok(None) => Ok(()),
-                Err(x) => Err(x),
-            };
-            match r {
+            match self.flush_round() {
                 Ok(()) => return Ok(()),
                 Err(x) => e = x,
             }

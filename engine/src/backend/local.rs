@@ -81,12 +81,16 @@ impl AppendFile for LocalAppend {
         // The file is O_APPEND, where pwrite appends: write through a
         // descriptor of its own.
         let file = OpenOptions::new().write(true).open(&self.path).ok()?;
-        let path = self.path.clone();
-        Some(Box::new(move |off: u64, data: &[u8]| {
-            file.write_all_at(data, off)
-                .map_err(|e| Error::io(format!("writing {} at offset {off}", path.display()), e))
-        }))
+        Some(write_at(file, self.path.clone()))
     }
+}
+
+/// Writes at an offset of `file` (not opened O_APPEND nor O_DIRECT).
+fn write_at(file: File, path: PathBuf) -> super::PosWriter {
+    Box::new(move |off: u64, data: &[u8]| {
+        file.write_all_at(data, off)
+            .map_err(|e| Error::io(format!("writing {} at offset {off}", path.display()), e))
+    })
 }
 
 struct LocalRead {
@@ -277,12 +281,7 @@ impl AppendFile for DirectAppend {
             return self.positional();
         }
         // Written through the page cache (no O_DIRECT here): any offset.
-        let dup = self.file.try_clone().ok()?;
-        let path = self.path.clone();
-        Some(Box::new(move |off: u64, data: &[u8]| {
-            dup.write_all_at(data, off)
-                .map_err(|e| Error::io(format!("writing {} at offset {off}", path.display()), e))
-        }))
+        Some(write_at(self.file.try_clone().ok()?, self.path.clone()))
     }
 
     fn positional(&self) -> Option<super::PosWriter> {

@@ -313,7 +313,8 @@ impl MemAppend {
                 .files
                 .get_mut(path)
                 .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path} vanished")))?;
-            // HDFS: hsync also shows new readers the synced length.
+            // Durable (HDFS: hsync), but not shown to readers of an
+            // unclosed file.
             f.durable_len = f.data.len();
             f.durable_exists = true;
             f.overwrites.clear();
@@ -633,7 +634,7 @@ impl Backend for MemBackend {
                 format!("recovering the lease of {path}: no such file"),
             )
         })?;
-        if (self.hdfs_rules || !self.visible_before_close) && !f.closed {
+        if self.has_leases() && !f.closed {
             // What the writer appended stays (the DataNodes have it); the
             // writer itself is shut out.
             f.lease += 1;
