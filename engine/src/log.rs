@@ -930,14 +930,33 @@ impl LogWriter {
                 self.needs_repair = true;
                 return r;
             }
-            if e.kind() == ErrorKind::NoSpace && self.rewritable() {
-                // A full quota (HDFS): the next call writes the segment's
-                // bytes again (`ready`), which works once space is freed.
+            if self.retries(e) {
+                // A full quota, or the NameNode or the DataNodes out of
+                // reach (HDFS): the next call writes the segment's bytes
+                // again (`ready`) or creates the segment again, which works
+                // once the cause is gone.
                 return r;
             }
             return self.poison(r);
         }
         r
+    }
+
+    /// Whether the writer stays usable after error `e` of the backend: a
+    /// full quota or a failure of the backend's machinery, where the
+    /// writer holds every byte of the active segment (or has none) and so
+    /// can write them again at the next call.
+    fn retries(&self, e: &Error) -> bool {
+        matches!(e.kind(), ErrorKind::NoSpace | ErrorKind::Backend)
+            && self.poisoned.is_none()
+            && !self.backend.reads_see_unclosed_appends()
+            && self.active.as_ref().is_none_or(|a| a.mem_start == 0)
+    }
+
+    /// Whether the retries that began at `since` have used up the
+    /// backend's `retry_window`.
+    fn retry_window_spent(&self, since: std::time::Instant) -> bool {
+        self.backend.retry_window().is_some_and(|w| since.elapsed() >= w)
     }
 
     /// Clears the mark a failed create or drain left (the pipeline cuts a
@@ -998,7 +1017,9 @@ impl LogWriter {
     /// (its lock was broken) created it at open, so the create fails and
     /// this writer stops. Tries `rewrite_attempts` times, waiting longer
     /// each time (the NameNode may need a few seconds to stop offering a
-    /// dead DataNode); then the writer is poisoned with the last error.
+    /// dead DataNode), within the backend's `retry_window`; then the caller
+    /// gets the last error, and where the writer can go on (`retries`) the
+    /// next call starts over, else the writer is poisoned with it.
     fn rewrite_active(&mut self) -> Result<()> {
         self.rewrite_from(0).map(drop)
     }
@@ -1011,7 +1032,11 @@ impl LogWriter {
             return self.check().map(|()| first);
         }
         let mut last: Option<Error> = None;
+        let since = std::time::Instant::now();
         for attempt in first..self.rewrite_attempts.max(first + 1) {
+            if attempt > first && self.retry_window_spent(since) {
+                break;
+            }
             let a = self.active.as_ref().expect("rewritable");
             let why = a.io.poisoned().or_else(|| last.as_ref().map(|e| e.to_string()));
             tracing::warn!(
@@ -1046,11 +1071,16 @@ impl LogWriter {
             }
         }
         let e = last.unwrap_or_else(|| Error::new(ErrorKind::Backend, "the segment could not be written again"));
-        if e.kind() == ErrorKind::NoSpace {
-            // Still full: the caller is told, and the next call tries again.
-            return Err(e);
-        }
         let n = self.active.as_ref().map_or(0, |a| a.n);
+        if self.retries(&e) {
+            // Still full, or still out of reach: the caller is told, and
+            // the next call tries again (`ready`).
+            return Err(e.context(format!(
+                "{}: writing segment {} again; the volume stays open and tries again at the next write or flush",
+                self.dir,
+                format::segment_name(n)
+            )));
+        }
         self.poison(Err(e.context(format!(
             "{}: writing segment {} again ({} attempts)",
             self.dir,
@@ -1458,11 +1488,16 @@ impl LogWriter {
     /// (in `begin_flush`) writes what the sync did not cover into a new
     /// segment, which is then synced; tried `rewrite_attempts` times with
     /// the rewrite's growing waits, since the NameNode may go on offering a
-    /// dead DataNode for a while. Elsewhere `e` is returned.
+    /// dead DataNode for a while, within the backend's `retry_window`.
+    /// Elsewhere `e` is returned.
     pub fn flush_again(&mut self, mut e: Error) -> Result<()> {
+        let since = std::time::Instant::now();
         for attempt in 1..=self.rewrite_attempts.max(1) {
             if !rewrite_helps(&e) || !self.rewritable() || self.poisoned.is_some() {
                 return Err(e);
+            }
+            if attempt > 1 && self.retry_window_spent(since) {
+                break;
             }
             tracing::warn!(
                 "{}: a flush failed ({e}); writing the unsynced records again, attempt {attempt}",
@@ -1526,14 +1561,22 @@ impl LogWriter {
         // retried through `rewrite_active`.
         if self.rewritable() {
             let mut attempt = 0;
+            let since = std::time::Instant::now();
             loop {
                 let a = self.active.as_ref().expect("rewritable");
                 match a.io.close() {
                     Ok(()) => break,
-                    Err(e) if rewrite_helps(&e) && attempt + 1 < self.rewrite_attempts => {
+                    Err(e)
+                        if rewrite_helps(&e)
+                            && attempt + 1 < self.rewrite_attempts
+                            && !self.retry_window_spent(since) =>
+                    {
                         tracing::warn!("{}: {e}", self.dir);
                         attempt = self.rewrite_from(attempt + 1)?;
                     }
+                    // The failed close left the segment's file abandoned:
+                    // the next call writes its bytes again (`ready`).
+                    Err(e) if self.retries(&e) => return Err(e),
                     Err(e) => return self.poison(Err(e)),
                 }
             }

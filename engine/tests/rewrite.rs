@@ -64,29 +64,49 @@ fn failed_appends_and_closes_are_written_again_under_the_next_number() {
     assert!(rep.errors.is_empty(), "{:?}", rep.errors);
 }
 
-/// Past `rewrite_attempts` failures in a row the writer gives up with the
-/// backend's error; what was flushed before stays.
+/// Past `rewrite_attempts` failures in a row (a NameNode down for longer
+/// than the retry window, say) the flush fails with the backend's error,
+/// and so do writes while the failures last, but the writer is not given
+/// up: once the backend is back, the next write and flush on the same open
+/// volume go through (a VM paused by `werror=stop` resumes with `cont`),
+/// and every write acknowledged before, during and after the outage is
+/// there, in this session and after a reopen.
 #[test]
-fn a_failure_that_lasts_poisons_the_writer() {
+fn a_failure_that_lasts_fails_the_flush_and_the_writer_goes_on_after_it() {
     let place = Place::new(Kind::MemClosedOnly);
     let mem = place.mem.clone().expect("a memory backend");
     let uri = place.uri("v");
-    Volume::create(&uri, 1 << 20).unwrap();
+    let size = 1u64 << 20;
+    Volume::create(&uri, size).unwrap();
     let v = Volume::open(&uri, &place.opts()).unwrap();
-    let x = pattern(1, 64 << 10);
-    v.write(0, &x).unwrap();
+    let mut model = vec![0u8; size as usize];
+    let mut put = |v: &Volume, off: u64, data: Vec<u8>| -> hlfs::Result<()> {
+        v.write(off, &data)?;
+        model[off as usize..off as usize + data.len()].copy_from_slice(&data);
+        Ok(())
+    };
+    put(&v, 0, pattern(1, 64 << 10)).unwrap();
     v.flush().unwrap();
     mem.fail_transiently(1000);
-    v.write(512 << 10, &pattern(2, 4096)).unwrap(); // into memory
+    put(&v, 512 << 10, pattern(2, 4096)).unwrap(); // into memory
     let e = v.flush().expect_err("every attempt fails");
     assert!(e.to_string().contains("injected"), "{e}");
-    assert!(v.write(0, &[1u8; 4096]).is_err());
+    assert!(e.to_string().contains("tries again"), "the error says the volume goes on: {e}");
+    // Still failing: the next write or flush fails too (and a failed write
+    // changes nothing).
+    let e = v.flush().expect_err("still failing");
+    assert!(e.to_string().contains("injected"), "{e}");
     mem.fail_transiently(0);
-    drop(v);
-    // The next writer has the dead one's open segments closed (lease
-    // recovery) before it reads the log.
+    // The backend is back: the same open volume goes on.
+    put(&v, 256 << 10, pattern(3, 8192)).unwrap();
+    v.flush().expect("the flush after the outage");
+    put(&v, 768 << 10, pattern(4, 4096)).unwrap();
+    v.flush().unwrap();
+    let model = model.clone();
+    assert!(read_all(&v) == model, "every acknowledged write, in this session");
+    drop(v); // no clean close: the next writer recovers the leases
     let v = Volume::open(&uri, &place.opts()).unwrap();
-    assert!(read_all(&v)[..x.len()] == x[..], "the flushed write stays");
+    assert!(read_all(&v) == model, "every acknowledged write, after a reopen");
     v.close().unwrap();
     let rep = fsck(&uri, false).unwrap();
     assert!(rep.errors.is_empty(), "{:?}", rep.errors);

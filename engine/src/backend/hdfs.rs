@@ -537,6 +537,14 @@ impl Backend for Arc<HdfsBackend> {
         }
     }
 
+    fn create_dir(&self, dir: &str) -> Result<()> {
+        let d = dir.to_string();
+        self.call("creating directory", dir, true, move |c| {
+            let d = d.clone();
+            async move { c.mkdirs(&d, 0o755, true).await }
+        })
+    }
+
     fn exists(&self, path: &str) -> Result<bool> {
         let p = path.to_string();
         match self.call("checking", path, false, move |c| {
@@ -563,6 +571,14 @@ impl Backend for Arc<HdfsBackend> {
 
     fn has_leases(&self) -> bool {
         true
+    }
+
+    /// Three NameNode deadlines (`HLFS_HDFS_TIMEOUT`, 60 s by default):
+    /// long enough for the NameNode to stop offering a dead DataNode, short
+    /// enough that a guest's request fails, rather than hangs, while the
+    /// NameNode is down.
+    fn retry_window(&self) -> Option<Duration> {
+        Some(self.timeout * 3)
     }
 
     fn sync_is_durable(&self) -> bool {

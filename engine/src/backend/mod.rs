@@ -98,6 +98,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn delete(&self, path: &str) -> Result<()>;
     /// Deletes an empty directory (or does nothing if it is absent).
     fn remove_dir(&self, dir: &str) -> Result<()>;
+    /// Creates a directory and its missing parents (nothing if it exists).
+    fn create_dir(&self, dir: &str) -> Result<()>;
     /// Whether `path` exists (file or directory).
     fn exists(&self, path: &str) -> Result<bool>;
     /// Takes the file at `path` away from a writer that may still be
@@ -112,6 +114,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// next writer recovers their leases instead of deleting them.
     fn has_leases(&self) -> bool {
         false
+    }
+    /// How long a writer whose segment files can be written again (see
+    /// `reads_see_unclosed_appends`) goes on retrying a failed segment write
+    /// before the caller gets the error. The writer stays usable after it:
+    /// the next write or flush tries again, so a VM paused on the error
+    /// (`werror=stop`) resumes with `cont` once the backend is back. None:
+    /// only the attempt count bounds the retries.
+    fn retry_window(&self) -> Option<std::time::Duration> {
+        None
     }
     /// Whether `AppendFile::sync` makes appended bytes durable. Local files:
     /// yes (fdatasync). HDFS: yes (hsync). Where it does not, the engine
