@@ -64,6 +64,24 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
+    /// Create a directory for volumes, with its missing parents (as `virsh pool-build` does)
+    ///
+    /// An existing directory is fine. On HDFS this is the one way to make an empty directory without
+    /// Hadoop's tools; a volume's own directory is made by `hlfs create`.
+    ///
+    /// Example: hlfs mkdir hdfs://namenode:8020/vms
+    Mkdir {
+        /// Directory, e.g. local:///var/lib/hlfs/vms or hdfs://namenode:8020/vms (no %snapshot)
+        dir: String,
+    },
+    /// Remove an empty directory (as `virsh pool-delete` does)
+    ///
+    /// Exits with 3 if the directory does not exist and with 6 if it holds anything (volumes are
+    /// deleted one by one with `hlfs delete`).
+    Rmdir {
+        /// Directory, e.g. hdfs://namenode:8020/vms (no %snapshot)
+        dir: String,
+    },
     /// Delete a volume and all its snapshots (refused while clones use it)
     Delete {
         /// Volume to delete
@@ -260,6 +278,8 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Create { uri, size, backing } => ops::create(&uri, size.as_deref(), backing.as_deref()),
         Cmd::Info { uri, output } => ops::info(&uri, output),
         Cmd::List { dir, output } => ops::list(&dir, output),
+        Cmd::Mkdir { dir } => Ok(hlfs::listing::create_dir(&dir)?),
+        Cmd::Rmdir { dir } => Ok(hlfs::listing::remove_dir(&dir)?),
         Cmd::Delete { uri } => ops::delete(&uri),
         Cmd::Resize { uri, size } => ops::resize(&uri, &size),
         Cmd::Unlock { uri } => ops::unlock(&uri),

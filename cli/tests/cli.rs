@@ -614,6 +614,33 @@ fn list_of_missing_dir_or_snapshot_uri_fails() {
 }
 
 #[test]
+fn mkdir_and_rmdir_make_and_remove_empty_directories() {
+    // Property: `mkdir` makes a directory with its parents (again: no
+    // error) that `list` then shows empty; `rmdir` refuses one that holds a
+    // volume (exit 6, naming it and leaving it) and removes it once the
+    // volume is deleted; a missing directory exits 3, a %snapshot URI 2.
+    let env = Env::new();
+    let dir = env.uri("a/b/pool");
+    ok(&["mkdir", &dir]);
+    ok(&["mkdir", &format!("hlfs:{dir}")]);
+    assert!(env.path("a/b/pool").is_dir());
+    let l = json(&ok(&["list", "--output", "json", &dir]));
+    assert!(l["volumes"].as_array().unwrap().is_empty());
+    let v = env.uri("a/b/pool/v");
+    ok(&["create", &v, "1M"]);
+    let (code, err) = fails(&["rmdir", &dir]);
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains(&dir) && err.contains("not empty"), "{err}");
+    assert!(env.path("a/b/pool/v").is_dir());
+    ok(&["delete", &v]);
+    ok(&["rmdir", &dir]);
+    assert!(!env.path("a/b/pool").exists() && env.path("a/b").is_dir());
+    let (code, err) = fails(&["rmdir", &dir]);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(fails(&["mkdir", &format!("{dir}%s")]).0, 2);
+}
+
+#[test]
 fn stdin_import_and_stdout_export_round_trip() {
     // Property: an image piped to `import - --size` comes back byte for byte
     // from `export -`, which writes exactly the virtual size to stdout (zero

@@ -30,13 +30,7 @@ pub struct VolumeDir {
 /// Fails with `InvalidArgument` if `dir_uri` names a snapshot and `NotFound`
 /// if the directory does not exist.
 pub fn list_dir(dir_uri: &str) -> Result<VolumeDir> {
-    let dir = VolumeUri::parse(dir_uri)?;
-    if let Some(s) = &dir.snapshot {
-        return Err(invalid(format!(
-            "{dir_uri} names snapshot {s:?}; a directory of volumes has no snapshots, give {}",
-            dir.without_snapshot()
-        )));
-    }
+    let dir = dir_uri_of(dir_uri)?;
     let backend = backend::for_uri(&dir)?;
     if !backend.exists(&dir.path)? {
         return Err(not_found(format!("directory {dir} does not exist")));
@@ -65,6 +59,52 @@ pub fn list_dir(dir_uri: &str) -> Result<VolumeDir> {
         capacity,
         available,
     })
+}
+
+/// Creates the directory `dir_uri` for volumes, with its missing parents
+/// (`virsh pool-build` of an `hlfs` pool); an existing directory is fine.
+/// HDFS has no other way here to make an empty directory: volumes create
+/// theirs when they are created.
+pub fn create_dir(dir_uri: &str) -> Result<()> {
+    let dir = dir_uri_of(dir_uri)?;
+    backend::for_uri(&dir)?.create_dir(&dir.path)
+}
+
+/// Removes the empty directory `dir_uri` (`virsh pool-delete`). Fails with
+/// `NotFound` if it does not exist and `InUse` if it holds anything.
+pub fn remove_dir(dir_uri: &str) -> Result<()> {
+    let dir = dir_uri_of(dir_uri)?;
+    let backend = backend::for_uri(&dir)?;
+    if !backend.exists(&dir.path)? {
+        return Err(not_found(format!("directory {dir} does not exist")));
+    }
+    let entries = match backend.list(&dir.path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == crate::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    if !entries.is_empty() {
+        return Err(crate::Error::new(
+            crate::ErrorKind::InUse,
+            format!(
+                "directory {dir} is not empty ({} entries, e.g. {:?}); delete the volumes in it first (hlfs delete)",
+                entries.len(),
+                entries[0]
+            ),
+        ));
+    }
+    backend.remove_dir(&dir.path)
+}
+
+fn dir_uri_of(dir_uri: &str) -> Result<VolumeUri> {
+    let dir = VolumeUri::parse(dir_uri)?;
+    if let Some(s) = &dir.snapshot {
+        return Err(invalid(format!(
+            "{dir_uri} names snapshot {s:?}; a directory of volumes has no snapshots, give {}",
+            dir.without_snapshot()
+        )));
+    }
+    Ok(dir)
 }
 
 /// Whether `uri` (its volume part) is an existing volume: a directory with

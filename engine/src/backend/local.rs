@@ -515,6 +515,10 @@ impl Backend for LocalBackend {
         }
     }
 
+    fn create_dir(&self, dir: &str) -> Result<()> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating directory {dir}"), e))
+    }
+
     fn exists(&self, path: &str) -> Result<bool> {
         Ok(Path::new(path).exists())
     }

@@ -614,6 +614,11 @@ impl Backend for MemBackend {
         Ok(())
     }
 
+    fn create_dir(&self, _dir: &str) -> Result<()> {
+        // Directories are implicit: one exists while it holds a file.
+        Ok(())
+    }
+
     fn exists(&self, path: &str) -> Result<bool> {
         let st = self.state.lock();
         let prefix = format!("{}/", path.trim_end_matches('/'));
