@@ -5,13 +5,16 @@
 #
 #   bash tests/hdfs/cluster.sh build              # mvn package (cached); exit 77 if Maven Central is unreachable
 #   bash tests/hdfs/cluster.sh start DIR [--ha]   # starts it under DIR, waits for READY
+#   bash tests/hdfs/cluster.sh start DIR --bind ADDR   # NameNode and DataNodes on ADDR, not 127.0.0.1
 #   bash tests/hdfs/cluster.sh cmd DIR 'stop-datanode 1'   # one control command, prints the answer
 #   bash tests/hdfs/cluster.sh stop DIR
 #
 # `start` leaves in DIR: conf/ (core-site.xml, hdfs-site.xml: point
-# HADOOP_CONF_DIR there), uri (hdfs://127.0.0.1:PORT, or hdfs://minidfs-ns
-# with --ha), pid, log (Hadoop's output), and the control pipe. The
-# commands are listed in src/main/java/hlfs/MiniCluster.java.
+# HADOOP_CONF_DIR there), uri (hdfs://127.0.0.1:PORT, hdfs://ADDR:PORT with
+# --bind, hdfs://minidfs-ns with --ha), pid, log (Hadoop's output), and the
+# control pipe. The commands are listed in src/main/java/hlfs/MiniCluster.java.
+# --bind ADDR (an address of this host, e.g. tests/lib/netns.sh's NETNS_GW)
+# serves clients in other network namespaces; not with --ha.
 #
 # Env: HLFS_CACHE (default /var/cache/hlfs-build): the Maven repository is
 #      $HLFS_CACHE/m2, the built jar and classpath $HLFS_CACHE/minidfs-<hash>/.
@@ -145,5 +148,5 @@ case ${1:-} in
     start) shift; start "$@" ;;
     cmd) shift; cmd "$@" ;;
     stop) shift; stop "$@" ;;
-    *) sed -n '2,18p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,21p' "$0" >&2; exit 2 ;;
 esac

@@ -6,11 +6,13 @@ import java.io.FileOutputStream;
 import java.io.InputStreamReader;
 import java.io.OutputStream;
 import java.io.PrintStream;
+import java.net.URI;
 import java.nio.charset.StandardCharsets;
 import java.util.HashMap;
 import java.util.Map;
 
 import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileSystem;
 import org.apache.hadoop.fs.Path;
 import org.apache.hadoop.hdfs.DistributedFileSystem;
 import org.apache.hadoop.hdfs.HdfsConfiguration;
@@ -18,6 +20,7 @@ import org.apache.hadoop.hdfs.MiniDFSCluster;
 import org.apache.hadoop.hdfs.MiniDFSCluster.DataNodeProperties;
 import org.apache.hadoop.hdfs.MiniDFSNNTopology;
 import org.apache.hadoop.hdfs.protocol.HdfsConstants;
+import org.apache.hadoop.hdfs.protocol.DatanodeInfo;
 
 /**
  * A real HDFS for the HLFS tests: Hadoop's MiniDFSCluster (a NameNode, or an
@@ -25,8 +28,15 @@ import org.apache.hadoop.hdfs.protocol.HdfsConstants;
  * JVM), controlled by line commands on stdin.
  *
  * <pre>
- * java -cp ... hlfs.MiniCluster --dir DIR --conf CONF_DIR [--datanodes 4] [--ha] [--port 9000]
+ * java -cp ... hlfs.MiniCluster --dir DIR --conf CONF_DIR [--datanodes 4] [--ha] [--port 9000] [--bind ADDR]
  * </pre>
+ *
+ * By default everything listens on 127.0.0.1 (MiniDFSCluster's choice). With
+ * --bind ADDR (an address of this host, e.g. a bridge's address that network
+ * namespaces route to) the NameNode and the DataNodes listen on ADDR only
+ * and hand it out: the URI is hdfs://ADDR:PORT and the DataNodes register
+ * with ADDR (they reach the NameNode through ADDR, and the NameNode records
+ * the address a DataNode registers from). Not with --ha.
  *
  * It writes CONF_DIR/core-site.xml and hdfs-site.xml (for HADOOP_CONF_DIR),
  * then prints one line "READY hdfs://..." on stdout. Each command line gets
@@ -49,6 +59,8 @@ public final class MiniCluster {
     private int active = 0;
     private final Map<Integer, DataNodeProperties> stoppedDataNodes = new HashMap<>();
     private final boolean[] nameNodeDown;
+    /** With --bind: a client of the bound NameNode (cluster.getFileSystem() would dial 127.0.0.1). */
+    private DistributedFileSystem boundFs;
 
     private MiniCluster(MiniDFSCluster cluster, boolean ha) {
         this.cluster = cluster;
@@ -62,6 +74,7 @@ public final class MiniCluster {
         int dataNodes = 4;
         int port = 0;
         boolean ha = false;
+        String bind = null;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--dir": dir = args[++i]; break;
@@ -69,13 +82,18 @@ public final class MiniCluster {
                 case "--datanodes": dataNodes = Integer.parseInt(args[++i]); break;
                 case "--port": port = Integer.parseInt(args[++i]); break;
                 case "--ha": ha = true; break;
+                case "--bind": bind = args[++i]; break;
                 default:
                     System.err.println("hlfs-minidfs: unknown argument " + args[i]);
                     System.exit(2);
             }
         }
         if (dir == null || confDir == null) {
-            System.err.println("usage: hlfs.MiniCluster --dir DIR --conf CONF_DIR [--datanodes N] [--ha] [--port P]");
+            System.err.println("usage: hlfs.MiniCluster --dir DIR --conf CONF_DIR [--datanodes N] [--ha] [--port P] [--bind ADDR]");
+            System.exit(2);
+        }
+        if (bind != null && ha) {
+            System.err.println("hlfs-minidfs: --bind is not supported with --ha");
             System.exit(2);
         }
         // Answers go to the real stdout; Hadoop's own chatter to stderr.
@@ -98,6 +116,25 @@ public final class MiniCluster {
         MiniDFSCluster.Builder b = new MiniDFSCluster.Builder(conf)
                 .numDataNodes(dataNodes)
                 .format(true);
+        if (bind != null) {
+            // MiniDFSCluster sets dfs.namenode.rpc-address to 127.0.0.1:PORT
+            // whatever we say; the bind host makes the client RPC server
+            // listen on ADDR:PORT instead. MiniDFSCluster's own client
+            // (waitActive) and the DataNodes use the service RPC address,
+            // put on ADDR too: a DataNode connecting to ADDR registers with
+            // ADDR, which the NameNode then hands to clients.
+            conf.set("dfs.namenode.rpc-bind-host", bind);
+            conf.set("dfs.namenode.servicerpc-address", bind + ":0");
+            // The DataNodes' data transfer, IPC and HTTP servers, and the
+            // name they give themselves (MiniDFSCluster's 127.0.0.1
+            // otherwise), so that clients and other DataNodes (pipelines)
+            // reach them by address or by name.
+            conf.set("dfs.datanode.address", bind + ":0");
+            conf.set("dfs.datanode.ipc.address", bind + ":0");
+            conf.set("dfs.datanode.http.address", bind + ":0");
+            conf.set("dfs.datanode.hostname", bind);
+            b.checkDataNodeAddrConfig(true).checkDataNodeHostConfig(true);
+        }
         if (ha) {
             int base = port != 0 ? port : 10000 + (int) (ProcessHandle.current().pid() % 20000);
             b.nnTopology(MiniDFSNNTopology.simpleHATopology(2, base));
@@ -115,12 +152,31 @@ public final class MiniCluster {
             conf.set("dfs.client.failover.proxy.provider." + ns,
                     "org.apache.hadoop.hdfs.server.namenode.ha.ConfiguredFailoverProxyProvider");
             uri = "hdfs://" + ns;
+        } else if (bind != null) {
+            uri = "hdfs://" + bind + ":" + cluster.getNameNodePort();
         } else {
             uri = "hdfs://127.0.0.1:" + cluster.getNameNodePort();
         }
         conf.set("fs.defaultFS", uri);
         cluster.waitActive();
-        writeConf(conf, new File(confDir));
+        Configuration clientConf = conf;
+        if (bind != null) {
+            clientConf = new Configuration(conf);
+            clientConf.set("dfs.namenode.rpc-address", bind + ":" + cluster.getNameNodePort());
+            mc.boundFs = (DistributedFileSystem) FileSystem.newInstance(URI.create(uri), clientConf);
+            // What the NameNode hands to clients: every DataNode at ADDR.
+            DatanodeInfo[] live = mc.boundFs.getDataNodeStats();
+            if (live.length != dataNodes) {
+                throw new IllegalStateException(live.length + " DataNodes registered, not " + dataNodes);
+            }
+            for (DatanodeInfo dn : live) {
+                if (!dn.getIpAddr().equals(bind) || !dn.getHostName().equals(bind)) {
+                    throw new IllegalStateException("DataNode " + dn.getXferAddr() + " registered as "
+                            + dn.getHostName() + "/" + dn.getIpAddr() + ", not " + bind);
+                }
+            }
+        }
+        writeConf(clientConf, new File(confDir));
         out.println("READY " + uri);
 
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
@@ -229,7 +285,7 @@ public final class MiniCluster {
                     throw new IllegalArgumentException("quota PATH BYTES|none");
                 }
                 long bytes = cmd[2].equals("none") ? HdfsConstants.QUOTA_RESET : Long.parseLong(cmd[2]);
-                DistributedFileSystem fs = cluster.getFileSystem(active);
+                DistributedFileSystem fs = boundFs != null ? boundFs : cluster.getFileSystem(active);
                 Path p = new Path(cmd[1]);
                 fs.mkdirs(p);
                 fs.setQuota(p, HdfsConstants.QUOTA_DONT_SET, bytes);
