@@ -100,6 +100,41 @@ def fio_spec(job):
     ])
 
 
+def check_verify(text, where):
+    """The verification's result in console TEXT, or None if it did not
+    finish (killed). Returns (writes checked, lost)."""
+    lost = len(re.findall(r"verify failed at file", text))
+    m = re.search(r"HLFS-GUEST: fio-begin=verify\r?\n(.*?)HLFS-GUEST: fio-end=verify", text, re.S)
+    if not m:
+        if "HLFS-GUEST: error=fio-failed:verify" in text:
+            raise Failure(f"fio's verification failed to run {where}:\n{text[-3000:]}")
+        return None
+    try:
+        job = json.loads(m.group(1))["jobs"][0]
+    except (ValueError, KeyError, IndexError) as e:
+        raise Failure(f"fio's verification printed no readable JSON {where} ({e})")
+    checked = job["read"]["total_ios"]
+    lost = max(lost, job.get("total_err", 0))
+    return checked, lost
+
+
+def written_kib(text):
+    """Writes completed by the round's fio job: its last complete status
+    line before the kill (field 47: KiB written)."""
+    kib = 0
+    for line in text.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            continue  # cut by the kill
+        i = line.find("3;fio-")
+        if i < 0:
+            continue
+        f = line[i:].rstrip("\r\n").split(";")
+        if len(f) < 100 or f[2] != "w":
+            continue
+        kib = max(kib, int(f[46]))
+    return kib
+
+
 class Worker:
     def __init__(self, idx, a, shared, guest):
         self.idx = idx
@@ -200,37 +235,10 @@ class Worker:
                 "verify_fatal=0,continue_on_error=verify")
 
     def check_verify(self, text, where):
-        """The verification's result in console TEXT, or None if it did not
-        finish (killed). Returns (writes checked, lost)."""
-        lost = len(re.findall(r"verify failed at file", text))
-        m = re.search(r"HLFS-GUEST: fio-begin=verify\r?\n(.*?)HLFS-GUEST: fio-end=verify", text, re.S)
-        if not m:
-            if "HLFS-GUEST: error=fio-failed:verify" in text:
-                raise Failure(f"fio's verification failed to run {where}:\n{text[-3000:]}")
-            return None
-        try:
-            job = json.loads(m.group(1))["jobs"][0]
-        except (ValueError, KeyError, IndexError) as e:
-            raise Failure(f"fio's verification printed no readable JSON {where} ({e})")
-        checked = job["read"]["total_ios"]
-        lost = max(lost, job.get("total_err", 0))
-        return checked, lost
+        return check_verify(text, where)
 
     def written(self, text):
-        """Writes completed by the round's fio job: its last complete status
-        line before the kill (field 47: KiB written)."""
-        kib = 0
-        for line in text.splitlines(keepends=True):
-            if not line.endswith("\n"):
-                continue  # cut by the kill
-            i = line.find("3;fio-")
-            if i < 0:
-                continue
-            f = line[i:].rstrip("\r\n").split(";")
-            if len(f) < 100 or f[2] != "w":
-                continue
-            kib = max(kib, int(f[46]))
-        return kib
+        return written_kib(text)
 
     def round(self, final=False):
         """One boot: verify the ledger, start a new write job, kill."""

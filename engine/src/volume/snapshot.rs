@@ -134,16 +134,31 @@ impl Volume {
         })
     }
 
-    /// Snapshots, oldest first.
+    /// Snapshots, oldest first, with the clones that depend on each (which
+    /// takes a listing of the backend).
     pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let clones = live_clones(
             &*self.backend,
             &self.dir,
             &self.uri.without_snapshot().to_string(),
         )?;
+        let mut list = self.snapshots_in_memory();
+        for s in &mut list {
+            s.clones = clones
+                .iter()
+                .filter(|(id, _)| *id == s.id)
+                .map(|(_, c)| c.clone())
+                .collect();
+        }
+        Ok(list)
+    }
+
+    /// Snapshots, oldest first, from the open volume's state alone, without
+    /// their clones (`clones` empty): no I/O, so QEMU's `query-block` and
+    /// `info snapshots` answer while the backend is out of reach.
+    pub fn snapshots_in_memory(&self) -> Vec<SnapshotInfo> {
         let st = self.state.read();
-        Ok(st
-            .snapshots
+        st.snapshots
             .values()
             .map(|s| SnapshotInfo {
                 id: s.id,
@@ -152,12 +167,8 @@ impl Volume {
                 nsecs: s.nsecs,
                 virtual_size: s.virtual_size,
                 bytes: st.timelines.get(&s.timeline).map(|t| t.blocks).unwrap_or(0) * BLOCK_SIZE,
-                clones: clones
-                    .iter()
-                    .filter(|(id, _)| *id == s.id)
-                    .map(|(_, c)| c.clone())
-                    .collect(),
+                clones: Vec::new(),
             })
-            .collect())
+            .collect()
     }
 }
