@@ -57,7 +57,10 @@ if [ -n "${HLFS_TEST_HDFS:-}" ]; then
     count_cargo --workspace --release --no-fail-fast -- --skip real_hdfs
     step "cargo test: the real-HDFS tests against $HLFS_TEST_HDFS"
     # One at a time: one of them stops and starts DataNodes of the cluster.
-    count_cargo --release -p hlfs --test hdfs -- --ignored real_hdfs --test-threads 1
+    # hdfs: conformance, scenarios, DataNode loss; model, fencing, crash:
+    # those suites on the real cluster (the crash test SIGKILLs writers).
+    count_cargo --release -p hlfs --test hdfs --test model --test fencing --test crash \
+        -- --ignored real_hdfs --test-threads 1
     export HLFS_HDFS_ENGINE_TESTS_RAN=1 # tests/e2e/hdfs.sh need not run them again
 else
     count_cargo --workspace --release --no-fail-fast

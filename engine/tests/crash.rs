@@ -16,6 +16,11 @@
 //!
 //! Each case then crashes a second time early in the writes after recovery.
 //! Counts are printed (`cargo test --test crash -- --nocapture`).
+//!
+//! On a real HDFS (`real_hdfs_sigkill_loses_nothing_acknowledged`, ignored
+//! without `HLFS_TEST_HDFS`) no backend can be made to crash: a writer in a
+//! child process is SIGKILLed instead, and the same ledger (`Ledger`)
+//! checks what the next writer finds.
 
 mod common;
 
@@ -69,14 +74,10 @@ enum Pending {
     Clone { uri: String, snap: String },
 }
 
-/// The volume under test and a ledger of what it must hold.
-struct World {
-    place: Place,
-    mem: MemBackend,
-    uri: String,
-    vol: Option<Volume>,
-    rng: StdRng,
-    n: u64,
+/// What a volume's head must hold after a crash: its content as of the
+/// last acknowledged flush, except blocks written since, which may hold any
+/// value they took since then (old or new), nothing else.
+struct Ledger {
     /// Head including unflushed writes.
     cur: Vec<u8>,
     /// Head as of the last acknowledged flush (or flushing operation).
@@ -85,6 +86,94 @@ struct World {
     maybe: HashMap<usize, Vec<u64>>,
     /// Acknowledged writes not yet covered by a flush.
     unflushed_writes: u64,
+}
+
+impl Ledger {
+    fn new(size: usize) -> Ledger {
+        Ledger {
+            cur: vec![0; size],
+            durable: vec![0; size],
+            maybe: HashMap::new(),
+            unflushed_writes: 0,
+        }
+    }
+
+    /// Everything so far is durable.
+    fn synced(&mut self, st: &mut Stats) {
+        self.durable = self.cur.clone();
+        self.maybe.clear();
+        st.writes_durable += self.unflushed_writes;
+        self.unflushed_writes = 0;
+    }
+
+    /// `data` was written at `off`, acknowledged or not: even a failed or
+    /// interrupted write may have reached the log in part.
+    fn write(&mut self, off: usize, data: &[u8]) {
+        self.cur[off..off + data.len()].copy_from_slice(data);
+        self.touched(off, data.len());
+    }
+
+    /// `[off, off+len)` was zeroed, acknowledged or not.
+    fn zero(&mut self, off: usize, len: usize) {
+        self.cur[off..off + len].fill(0);
+        self.touched(off, len);
+    }
+
+    /// Records that blocks overlapping `[off, off+len)` may now hold their `cur` value.
+    fn touched(&mut self, off: usize, len: usize) {
+        let size = self.cur.len();
+        for b in off / BS..(off + len).div_ceil(BS) {
+            let r = b * BS..((b + 1) * BS).min(size);
+            let v = h(&self.cur[r]);
+            self.maybe.entry(b).or_default().push(v);
+        }
+    }
+
+    /// Checks a recovered `head` block by block against `durable` (the
+    /// ledger's, or one that an operation in flight changed): each block
+    /// holds its durable content or a value it took since. Panics naming the
+    /// first lost block and `context()`.
+    fn check(&self, head: &[u8], durable: &[u8], st: &mut Stats, context: &dyn Fn() -> String) {
+        assert_eq!(head.len(), durable.len(), "head size after the crash");
+        for b in 0..head.len().div_ceil(BS) {
+            let r = b * BS..((b + 1) * BS).min(head.len());
+            st.blocks_checked += 1;
+            let got = h(&head[r.clone()]);
+            if got == h(&durable[r.clone()]) {
+                if !self.maybe.contains_key(&b) {
+                    st.blocks_exact += 1;
+                }
+                continue;
+            }
+            if self.maybe.get(&b).is_some_and(|vals| vals.contains(&got)) {
+                continue;
+            }
+            st.lost += 1;
+            panic!(
+                "{}: block {b} after the crash holds neither its flushed content nor any later write",
+                context()
+            );
+        }
+    }
+
+    /// What survived the crash is the new starting point.
+    fn adopt(&mut self, head: Vec<u8>) {
+        self.cur = head.clone();
+        self.durable = head;
+        self.maybe.clear();
+        self.unflushed_writes = 0;
+    }
+}
+
+/// The volume under test and a ledger of what it must hold.
+struct World {
+    place: Place,
+    mem: MemBackend,
+    uri: String,
+    vol: Option<Volume>,
+    rng: StdRng,
+    n: u64,
+    l: Ledger,
     snaps: BTreeMap<String, Vec<u8>>,
     /// Acknowledged clones: (uri, base snapshot, contents).
     clones: Vec<(String, String, Vec<u8>)>,
@@ -109,10 +198,7 @@ impl World {
             vol: Some(vol),
             rng: StdRng::seed_from_u64(seed),
             n: seed << 20,
-            cur: vec![0; size],
-            durable: vec![0; size],
-            maybe: HashMap::new(),
-            unflushed_writes: 0,
+            l: Ledger::new(size),
             snaps: BTreeMap::new(),
             clones: Vec::new(),
             clone_bases: BTreeSet::new(),
@@ -137,24 +223,6 @@ impl World {
         self.vol.as_ref().expect("open")
     }
 
-    /// Everything so far is durable.
-    fn synced(&mut self, st: &mut Stats) {
-        self.durable = self.cur.clone();
-        self.maybe.clear();
-        st.writes_durable += self.unflushed_writes;
-        self.unflushed_writes = 0;
-    }
-
-    /// Records that blocks overlapping `[off, off+len)` may now hold their `cur` value.
-    fn touched(&mut self, off: usize, len: usize) {
-        let size = self.cur.len();
-        for b in off / BS..(off + len).div_ceil(BS) {
-            let r = b * BS..((b + 1) * BS).min(size);
-            let v = h(&self.cur[r]);
-            self.maybe.entry(b).or_default().push(v);
-        }
-    }
-
     fn pick_snap(&mut self) -> Option<String> {
         if self.snaps.is_empty() {
             return None;
@@ -169,7 +237,7 @@ impl World {
             // A reopen crashed earlier in this phase; nothing else to do.
             return Err(hlfs::Error::new(ErrorKind::Backend, "volume not open"));
         }
-        let size = self.cur.len();
+        let size = self.l.cur.len();
         let sectors = size / 512;
         let roll = self.rng.gen_range(0..100);
         match roll {
@@ -185,11 +253,9 @@ impl World {
                 self.n += 1;
                 let data = pattern(self.n, len);
                 let r = self.vol().write(off as u64, &data);
-                // Even a failed write may have reached the log in part.
-                self.cur[off..off + len].copy_from_slice(&data);
-                self.touched(off, len);
+                self.l.write(off, &data);
                 if r.is_ok() {
-                    self.unflushed_writes += 1;
+                    self.l.unflushed_writes += 1;
                     st.writes_acked += 1;
                 }
                 r
@@ -199,14 +265,13 @@ impl World {
                 let off = self.rng.gen_range(0..=sectors - len) * 512;
                 let len = len * 512;
                 let r = self.vol().write_zeroes(off as u64, len as u64);
-                self.cur[off..off + len].fill(0);
-                self.touched(off, len);
+                self.l.zero(off, len);
                 r
             }
             58..=71 => {
                 let r = self.vol().flush();
                 if r.is_ok() {
-                    self.synced(st);
+                    self.l.synced(st);
                 }
                 r
             }
@@ -215,14 +280,14 @@ impl World {
                 let name = format!("s{}", self.n & 0xfffff);
                 match self.vol().snapshot_create(&name) {
                     Ok(()) => {
-                        self.snaps.insert(name, self.cur.clone());
-                        self.synced(st);
+                        self.snaps.insert(name, self.l.cur.clone());
+                        self.l.synced(st);
                         Ok(())
                     }
                     Err(e) => {
                         self.pending = Some(Pending::Snap {
                             name,
-                            content: self.cur.clone(),
+                            content: self.l.cur.clone(),
                         });
                         Err(e)
                     }
@@ -239,7 +304,7 @@ impl World {
                             "snapshot {name} was deleted although an acknowledged clone uses it"
                         );
                         self.snaps.remove(&name);
-                        self.synced(st);
+                        self.l.synced(st);
                         Ok(())
                     }
                     Err(e) if e.kind() == ErrorKind::InUse && !self.mem.has_crashed() => {
@@ -262,18 +327,18 @@ impl World {
                 let before: BTreeSet<String> = self.snaps.keys().cloned().collect();
                 match self.vol().snapshot_revert(&target) {
                     Ok(()) => {
-                        let old = std::mem::replace(&mut self.cur, self.snaps[&target].clone());
+                        let old = std::mem::replace(&mut self.l.cur, self.snaps[&target].clone());
                         let names = common::snap_names(self.vol());
                         for n in names.iter().filter(|n| !before.contains(*n)) {
                             self.snaps.insert(n.clone(), old.clone());
                         }
-                        self.synced(st);
+                        self.l.synced(st);
                         Ok(())
                     }
                     Err(e) => {
                         self.pending = Some(Pending::Revert {
                             target,
-                            old: self.cur.clone(),
+                            old: self.l.cur.clone(),
                         });
                         Err(e)
                     }
@@ -305,8 +370,8 @@ impl World {
                 let new = (size + self.rng.gen_range(1..=512) * 512).min(MAX_SIZE.max(size));
                 match self.vol().resize(new as u64) {
                     Ok(()) => {
-                        self.cur.resize(new, 0);
-                        self.synced(st);
+                        self.l.cur.resize(new, 0);
+                        self.l.synced(st);
                         Ok(())
                     }
                     Err(e) => {
@@ -317,7 +382,7 @@ impl World {
             }
             _ => {
                 self.vol.take().expect("open").close()?;
-                self.synced(st);
+                self.l.synced(st);
                 self.vol = Some(Volume::open(&self.uri, &Self::opts(&self.place))?);
                 Ok(())
             }
@@ -404,7 +469,7 @@ impl World {
 
         // The head.
         let head = read_all(&v);
-        let mut durable = self.durable.clone();
+        let mut durable = self.l.durable.clone();
         let exact_revert = match &self.pending {
             Some(Pending::Revert { target, .. }) => head == self.snaps[target],
             _ => false,
@@ -418,27 +483,13 @@ impl World {
                     happened = true;
                 }
             }
-            assert_eq!(head.len(), durable.len(), "head size after the crash");
-            for b in 0..head.len().div_ceil(BS) {
-                let r = b * BS..((b + 1) * BS).min(head.len());
-                st.blocks_checked += 1;
-                let got = h(&head[r.clone()]);
-                if got == h(&durable[r.clone()]) {
-                    if !self.maybe.contains_key(&b) {
-                        st.blocks_exact += 1;
-                    }
-                    continue;
-                }
-                if self.maybe.get(&b).is_some_and(|vals| vals.contains(&got)) {
-                    continue;
-                }
-                st.lost += 1;
-                panic!(
-                    "{}: block {b} after the crash holds neither its flushed content nor any later write (in flight: {:?})",
+            self.l.check(&head, &durable, st, &|| {
+                format!(
+                    "{}, in flight: {:?}",
                     self.uri,
                     self.pending.as_ref().map(|p| format!("{p:?}").chars().take(60).collect::<String>())
-                );
-            }
+                )
+            });
         }
         if let Some(Pending::Snap { name, .. }) = &self.pending {
             happened |= names.contains(name);
@@ -490,10 +541,7 @@ impl World {
         }
 
         // Adopt what survived.
-        self.cur = head.clone();
-        self.durable = head;
-        self.maybe.clear();
-        self.unflushed_writes = 0;
+        self.l.adopt(head);
         self.snaps = found;
         self.pending = None;
         self.vol = Some(v);
@@ -538,7 +586,7 @@ fn case(kind: Kind, wseed: u64, crash_at: u64, rseed: u64, st: &mut Stats) {
         }
     }
     // A clean close, then a full rebuild from the log, read the same.
-    let head = w.cur.clone();
+    let head = w.l.cur.clone();
     w.vol
         .take()
         .unwrap()
@@ -664,4 +712,254 @@ fn crash_anywhere_with_hdfs_like_visibility() {
         env("HLFS_CRASH_WORKLOADS", 4),
         env("HLFS_CRASH_POINTS", 32),
     );
+}
+
+/// One command of the real-HDFS crash test's writer.
+#[derive(Debug)]
+enum Cmd {
+    Write { off: usize, seed: u64, len: usize },
+    Zero { off: usize, len: usize },
+    Flush,
+    Snap(String),
+}
+
+impl Cmd {
+    fn line(&self) -> String {
+        match self {
+            Cmd::Write { off, seed, len } => format!("write {off} {seed} {len}"),
+            Cmd::Zero { off, len } => format!("zero {off} {len}"),
+            Cmd::Flush => "flush".to_string(),
+            Cmd::Snap(name) => format!("snap {name}"),
+        }
+    }
+}
+
+/// The ledger of the real-HDFS crash test.
+struct Acked {
+    l: Ledger,
+    st: Stats,
+    /// Acknowledged snapshots and their contents.
+    snaps: BTreeMap<String, Vec<u8>>,
+}
+
+impl Acked {
+    /// `cmd` is sent: it may happen, in part, from now on. Returns the
+    /// content a snapshot it creates must have.
+    fn sent(&mut self, cmd: &Cmd) -> Option<Vec<u8>> {
+        match cmd {
+            Cmd::Write { off, seed, len } => self.l.write(*off, &pattern(*seed, *len)),
+            Cmd::Zero { off, len } => self.l.zero(*off, *len),
+            Cmd::Flush => {}
+            Cmd::Snap(_) => return Some(self.l.cur.clone()),
+        }
+        None
+    }
+
+    /// `cmd` is acknowledged.
+    fn acked(&mut self, cmd: &Cmd, content: Option<Vec<u8>>) {
+        match cmd {
+            Cmd::Write { .. } => {
+                self.l.unflushed_writes += 1;
+                self.st.writes_acked += 1;
+            }
+            Cmd::Zero { .. } => {}
+            Cmd::Flush => self.l.synced(&mut self.st),
+            Cmd::Snap(name) => {
+                self.snaps.insert(name.clone(), content.expect("snapshot content"));
+                self.l.synced(&mut self.st);
+            }
+        }
+    }
+}
+
+/// A real crash on a real HDFS: a writer in a child process (its own HDFS
+/// client, leases and index cache, as a QEMU would hold them) runs writes,
+/// write-zeroes, flushes and snapshots, and is SIGKILLed, either in the
+/// middle of a command (0 to 30 ms after sending it) or idle after an
+/// acknowledged one, always after at least one acknowledged flush. The next
+/// read-write opener takes over (the dead holder's lock, HDFS lease
+/// recovery of the open segment), sometimes with a fresh index cache (as
+/// another host), and finds every block as of the last acknowledged flush
+/// or as a later write, every acknowledged snapshot whole, and a snapshot
+/// in flight whole or absent; fsck finds no error. The next writer starts on
+/// what survived. `HLFS_CRASH_KILLS` (10) kills in all; `HLFS_CRASH_SEED`
+/// (printed; random by default) draws the commands and the kill times.
+#[test]
+#[ignore = "needs HLFS_TEST_HDFS=hdfs://host:port/dir"]
+fn real_hdfs_sigkill_loses_nothing_acknowledged() {
+    use common::child::{serve_if_child, ChildOpts, RemoteVolume};
+    use std::time::{Duration, Instant};
+    if serve_if_child() {
+        return;
+    }
+    let kills = env("HLFS_CRASH_KILLS", 10);
+    let seed = env("HLFS_CRASH_SEED", rand::random::<u32>() as u64);
+    eprintln!("HLFS_CRASH_SEED={seed} HLFS_CRASH_KILLS={kills}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let place = Place::new(Kind::Hdfs);
+    let uri = place.uri("vol");
+    // Just over 256 blocks, so one write can span two records.
+    let size = 1280usize << 10;
+    let sectors = size / 512;
+    Volume::create(&uri, size as u64).expect("create");
+    // The writers' host: its index cache outlives each of them.
+    let host = tempfile::tempdir().unwrap();
+    let opts = OpenOptions {
+        index_root: Some(host.path().into()),
+        segment_size: 128 << 10,
+        checkpoint_every: 256 << 10,
+        ..place.opts()
+    };
+    let mut a = Acked { l: Ledger::new(size), st: Stats::default(), snaps: BTreeMap::new() };
+    let mut n = seed << 20;
+    let mut takeovers = Duration::ZERO;
+    // Kills when idle, during a command that was answered all the same,
+    // during a command that was not.
+    let mut kinds = [0u32; 3];
+    let t0 = Instant::now();
+    for k in 0..kills {
+        let mut child = Some(RemoteVolume::spawn(
+            "real_hdfs_sigkill_loses_nothing_acknowledged",
+            &uri,
+            &ChildOpts::from(&opts),
+        ));
+        a.st.cases += 1;
+        a.st.crash_points.insert((seed, k));
+        let steps = rng.gen_range(4..28);
+        let mid_command = rng.gen_bool(0.6);
+        // A write returns once buffered; a flush (hsync) takes a few ms.
+        let delay = if mid_command {
+            Duration::from_micros(rng.gen_range(0..2500))
+        } else {
+            Duration::from_millis([0, 1, 10, 30][rng.gen_range(0..4)])
+        };
+        let mut flushed = false;
+        // The command the kill interrupted, and a snapshot's content.
+        let mut in_flight: Option<(Cmd, Option<Vec<u8>>)> = None;
+        for i in 0..steps {
+            let last = i + 1 == steps;
+            // At least one acknowledged flush before the kill, and half of
+            // the kills in the middle of a command are during a flush.
+            let roll = if (i + 2 == steps && !flushed) || (last && mid_command && rng.gen_bool(0.5)) {
+                99
+            } else {
+                rng.gen_range(0..100)
+            };
+            let cmd = match roll {
+                0..=54 => {
+                    let len = match rng.gen_range(0..10) {
+                        0 => rng.gen_range(257 * 8..=300 * 8), // two records
+                        1..=4 => rng.gen_range(1..=8),
+                        _ => rng.gen_range(1..=16 * 8),
+                    };
+                    let off = rng.gen_range(0..=sectors - len) * 512;
+                    n += 1;
+                    Cmd::Write { off, seed: n, len: len * 512 }
+                }
+                55..=64 => {
+                    let len = rng.gen_range(1..=64 * 8);
+                    let off = rng.gen_range(0..=sectors - len) * 512;
+                    Cmd::Zero { off, len: len * 512 }
+                }
+                90..=95 if a.snaps.len() < 3 => Cmd::Snap(format!("k{k}-{i}")),
+                _ => Cmd::Flush,
+            };
+            let content = a.sent(&cmd);
+            let c = child.as_mut().unwrap();
+            c.send(&cmd.line());
+            if last && mid_command {
+                std::thread::sleep(delay);
+                let late = child.take().unwrap().kill();
+                let what = cmd.line().split(' ').next().unwrap().to_string();
+                match late.into_iter().next() {
+                    Some(r) => {
+                        r.unwrap_or_else(|e| panic!("kill {k}: {} failed: {e}", cmd.line()));
+                        a.acked(&cmd, content);
+                        eprintln!("kill {k}: {} µs after sending a {what}, which had been acknowledged", delay.as_micros());
+                        kinds[1] += 1;
+                    }
+                    None => {
+                        eprintln!("kill {k}: {} µs into a {what}", delay.as_micros());
+                        kinds[2] += 1;
+                        in_flight = Some((cmd, content));
+                    }
+                }
+                break;
+            }
+            c.reply().unwrap_or_else(|e| panic!("kill {k}: {} failed: {e}", cmd.line()));
+            a.acked(&cmd, content);
+            flushed |= matches!(cmd, Cmd::Flush | Cmd::Snap(_));
+            if last {
+                std::thread::sleep(delay);
+                child.take().unwrap().kill();
+                kinds[0] += 1;
+                eprintln!("kill {k}: idle, {} ms after an acknowledged {}", delay.as_millis(), cmd.line().split(' ').next().unwrap());
+            }
+        }
+
+        // Take over, as the next writer would.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let fresh = rng.gen_bool(0.3);
+        let ropts = if fresh {
+            a.st.index_dropped += 1;
+            OpenOptions { index_root: Some(elsewhere.path().into()), ..opts.clone() }
+        } else {
+            opts.clone()
+        };
+        let t = Instant::now();
+        let v = Volume::open(&uri, &ropts)
+            .unwrap_or_else(|e| panic!("kill {k} (HLFS_CRASH_SEED={seed}): {uri} does not reopen: {e}"));
+        takeovers += t.elapsed();
+        let head = read_all(&v);
+        let ctx = || format!("kill {k} (HLFS_CRASH_SEED={seed}), in flight: {:?}", in_flight.as_ref().map(|c| c.0.line()));
+        a.l.check(&head, &a.l.durable, &mut a.st, &ctx);
+        let names = common::snap_names(&v);
+        for name in a.snaps.keys() {
+            assert!(names.contains(name), "{}: acknowledged snapshot {name} is gone; have {names:?}", ctx());
+        }
+        for name in &names {
+            let want = match (a.snaps.get(name), &in_flight) {
+                (Some(w), _) => w,
+                (None, Some((Cmd::Snap(p), Some(w)))) if p == name => {
+                    a.st.inflight_happened += 1;
+                    w
+                }
+                _ => panic!("{}: snapshot {name} appeared from nowhere", ctx()),
+            };
+            let s = Volume::open(&format!("{uri}%{name}"), &OpenOptions::read_only())
+                .unwrap_or_else(|e| panic!("{}: snapshot {name}: {e}", ctx()));
+            assert!(read_all(&s) == *want, "{}: snapshot {name} changed", ctx());
+            a.st.snapshots_checked += 1;
+        }
+        if let Some((Cmd::Snap(name), Some(content))) = in_flight {
+            if names.contains(&name) {
+                a.snaps.insert(name, content);
+            } else {
+                a.st.inflight_not += 1;
+            }
+        }
+        v.close().unwrap_or_else(|e| panic!("kill {k}: close after the takeover: {e}"));
+        let rep = hlfs::fsck(&uri, false).expect("fsck");
+        assert!(rep.errors.is_empty(), "kill {k} (HLFS_CRASH_SEED={seed}): fsck: {:?}", rep.errors);
+        a.l.adopt(head);
+        a.st.crashes += 1;
+    }
+    // From the log alone, the last head reads the same.
+    let v = Volume::open(&uri, &OpenOptions { rebuild_index: true, ..opts.clone() }).expect("rebuild");
+    assert!(read_all(&v) == a.l.cur, "a rebuilt index disagrees with the recovered one");
+    v.close().unwrap();
+    eprintln!("{:#?}", Summary(&a.st));
+    eprintln!(
+        "{kills} kills ({} idle, {} during a command answered before the kill, {} during an unanswered one) \
+         in {:.1} s; takeovers (lease recovery included) {:.2} s on average",
+        kinds[0],
+        kinds[1],
+        kinds[2],
+        t0.elapsed().as_secs_f64(),
+        takeovers.as_secs_f64() / kills.max(1) as f64
+    );
+    assert_eq!(a.st.lost, 0);
+    assert!(a.st.writes_durable > 0, "no write was flushed before a kill");
+    hlfs::delete_volume(&uri).unwrap();
+    place.remove_hdfs();
 }

@@ -7,10 +7,15 @@
 //! suite, the create / write / snapshot / clone / reopen-elsewhere scenario,
 //! and clones between local and HDFS both ways. Without the variable they
 //! are reported as ignored, never as passed (and fail if forced to run).
+//! The model, fencing and crash suites have their real-HDFS variants in
+//! their own files (`real_hdfs_*` in model.rs, fencing.rs, crash.rs);
+//! scripts/test.sh runs all of them: `cargo test --release -p hlfs --test
+//! hdfs --test model --test fencing --test crash -- --ignored real_hdfs
+//! --test-threads 1`.
 
 mod common;
 
-use common::{assert_same, conformance, pattern, read_all, require_hdfs, Kind, Place};
+use common::{assert_same, conformance, pattern, read_all, Kind, Place};
 use hlfs::{clone_volume, delete_volume, fsck, ErrorKind, OpenOptions, Volume};
 use std::time::{Duration, Instant};
 
@@ -301,22 +306,5 @@ fn real_hdfs_flushes_create_no_files() {
 }
 
 fn cleanup(place: &Place) {
-    let _ = require_hdfs();
-    let b = place.backend();
-    let root = place.path("");
-    let root = root.trim_end_matches('/');
-    let mut todo = vec![root.to_string()];
-    let mut dirs = Vec::new();
-    while let Some(d) = todo.pop() {
-        for n in b.list(&d).unwrap_or_default() {
-            let p = format!("{d}/{n}");
-            if b.delete(&p).is_err() {
-                todo.push(p);
-            }
-        }
-        dirs.push(d);
-    }
-    for d in dirs.into_iter().rev() {
-        let _ = b.remove_dir(&d);
-    }
+    place.remove_hdfs();
 }

@@ -10,7 +10,9 @@
 //! contents, or the old head equalled an existing snapshot.
 //!
 //! Runs on the local backend, the memory backend, and the memory backend
-//! with HDFS-like visibility (a file's bytes are readable only once closed).
+//! with HDFS-like visibility (a file's bytes are readable only once closed),
+//! and, as `real_hdfs_matches_model` (ignored without `HLFS_TEST_HDFS`), on a
+//! real HDFS.
 //! Segments are 256 KiB and checkpoints every 512 KiB so rollover and replay
 //! after a checkpoint happen; large writes span the 256-block record limit.
 //! `PROPTEST_CASES=N` raises the number of cases.
@@ -364,7 +366,9 @@ impl Run {
             Op::Flush(vol) => {
                 let m = &self.vols[self.pick(vol)];
                 m.v().flush().expect("flush");
-                if self.place.kind != Kind::MemClosedOnly {
+                // HDFS shows other readers an open segment only once it is
+                // closed (a flush hsyncs it): no read-only view there.
+                if !matches!(self.place.kind, Kind::MemClosedOnly | Kind::Hdfs) {
                     // A flushed head is what a concurrent read-only opener sees.
                     let ro = Volume::open(&m.uri, &OpenOptions::read_only())
                         .expect("read-only open beside the writer");
@@ -488,7 +492,8 @@ impl Run {
         }
     }
 
-    fn finish(mut self) {
+    /// The final checks; returns the place (a real HDFS one is removed by the caller).
+    fn finish(mut self) -> Place {
         self.check_all();
         self.close_all();
         for m in &self.vols {
@@ -498,6 +503,7 @@ impl Run {
             let rep = hlfs::fsck(&m.uri, false).expect("fsck");
             assert!(rep.errors.is_empty(), "fsck {}: {:?}", m.uri, rep.errors);
         }
+        self.place
     }
 }
 
@@ -560,7 +566,7 @@ fn cases(default: u32) -> u32 {
         .unwrap_or(default)
 }
 
-fn run(kind: Kind, size_sectors: u64, ops: &[Op]) {
+fn run(kind: Kind, size_sectors: u64, ops: &[Op]) -> Place {
     let mut r = Run::new(kind, size_sectors * SECTOR);
     for (i, op) in ops.iter().enumerate() {
         r.apply(op);
@@ -570,7 +576,7 @@ fn run(kind: Kind, size_sectors: u64, ops: &[Op]) {
             r.check_all();
         }
     }
-    r.finish();
+    r.finish()
 }
 
 fn config() -> ProptestConfig {
@@ -599,6 +605,41 @@ proptest! {
     fn hdfs_like_visibility_matches_model(size in 2048u64..8192, ops in prop::collection::vec(op(), 10..60)) {
         run(Kind::MemClosedOnly, size, &ops);
     }
+}
+
+/// The same on a real HDFS: one fixed sequence of operations (no shrinking:
+/// a failure names its seed), drawn from the same strategy, with a reopen
+/// of every volume half way. `HLFS_MODEL_SEED` and `HLFS_MODEL_OPS` (120)
+/// choose another sequence or length.
+#[test]
+#[ignore = "needs HLFS_TEST_HDFS=hdfs://host:port/dir"]
+fn real_hdfs_matches_model() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d);
+    let seed = env("HLFS_MODEL_SEED", 13);
+    let n = env("HLFS_MODEL_OPS", 120) as usize;
+    let mut bytes = [0u8; 32];
+    for (i, c) in bytes.chunks_mut(8).enumerate() {
+        c.copy_from_slice(&common::mix(seed ^ i as u64).to_le_bytes());
+    }
+    let mut runner = TestRunner::new_with_rng(
+        ProptestConfig::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    );
+    let size: u64 = (2048u64..8192).new_tree(&mut runner).unwrap().current();
+    let mut ops: Vec<Op> = (0..n).map(|_| op().new_tree(&mut runner).unwrap().current()).collect();
+    ops.insert(n / 2, Op::Reopen);
+    let mut kinds = BTreeMap::new();
+    for o in &ops {
+        let k = format!("{o:?}");
+        *kinds.entry(k[..k.find(|c: char| !c.is_alphanumeric()).unwrap_or(k.len())].to_string()).or_insert(0) += 1;
+    }
+    eprintln!("HLFS_MODEL_SEED={seed}: {} operations on a volume of {size} sectors: {kinds:?}", ops.len());
+    let t = std::time::Instant::now();
+    let place = run(Kind::Hdfs, size, &ops);
+    eprintln!("matched the model in {:.1} s", t.elapsed().as_secs_f64());
+    place.remove_hdfs();
 }
 
 /// Property (regression): a clone of a snapshot whose size is not a multiple

@@ -19,8 +19,9 @@ if [ -z "${HLFS_HDFS_ENGINE_TESTS_RAN:-}" ]; then
     log "engine tests against $HLFS_TEST_HDFS"
     # One at a time: one of them stops and starts DataNodes of the cluster,
     # which would fail another test's writes under it.
-    (cd "$HLFS_ROOT" && cargo test --release -p hlfs --test hdfs -- --ignored real_hdfs --test-threads 1) ||
-        fail "cargo test --test hdfs -- --ignored failed against $HLFS_TEST_HDFS"
+    (cd "$HLFS_ROOT" && cargo test --release -p hlfs --test hdfs --test model --test fencing --test crash \
+        -- --ignored real_hdfs --test-threads 1) ||
+        fail "cargo test --test hdfs/model/fencing/crash -- --ignored real_hdfs failed against $HLFS_TEST_HDFS"
 fi
 
 qemu_init

@@ -4,6 +4,7 @@
 //! reads, and the backend conformance suite (`conformance`).
 #![allow(dead_code)]
 
+pub mod child;
 pub mod conformance;
 
 use hlfs::backend::mem::{registry_put, registry_remove, MemBackend};
@@ -161,6 +162,32 @@ impl Place {
                 std::time::Duration::ZERO
             },
             ..Default::default()
+        }
+    }
+
+    /// Removes everything under this place on a real HDFS (other places
+    /// are temporary directories and memory backends that go by themselves).
+    /// Tests call it at their end, so that a failed one leaves its files
+    /// to look at.
+    pub fn remove_hdfs(&self) {
+        if self.kind != Kind::Hdfs {
+            return;
+        }
+        let b = self.backend();
+        let root = self.root.trim_end_matches('/');
+        let mut todo = vec![root.to_string()];
+        let mut dirs = Vec::new();
+        while let Some(d) = todo.pop() {
+            for n in b.list(&d).unwrap_or_default() {
+                let p = format!("{d}/{n}");
+                if b.delete(&p).is_err() {
+                    todo.push(p);
+                }
+            }
+            dirs.push(d);
+        }
+        for d in dirs.into_iter().rev() {
+            let _ = b.remove_dir(&d);
         }
     }
 
