@@ -1,6 +1,8 @@
 //! One read-write opener per volume: an exclusively created `lock` file in
-//! the volume directory, naming the holder's pid, host and process start time.
-//! A lock whose holder is gone (same host, pid dead or reused) is taken over.
+//! the volume directory, naming the holder's pid, host, process start time
+//! and pid namespace (the kernel's boot id and the namespace's inode).
+//! A lock whose holder is gone (same host name, same boot and pid namespace,
+//! pid dead or reused) is taken over.
 //! A holder on another host (volumes on HDFS) cannot be checked from here and
 //! is never presumed dead: `break_lock` (`hlfs unlock`) removes its lock on
 //! an operator's word.
@@ -18,6 +20,11 @@ pub struct Holder {
     pub host: String,
     /// Process start time (clock ticks since boot), 0 if unknown.
     pub start: u64,
+    /// The kernel's boot id and the holder's pid namespace
+    /// (`BOOT_ID/pid:[INODE]`), empty in locks written before it existed:
+    /// two machines or containers with the same host name differ here, so
+    /// the pid of one is never looked up in the other's process table.
+    pub pid_space: String,
     /// Random number drawn when the lock was taken (0 in locks written
     /// before it existed): tells this lock apart from a later one of the
     /// same process, so a writer whose lock was broken never removes its
@@ -32,14 +39,15 @@ impl Holder {
             pid,
             host: hostname(),
             start: process_start(pid).unwrap_or(0),
+            pid_space: pid_space(),
             token: rand::random::<u64>() | 1,
         }
     }
 
     fn encode(&self) -> String {
         format!(
-            "pid={}\nhost={}\nstart={}\ntoken={}\n",
-            self.pid, self.host, self.start, self.token
+            "pid={}\nhost={}\nstart={}\ntoken={}\npid_space={}\n",
+            self.pid, self.host, self.start, self.token, self.pid_space
         )
     }
 
@@ -49,6 +57,7 @@ impl Holder {
             host: String::new(),
             start: 0,
             token: 0,
+            pid_space: String::new(),
         };
         for line in s.lines() {
             let (k, v) = line.split_once('=')?;
@@ -57,6 +66,7 @@ impl Holder {
                 "host" => h.host = v.to_string(),
                 "start" => h.start = v.parse().ok()?,
                 "token" => h.token = v.parse().ok()?,
+                "pid_space" => h.pid_space = v.to_string(),
                 _ => {}
             }
         }
@@ -65,7 +75,7 @@ impl Holder {
 
     /// Whether the holder is certainly gone (only decidable on this host).
     fn is_dead(&self) -> bool {
-        if self.host != hostname() {
+        if !self.is_local() {
             return false;
         }
         match process_start(self.pid) {
@@ -73,6 +83,27 @@ impl Holder {
             Some(s) => self.start != 0 && s != self.start,
         }
     }
+}
+
+impl Holder {
+    /// Whether the holder's pid names a process of this machine's (and pid
+    /// namespace's) process table: the same host name and, where the lock
+    /// records it, the same boot and pid namespace.
+    fn is_local(&self) -> bool {
+        self.host == hostname() && (self.pid_space.is_empty() || self.pid_space == pid_space())
+    }
+}
+
+/// This kernel's boot id and this process's pid namespace, as
+/// `BOOT_ID/pid:[INODE]`; empty parts where /proc does not say.
+pub fn pid_space() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{boot}/{ns}")
 }
 
 /// This machine's host name.
@@ -130,7 +161,7 @@ fn locked_message(name: &str, h: &Holder) -> String {
         "volume {name} is open read-write by pid {} on host {}; close it there, or open it read-only",
         h.pid, h.host
     );
-    if h.host != hostname() {
+    if !h.is_local() {
         m.push_str(&format!(
             "; if host {} is down or that process is gone, break the lock with `hlfs unlock {name}` \
              (only then: two writers would damage the volume)",
@@ -151,7 +182,7 @@ pub fn break_lock(backend: &dyn Backend, dir: &str, name: &str) -> Result<Option
     }
     let h = read_holder(backend, &path)?;
     if let Some(h) = &h {
-        if h.host == hostname() && !h.is_stale(name) {
+        if h.is_local() && !h.is_stale(name) {
             return Err(Error::new(
                 ErrorKind::Locked,
                 format!(
@@ -181,6 +212,7 @@ pub fn break_lock(backend: &dyn Backend, dir: &str, name: &str) -> Result<Option
         host: "(unreadable lock file)".to_string(),
         start: 0,
         token: 0,
+        pid_space: String::new(),
     })))
 }
 
@@ -198,7 +230,7 @@ fn held() -> &'static parking_lot::Mutex<std::collections::HashMap<String, u64>>
 impl Holder {
     /// Gone, or this very process without a live handle (a simulated crash).
     fn is_stale(&self, name: &str) -> bool {
-        if self.pid == std::process::id() && self.host == hostname() {
+        if self.pid == std::process::id() && self.is_local() {
             return !held().lock().contains_key(name);
         }
         self.is_dead()
@@ -369,5 +401,36 @@ mod tests {
         left.sort();
         assert_eq!(left, vec!["lock".to_string(), format!("lock.{live}.4")]);
         l.release().unwrap();
+    }
+
+    /// A lock from a machine or container with our host name but another
+    /// boot or pid namespace: its pid means nothing in our process table,
+    /// so a pid that is dead here does not make the holder dead, and the
+    /// lock is refused, with the `hlfs unlock` advice; one from our own
+    /// namespace with a dead pid is taken over, as is one written before
+    /// locks recorded the namespace.
+    #[test]
+    fn a_holder_with_our_host_name_in_another_pid_namespace_is_not_presumed_dead() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_str().unwrap().to_string();
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend);
+        let dead = 0x7fff_fff0u32; // above any pid_max
+        let lock = |space: Option<&str>| {
+            let mut h = format!("pid={dead}\nhost={}\nstart=5\ntoken=7\n", hostname());
+            if let Some(sp) = space {
+                h.push_str(&format!("pid_space={sp}\n"));
+            }
+            std::fs::write(tmp.path().join("lock"), h).unwrap();
+        };
+        lock(Some("another-boot/pid:[4026531836]"));
+        let e = WriteLock::acquire(backend.clone(), &dir, "local:///x/v").expect_err("refused");
+        assert_eq!(e.kind(), ErrorKind::Locked, "{e}");
+        assert!(e.to_string().contains("hlfs unlock"), "{e}");
+        assert!(break_lock(&*backend, &dir, "local:///x/v").unwrap().is_some());
+        for space in [Some(pid_space()), None] {
+            lock(space.as_deref());
+            let l = WriteLock::acquire(backend.clone(), &dir, "local:///x/v").expect("taken over");
+            l.release().unwrap();
+        }
     }
 }
