@@ -69,16 +69,25 @@ mkfifo "$E2E_WORK/cmd"
 qemu-io "$V" <"$E2E_WORK/cmd" >"$E2E_WORK/qemu-io.out" 2>&1 &
 E2E_PIDS+=($!)
 exec 7>"$E2E_WORK/cmd"
-echo 'write -P 0x42 2M 4k' >&7
-echo 'flush' >&7
-echo 'write -P 0x44 3M 4k' >&7 # not flushed: may be lost
-for _ in $(seq 600); do
-    [ "$(grep -o 'qemu-io> ' "$E2E_WORK/qemu-io.out" | wc -l)" -ge 3 ] && break
-    kill -0 "${E2E_PIDS[-1]}" 2>/dev/null || break
-    sleep 0.1
+# One command at a time, each once the previous one has answered (its
+# prompt): qemu-io reads commands with fgets, so lines that arrive together
+# wait in stdio's buffer until more input comes, and would never run.
+n=1
+for c in 'write -P 0x42 2M 4k' 'flush' 'write -P 0x44 3M 4k'; do # the last one not flushed: may be lost
+    echo "$c" >&7
+    n=$((n + 1))
+    for _ in $(seq 600); do
+        [ "$(grep -o 'qemu-io> ' "$E2E_WORK/qemu-io.out" | wc -l)" -ge $n ] && break
+        kill -0 "${E2E_PIDS[-1]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ "$(grep -o 'qemu-io> ' "$E2E_WORK/qemu-io.out" | wc -l)" -ge $n ] ||
+        fail "qemu-io holding the volume did not finish '$c' within 60 s:
+$(cat "$E2E_WORK/qemu-io.out")"
 done
-grep -q 'wrote 4096/4096 bytes at offset 2097152' "$E2E_WORK/qemu-io.out" ||
-    fail "qemu-io holding the volume could not write:
+[ "$(grep -c 'wrote 4096/4096 bytes at offset' "$E2E_WORK/qemu-io.out")" = 2 ] &&
+    ! grep -qiE 'fail|error' "$E2E_WORK/qemu-io.out" ||
+    fail "qemu-io holding the volume could not write and flush:
 $(cat "$E2E_WORK/qemu-io.out")"
 must_fail "second writer" "open read-write by pid ${E2E_PIDS[-1]}|locked" qemu-io -c 'read 0 4k' "$V"
 kill -9 "${E2E_PIDS[-1]}"
