@@ -4,7 +4,8 @@ docs/charts/*.png. Needs matplotlib (bench/report.sh puts it in a venv).
 
 Usage: render.py RESULTS.json DOC.md CHART_DIR NOTES.md [ENGINE_OUT]
 NOTES.md is the hand-written analysis; it is copied into the report
-verbatim, after the generated part.
+verbatim, after the generated part. hdfs.md next to it (the HDFS section,
+written by bench/hdfs-bench.sh) is copied in as is before it.
 """
 import json
 import math
@@ -156,6 +157,7 @@ def main():
     a("bash bench/report.sh                      # as root: installs, builds, measures, writes this file + docs/charts/")
     a("HLFS_BENCH_QUICK=1 bash bench/report.sh   # small sizes, 3 repetitions (development)")
     a("BENCH_ONLY=imgbench,snap bash bench/report.sh   # a subset: imgbench, fio, snap, import, boot (engine: HLFS_BENCH_ENGINE=0 skips)")
+    a("bash bench/hdfs-bench.sh                  # the HDFS section: its own MiniDFSCluster, the hdfs-native ceiling (~12 min)")
     a("```")
     a("")
     a("Images go to `$HLFS_BENCH_DIR` (default `/tmp`); the full run needs about "
@@ -513,6 +515,12 @@ def main():
             s += [growth_text, ""]
         k = md.index("## How to run")
         md[k:k] = s
+
+    # -- HDFS (bench/hdfs-bench.sh writes bench/hdfs.md; copied in as is) ------
+    hdfs_md = os.path.join(os.path.dirname(notes_path), "hdfs.md")
+    if os.path.exists(hdfs_md):
+        a(open(hdfs_md).read().rstrip())
+        a("")
 
     a("---")
     a("")
