@@ -36,7 +36,8 @@ JSON fields (--output json):
   snapshots        list, oldest first, each with:
     id, name, date (UTC \"YYYY-MM-DD HH:MM:SS\"), date_sec, date_nsec,
     virtual_size, bytes (data this snapshot holds on its own),
-    clones (URIs of volumes cloned from it)";
+    vm_state_size (VM state saved with it by QEMU's savevm; 0 if disk-only),
+    vm_clock_nsec (the guest clock then), clones (URIs of volumes cloned from it)";
 
 /// Fields of `hlfs list --output json`, for `--help`. Keep in step with [`ListJson`].
 pub const LIST_JSON_HELP: &str = "\
@@ -126,6 +127,10 @@ pub struct SnapshotJson {
     pub virtual_size: u64,
     /// Bytes of data the snapshot holds on its own.
     pub bytes: u64,
+    /// Bytes of VM state saved with it (QEMU's savevm), 0 if disk-only.
+    pub vm_state_size: u64,
+    /// The guest clock when that state was saved, nanoseconds.
+    pub vm_clock_nsec: u64,
     /// URIs of its clones.
     pub clones: Vec<String>,
 }
@@ -140,6 +145,8 @@ impl From<&SnapshotInfo> for SnapshotJson {
             date_nsec: s.nsecs,
             virtual_size: s.virtual_size,
             bytes: s.bytes,
+            vm_state_size: s.vm_state_size,
+            vm_clock_nsec: s.vm_clock_nsec,
             clones: s.clones.clone(),
         }
     }
@@ -323,12 +330,22 @@ pub fn snapshots_human(snaps: &[SnapshotInfo]) -> String {
     if snaps.is_empty() {
         return "(no snapshots)\n".to_string();
     }
-    let header = ["ID", "TAG", "VM SIZE", "BYTES", "DATE (UTC)", "CLONES"];
-    let rows: Vec<[String; 6]> = snaps
+    // VM SIZE as in qemu-img: the VM state saved with it (savevm), 0 B
+    // for a disk-only snapshot; DISK SIZE the volume's size then.
+    let header = ["ID", "TAG", "DISK SIZE", "VM SIZE", "BYTES", "DATE (UTC)", "CLONES"];
+    let rows: Vec<[String; 7]> = snaps
         .iter()
         .map(|s| {
             let clones = if s.clones.is_empty() { "-".to_string() } else { s.clones.join(",") };
-            [s.id.to_string(), s.name.clone(), size(s.virtual_size), size(s.bytes), utc(s.secs), clones]
+            [
+                s.id.to_string(),
+                s.name.clone(),
+                size(s.virtual_size),
+                size(s.vm_state_size),
+                size(s.bytes),
+                utc(s.secs),
+                clones,
+            ]
         })
         .collect();
     let mut w = header.map(str::len);
@@ -337,27 +354,29 @@ pub fn snapshots_human(snaps: &[SnapshotInfo]) -> String {
             w[k] = w[k].max(c.chars().count());
         }
     }
-    let fmt_row = |cells: [&str; 6]| {
+    let fmt_row = |cells: [&str; 7]| {
         // ID and TAG left-aligned, sizes right-aligned, like qemu-img.
         format!(
-            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {:<w4$}  {}\n",
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {:>w4$}  {:<w5$}  {}\n",
             cells[0],
             cells[1],
             cells[2],
             cells[3],
             cells[4],
             cells[5],
+            cells[6],
             w0 = w[0],
             w1 = w[1],
             w2 = w[2],
             w3 = w[3],
-            w4 = w[4]
+            w4 = w[4],
+            w5 = w[5]
         )
     };
     let mut s = String::from("Snapshot list:\n");
     s.push_str(&fmt_row(header));
     for r in &rows {
-        s.push_str(&fmt_row([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+        s.push_str(&fmt_row([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]));
     }
     s
 }

@@ -45,6 +45,8 @@ typedef struct hlfs_snapshot_info {
     uint32_t ctime_nsec;
     uint64_t virtual_size;  /* size of the volume when the snapshot was taken */
     uint64_t bytes;         /* bytes held by this snapshot's own timeline */
+    uint64_t vm_state_size; /* bytes of VM state saved with it (0: disk-only) */
+    uint64_t vm_clock_nsec; /* the guest clock when that state was saved */
 } hlfs_snapshot_info;
 
 /* Release a message returned through errp (NULL is fine). */
@@ -133,6 +135,23 @@ int hlfs_block_status(hlfs_volume *vol, uint64_t offset, uint64_t len,
 
 /* Snapshots of the open volume (read-write handle needed except list). */
 int hlfs_snapshot_create(hlfs_volume *vol, const char *name, char **errp);
+/*
+ * VM state (QEMU's savevm/loadvm).  hlfs_vmstate_write() writes the stream
+ * being saved at `pos` (any alignment; a write at 0 starts a new stream and
+ * drops one no snapshot claimed).  hlfs_snapshot_create_vm() then creates
+ * the snapshot holding its first `vm_state_size` bytes (0: disk-only, and
+ * the unclaimed stream is dropped), with the guest clock.
+ * hlfs_vmstate_read() reads the state saved with snapshot `name` at `pos`;
+ * past its end the buffers read as zeros.  0 or -errno.
+ */
+int hlfs_vmstate_write(hlfs_volume *vol, const struct iovec *iov, int iovcnt,
+                       uint64_t pos, char **errp);
+int hlfs_snapshot_create_vm(hlfs_volume *vol, const char *name,
+                            uint64_t vm_state_size, uint64_t vm_clock_nsec,
+                            char **errp);
+int hlfs_vmstate_read(hlfs_volume *vol, const char *name,
+                      const struct iovec *iov, int iovcnt, uint64_t pos,
+                      char **errp);
 int hlfs_snapshot_delete(hlfs_volume *vol, const char *name, char **errp);
 int hlfs_snapshot_goto(hlfs_volume *vol, const char *name, char **errp);
 /* Returns the number of snapshots (>= 0) and stores a malloc'd array in

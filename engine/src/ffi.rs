@@ -38,6 +38,10 @@ pub struct HlfsSnapshotInfo {
     pub virtual_size: u64,
     /// Bytes held by the snapshot's own timeline.
     pub bytes: u64,
+    /// Bytes of VM state saved with it (0: disk-only).
+    pub vm_state_size: u64,
+    /// The guest clock when its VM state was saved, in nanoseconds.
+    pub vm_clock_nsec: u64,
 }
 
 /// `HLFS_OPEN_RDWR`.
@@ -640,6 +644,77 @@ pub unsafe extern "C" fn hlfs_snapshot_create(
     })
 }
 
+/// Creates a snapshot with the VM state written since the stream began
+/// (`hlfs_vmstate_write`), `vm_state_size` bytes of it; with 0, disk-only.
+///
+/// # Safety
+/// `v` a live handle; `name` a valid C string; `errp` NULL or a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_snapshot_create_vm(
+    v: *mut HlfsVolume,
+    name: *const c_char,
+    vm_state_size: u64,
+    vm_clock_nsec: u64,
+    errp: *mut *mut c_char,
+) -> c_int {
+    guard(errp, || {
+        vol(v)?.snapshot_create_vm(str_arg(name, "name")?, vm_state_size, vm_clock_nsec)?;
+        Ok(0)
+    })
+}
+
+/// Writes the concatenation of `iovcnt` buffers at `pos` of the VM state
+/// being saved (no alignment needed; a write at 0 starts a new stream).
+///
+/// # Safety
+/// `v` a live handle; `iov` valid for `iovcnt` entries, each buffer valid
+/// for its length; `errp` NULL or a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_vmstate_write(
+    v: *mut HlfsVolume,
+    iov: *const libc::iovec,
+    iovcnt: c_int,
+    pos: u64,
+    errp: *mut *mut c_char,
+) -> c_int {
+    guard(errp, || {
+        // SAFETY: forwarded from the caller.
+        let parts = unsafe { write_parts(iov, iovcnt) }?;
+        vol(v)?.vmstate_write(pos, &parts)?;
+        Ok(0)
+    })
+}
+
+/// Reads the VM state saved with snapshot `name` at `pos` into the
+/// concatenation of `iovcnt` buffers; past its end they read as zeros.
+///
+/// # Safety
+/// `v` a live handle; `name` a valid C string; `iov` valid for `iovcnt`
+/// entries, each buffer valid for its length and writable; `errp` NULL or
+/// a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_vmstate_read(
+    v: *mut HlfsVolume,
+    name: *const c_char,
+    iov: *const libc::iovec,
+    iovcnt: c_int,
+    pos: u64,
+    errp: *mut *mut c_char,
+) -> c_int {
+    guard(errp, || {
+        let vol = vol(v)?;
+        let name = str_arg(name, "name")?;
+        // SAFETY: forwarded from the caller.
+        let bufs = unsafe { read_bufs(iov, iovcnt) }?;
+        let mut at = pos;
+        for b in bufs {
+            vol.vmstate_read(name, at, b)?;
+            at += b.len() as u64;
+        }
+        Ok(0)
+    })
+}
+
 /// Deletes a snapshot.
 ///
 /// # Safety
@@ -707,6 +782,8 @@ pub unsafe extern "C" fn hlfs_snapshot_list(
             e.ctime_nsec = s.nsecs;
             e.virtual_size = s.virtual_size;
             e.bytes = s.bytes;
+            e.vm_state_size = s.vm_state_size;
+            e.vm_clock_nsec = s.vm_clock_nsec;
         }
         // SAFETY: the caller guarantees `out` is valid for a write.
         unsafe { *out = arr };

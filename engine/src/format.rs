@@ -85,6 +85,8 @@ pub enum Kind {
     Resize = 9,
     /// Block data of several writes sharing one page-aligned record (version 2).
     Batch = 10,
+    /// Start (or drop) the VM state stream of the next snapshot.
+    VmState = 11,
 }
 
 impl Kind {
@@ -100,6 +102,7 @@ impl Kind {
             8 => Kind::SetBase,
             9 => Kind::Resize,
             10 => Kind::Batch,
+            11 => Kind::VmState,
             _ => return None,
         })
     }
@@ -152,8 +155,12 @@ pub enum Record {
         count: u64,
     },
     /// `id:u64 timeline:u64 new_head:u64 virtual_size:u64 secs:u64 nsecs:u32 name:str`
+    /// `[vm_timeline:u64 vm_state_size:u64 vm_clock_nsec:u64]`
     /// Freezes `timeline` (the old head) as the snapshot; `new_head` is a new,
-    /// empty timeline whose parent is `timeline`.
+    /// empty timeline whose parent is `timeline`. A snapshot with VM state
+    /// (`savevm`) claims the pending VM state stream (`VmState`) as its
+    /// `vm_timeline`, `vm_state_size` bytes long; the three fields are
+    /// absent (or zero) in a disk-only snapshot.
     SnapshotCreate {
         id: u64,
         timeline: u64,
@@ -162,6 +169,7 @@ pub enum Record {
         secs: u64,
         nsecs: u32,
         name: String,
+        vm: VmStateRef,
     },
     /// `id:u64`
     SnapshotDelete { id: u64 },
@@ -181,6 +189,11 @@ pub enum Record {
     SetBase(BaseRef),
     /// `virtual_size:u64`
     Resize { virtual_size: u64 },
+    /// `timeline:u64`. Non-zero: a VM state stream (QEMU's `savevm`) starts
+    /// in the new timeline `timeline`, which has no parent and which only
+    /// the next `SnapshotCreate` claims; an earlier unclaimed stream is
+    /// dropped. Zero: the unclaimed stream is dropped.
+    VmState { timeline: u64 },
     /// Written only page-aligned (version 2), by `log::LogWriter`: several
     /// writes of one timeline sharing one record. Its first page holds the
     /// record header, `timeline:u64 extents:u32 blocks:u32`, then per extent
@@ -191,6 +204,19 @@ pub enum Record {
         timeline: u64,
         extents: Vec<(u64, Vec<u32>)>,
     },
+}
+
+/// The VM state a snapshot holds (QEMU's `savevm`): a timeline of its own,
+/// outside every chain, whose blocks hold the stream from offset 0. All
+/// zero for a disk-only snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VmStateRef {
+    /// The timeline holding the stream, 0 for none.
+    pub timeline: u64,
+    /// Bytes of the stream.
+    pub size: u64,
+    /// The guest clock when the state was saved, in nanoseconds.
+    pub clock_nsec: u64,
 }
 
 /// Bytes of a batch record's fixed prefix after the record header.
@@ -261,6 +287,7 @@ impl Record {
             Record::Revert { .. } => Kind::Revert,
             Record::SetBase(_) => Kind::SetBase,
             Record::Resize { .. } => Kind::Resize,
+            Record::VmState { .. } => Kind::VmState,
         }
     }
 }
@@ -422,6 +449,7 @@ fn encode_payload(rec: &Record, e: &mut Enc) {
             secs,
             nsecs,
             name,
+            vm,
         } => {
             e.u64(*id)
                 .u64(*timeline)
@@ -430,6 +458,9 @@ fn encode_payload(rec: &Record, e: &mut Enc) {
                 .u64(*secs)
                 .u32(*nsecs)
                 .str(name);
+            if vm.timeline != 0 {
+                e.u64(vm.timeline).u64(vm.size).u64(vm.clock_nsec);
+            }
         }
         Record::SnapshotDelete { id } => {
             e.u64(*id);
@@ -457,6 +488,9 @@ fn encode_payload(rec: &Record, e: &mut Enc) {
         }
         Record::Resize { virtual_size } => {
             e.u64(*virtual_size);
+        }
+        Record::VmState { timeline } => {
+            e.u64(*timeline);
         }
         Record::Batch { timeline, extents } => {
             let blocks: usize = extents.iter().map(|(_, c)| c.len()).sum();
@@ -831,6 +865,13 @@ pub fn decode_payload(kind: Kind, payload: &[u8]) -> Result<Record> {
             secs: d.u64()?,
             nsecs: d.u32()?,
             name: d.str()?,
+            // Absent in disk-only snapshots, where an aligned record's
+            // padding (zeros) may follow: zeros mean none as well.
+            vm: if d.remaining() >= 24 {
+                VmStateRef { timeline: d.u64()?, size: d.u64()?, clock_nsec: d.u64()? }
+            } else {
+                VmStateRef::default()
+            },
         },
         Kind::SnapshotDelete => Record::SnapshotDelete { id: d.u64()? },
         Kind::Revert => Record::Revert {
@@ -850,6 +891,7 @@ pub fn decode_payload(kind: Kind, payload: &[u8]) -> Result<Record> {
         Kind::Resize => Record::Resize {
             virtual_size: d.u64()?,
         },
+        Kind::VmState => Record::VmState { timeline: d.u64()? },
         Kind::Batch => {
             let timeline = d.u64()?;
             let n = d.u32()?;
@@ -941,6 +983,7 @@ mod tests {
             secs: 7,
             nsecs: 8,
             name: "snap".into(),
+            vm: VmStateRef::default(),
         };
         let mut out = Vec::new();
         encode_record_aligned(&mut out, 41, &rec, &[]);

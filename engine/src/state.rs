@@ -3,7 +3,7 @@
 //! memory, and saved whole in the sled index and in checkpoints.
 
 use crate::error::{corrupt, Result};
-use crate::format::{BaseRef, Dec, Enc};
+use crate::format::{BaseRef, Dec, Enc, VmStateRef};
 use std::collections::BTreeMap;
 
 /// A timeline: a sequence of writes on top of its parent's frozen state.
@@ -32,6 +32,8 @@ pub struct SnapshotMeta {
     pub nsecs: u32,
     /// Virtual size at snapshot time.
     pub virtual_size: u64,
+    /// The VM state saved with it (`savevm`), if any.
+    pub vm: VmStateRef,
 }
 
 /// Structural metadata of a volume.
@@ -65,10 +67,15 @@ pub struct VolState {
     /// checkpoints (and the index), which the cleaner writes before it
     /// retires anything. Encoded as an optional trailing byte.
     pub cleaned: bool,
+    /// The timeline of a VM state stream being saved that no snapshot has
+    /// claimed yet (`Record::VmState`), 0 for none.
+    pub vm_pending: u64,
 }
 
 const STATE_MAGIC: &[u8; 4] = b"HLFS";
-const STATE_VERSION: u8 = 1;
+/// Version 2 added each snapshot's VM state and `vm_pending`; version 1 is
+/// still read.
+const STATE_VERSION: u8 = 2;
 
 impl VolState {
     /// Timelines from `tl` up to the root, nearest first.
@@ -87,9 +94,12 @@ impl VolState {
         self.snapshots.values().find(|s| s.name == name)
     }
 
-    /// Whether `tl` is the head or a snapshot's timeline.
+    /// Whether `tl` is the head, a snapshot's timeline, a snapshot's VM
+    /// state or the VM state being saved.
     pub fn is_referenced(&self, tl: u64) -> bool {
-        tl == self.head || self.snapshots.values().any(|s| s.timeline == tl)
+        tl == self.head
+            || (tl == self.vm_pending && tl != 0)
+            || self.snapshots.values().any(|s| s.timeline == tl || s.vm.timeline == tl)
     }
 
     /// Children of `tl`.
@@ -124,7 +134,10 @@ impl VolState {
                 .u64(s.secs)
                 .u32(s.nsecs)
                 .u64(s.virtual_size)
-                .str(&s.name);
+                .str(&s.name)
+                .u64(s.vm.timeline)
+                .u64(s.vm.size)
+                .u64(s.vm.clock_nsec);
         }
         match &self.base {
             None => {
@@ -143,6 +156,7 @@ impl VolState {
             e.u64(*s).u64(*n);
         }
         e.u8(self.head_resized as u8);
+        e.u64(self.vm_pending);
         if self.cleaned {
             e.u8(1);
         }
@@ -156,7 +170,7 @@ impl VolState {
             return Err(corrupt("volume state has a bad magic"));
         }
         let v = d.u8()?;
-        if v != STATE_VERSION {
+        if v != STATE_VERSION && v != 1 {
             return Err(corrupt(format!(
                 "volume state version {v} is not supported"
             )));
@@ -187,6 +201,11 @@ impl VolState {
             let nsecs = d.u32()?;
             let virtual_size = d.u64()?;
             let name = d.str()?;
+            let vm = if v >= 2 {
+                VmStateRef { timeline: d.u64()?, size: d.u64()?, clock_nsec: d.u64()? }
+            } else {
+                VmStateRef::default()
+            };
             st.snapshots.insert(
                 id,
                 SnapshotMeta {
@@ -196,6 +215,7 @@ impl VolState {
                     secs,
                     nsecs,
                     virtual_size,
+                    vm,
                 },
             );
         }
@@ -212,6 +232,9 @@ impl VolState {
             st.seg_live.insert(s, d.u64()?);
         }
         st.head_resized = d.u8()? != 0;
+        if v >= 2 {
+            st.vm_pending = d.u64()?;
+        }
         if d.remaining() == 1 {
             st.cleaned = match d.u8()? {
                 1 => true,
@@ -264,8 +287,13 @@ mod tests {
                 secs: 9,
                 nsecs: 1,
                 virtual_size: 1 << 30,
+                vm: VmStateRef { timeline: 9, size: 12345, clock_nsec: 77 },
             },
         );
+        st.timelines.insert(9, Timeline { parent: None, entries: 4, blocks: 4 });
+        st.vm_pending = 11;
+        st.timelines.insert(11, Timeline::default());
+        st.next_timeline = 12;
         st.base = Some(BaseRef {
             uri: "local:///b".into(),
             snapshot: "x".into(),
@@ -275,5 +303,6 @@ mod tests {
         st.seg_live.insert(1, 8192);
         assert_eq!(VolState::decode(&st.encode()).unwrap(), st);
         assert_eq!(st.chain(2), vec![2, 1]);
+        assert!(st.is_referenced(9) && st.is_referenced(11), "VM state timelines are referenced");
     }
 }

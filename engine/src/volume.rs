@@ -36,6 +36,8 @@ mod open;
 mod read;
 mod write;
 mod snapshot;
+mod vmstate;
+pub use vmstate::MAX_VM_STATE;
 mod replay;
 use replay::*;
 mod clones;
@@ -157,6 +159,11 @@ pub struct SnapshotInfo {
     /// Bytes of data written between the previous snapshot and this one
     /// (what this snapshot holds on its own).
     pub bytes: u64,
+    /// Bytes of VM state saved with it (QEMU's `savevm`), 0 for a
+    /// disk-only snapshot.
+    pub vm_state_size: u64,
+    /// The guest clock when its VM state was saved, in nanoseconds.
+    pub vm_clock_nsec: u64,
     /// URIs of clones made from this snapshot.
     pub clones: Vec<String>,
 }

@@ -48,7 +48,6 @@ exits 0 only if every scenario passed.
 import argparse
 import json
 import os
-import queue
 import random
 import shutil
 import signal
@@ -60,6 +59,9 @@ import time
 
 from common import Failure, run
 from guest_fio_crash import check_verify, fio_spec, guest_build, written_kib
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from qmpclient import Qmp, QmpError  # noqa: E402
 
 SCENARIOS = ["datanodes", "failover", "namenode", "quota", "kill"]
 BS = 64 << 10
@@ -93,57 +95,6 @@ class Cluster:
     def stop(self):
         subprocess.run(["bash", self.script, "stop", self.dir],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-class Qmp:
-    """A QMP connection; events are collected as they come."""
-
-    def __init__(self, path, timeout=60):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX)
-                self.sock.connect(path)
-                break
-            except OSError:
-                self.sock.close()
-                if time.monotonic() > deadline:
-                    raise Failure(f"QMP socket {path} did not come up")
-                time.sleep(0.1)
-        self.f = self.sock.makefile("rwb")
-        self.replies = queue.Queue()
-        self.events = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._reader, daemon=True).start()
-        self.replies.get(timeout=30)  # the greeting
-        self.cmd("qmp_capabilities")
-
-    def _reader(self):
-        for line in self.f:
-            msg = json.loads(line)
-            if "event" in msg:
-                with self.lock:
-                    self.events.append(msg)
-            else:
-                self.replies.put(msg)
-        self.replies.put(None)
-
-    def cmd(self, name, **args):
-        req = {"execute": name}
-        if args:
-            req["arguments"] = args
-        self.f.write(json.dumps(req).encode() + b"\n")
-        self.f.flush()
-        r = self.replies.get(timeout=60)
-        if r is None:
-            raise Failure(f"QEMU closed QMP during {name}")
-        if "error" in r:
-            raise Failure(f"QMP {name}: {r['error']}")
-        return r["return"]
-
-    def event_names(self):
-        with self.lock:
-            return [e["event"] for e in self.events]
 
 
 class Vm:
@@ -489,7 +440,7 @@ def main():
             t0 = time.monotonic()
             getattr(h, s)(clusters[kind])
             log(f"{s}: passed in {time.monotonic() - t0:.0f} s")
-    except Failure as e:
+    except (Failure, QmpError) as e:
         failed = str(e)
     finally:
         for c in clusters.values():

@@ -144,4 +144,19 @@ $list"
 qio "$pre holds the head from before the revert" -r "$V%$pre" -- "${ZEROED[@]}"
 qio "snap1 unchanged by the revert" -r "$V%snap1" -- "${OLD[@]}"
 
+# --- a reopen never changes the image ------------------------------------------
+# Reopening a read-only VOL%SNAP node read-write (what a block job asking
+# for a writable node does) would revert the volume: refused, nothing
+# reverted.
+before=$(must "snapshot list" qemu-img snapshot -l "$V")
+must_fail "reopen of a read-only %snap node read-write" "cannot make it writable.*revert" \
+    qemu-io -r -c 'reopen -w' "$V%snap1"
+after=$(must "snapshot list" qemu-img snapshot -l "$V")
+[ "$(awk '{print $2}' <<<"$before")" = "$(awk '{print $2}' <<<"$after")" ] ||
+    fail "the refused reopen changed the snapshots:
+$before
+---
+$after"
+qio "the head is as before the refused reopen" -r "$V" -- "${OLD[@]}" 'read -P 0x21 94208 4096'
+
 log "passed"

@@ -134,6 +134,18 @@ run_one() {
         fio-stream:*)
             run_fio "${1#fio-stream:}" stream
             ;;
+        count:*)
+            # A counter that lives only in this shell's memory, printed as
+            # "HLFS-GUEST: count=N" every MS milliseconds until the VM is
+            # stopped: savevm/loadvm and migration tests read it back.
+            ms=${1#count:}
+            i=0
+            while :; do
+                i=$((i + 1))
+                say "count=$i"
+                usleep $((ms * 1000)) 2>/dev/null || sleep 1
+            done
+            ;;
         "") ;;
         *) say "error=unknown-cmd:$1" ;;
     esac

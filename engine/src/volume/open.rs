@@ -375,6 +375,9 @@ impl Volume {
             // failed write): the map follows it at once.
             let index = vol.index();
             w.set_on_rename(Arc::new(move |m| index.relocate(m)));
+            // A VM state stream that no snapshot claimed: the savevm that
+            // wrote it died before its snapshot.
+            vol.drop_pending_vmstate(w)?;
         }
         if let (Some(s), false) = (&u.snapshot, opts.read_only) {
             vol.snapshot_revert(s)?;

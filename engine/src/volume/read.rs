@@ -160,6 +160,20 @@ impl Volume {
     pub(super) fn read_blocks_once(&self, first: u64, buf: &mut [u8], held: Option<&LogWriter>) -> Result<()> {
         let n = (buf.len() / BS) as u64;
         let entries = self.resolve(first, n)?;
+        self.read_entries(first, &entries, buf, held, true)
+    }
+
+    /// Reads the blocks `entries` maps, from `first` on, into `buf`:
+    /// blocks no timeline maps from the base where `through_base` (else
+    /// zeros).
+    pub(super) fn read_entries(
+        &self,
+        first: u64,
+        entries: &[Option<Entry>],
+        buf: &mut [u8],
+        held: Option<&LogWriter>,
+        through_base: bool,
+    ) -> Result<()> {
         let mut i = 0usize;
         while i < entries.len() {
             match entries[i] {
@@ -220,7 +234,11 @@ impl Volume {
                     while j < entries.len() && entries[j].is_none() {
                         j += 1;
                     }
-                    self.read_base(first + i as u64, &mut buf[i * BS..j * BS])?;
+                    if through_base {
+                        self.read_base(first + i as u64, &mut buf[i * BS..j * BS])?;
+                    } else {
+                        buf[i * BS..j * BS].fill(0);
+                    }
                     i = j;
                 }
             }

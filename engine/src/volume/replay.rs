@@ -61,7 +61,17 @@ pub(super) fn apply(
             secs,
             nsecs,
             name,
+            vm,
         } => {
+            if vm.timeline != 0 {
+                if vm.timeline != st.vm_pending {
+                    return Err(corrupt(format!(
+                        "snapshot {name:?} claims VM state timeline {} but the pending one is {}",
+                        vm.timeline, st.vm_pending
+                    )));
+                }
+                st.vm_pending = 0;
+            }
             st.snapshots.insert(
                 *id,
                 SnapshotMeta {
@@ -71,6 +81,7 @@ pub(super) fn apply(
                     secs: *secs,
                     nsecs: *nsecs,
                     virtual_size: *virtual_size,
+                    vm: *vm,
                 },
             );
             st.timelines.insert(
@@ -112,6 +123,7 @@ pub(super) fn apply(
                         secs: *secs,
                         nsecs: *nsecs,
                         virtual_size: st.virtual_size,
+                        vm: Default::default(),
                     },
                 );
                 st.next_snapshot = st.next_snapshot.max(auto_id + 1);
@@ -134,6 +146,19 @@ pub(super) fn apply(
         Record::Resize { virtual_size } => {
             st.virtual_size = *virtual_size;
             st.head_resized = true;
+        }
+        Record::VmState { timeline } => {
+            // An earlier stream no snapshot claimed goes first.
+            st.vm_pending = 0;
+            if *timeline != 0 {
+                if st.timelines.contains_key(timeline) {
+                    return Err(corrupt(format!("VM state in timeline {timeline}, which exists")));
+                }
+                st.timelines.insert(*timeline, Timeline::default());
+                st.vm_pending = *timeline;
+                st.next_timeline = st.next_timeline.max(timeline + 1);
+            }
+            index.collect_hidden(st)?;
         }
     }
     Ok(())

@@ -15,31 +15,35 @@ impl Volume {
     }
 
     /// Creates snapshot `name` of the head. O(1): the head timeline is frozen
-    /// and a new, empty head starts on top of it.
+    /// and a new, empty head starts on top of it. Disk-only: a VM state
+    /// stream that no snapshot claimed is dropped (see `snapshot_create_vm`).
     pub fn snapshot_create(&self, name: &str) -> Result<()> {
-        validate_snapshot_name(name)?;
-        self.with_writer(|w| {
-            let rec = {
-                let st = self.state.read();
-                if st.snapshot_by_name(name).is_some() {
-                    return Err(Error::new(
-                        ErrorKind::Exists,
-                        format!("volume {} already has a snapshot named {name:?}", self.uri),
-                    ));
-                }
-                let (secs, nsecs) = log::now();
-                Record::SnapshotCreate {
-                    id: st.next_snapshot,
-                    timeline: st.head,
-                    new_head: st.next_timeline,
-                    virtual_size: st.virtual_size,
-                    secs,
-                    nsecs,
-                    name: name.to_string(),
-                }
-            };
-            self.log_meta(w, rec)
-        })
+        self.snapshot_create_vm(name, 0, 0)
+    }
+
+    /// `snapshot_create` under the writer, with VM state `vm`.
+    pub(super) fn snapshot_create_in(&self, w: &mut LogWriter, name: &str, vm: format::VmStateRef) -> Result<()> {
+        let rec = {
+            let st = self.state.read();
+            if st.snapshot_by_name(name).is_some() {
+                return Err(Error::new(
+                    ErrorKind::Exists,
+                    format!("volume {} already has a snapshot named {name:?}", self.uri),
+                ));
+            }
+            let (secs, nsecs) = log::now();
+            Record::SnapshotCreate {
+                id: st.next_snapshot,
+                timeline: st.head,
+                new_head: st.next_timeline,
+                virtual_size: st.virtual_size,
+                secs,
+                nsecs,
+                name: name.to_string(),
+                vm,
+            }
+        };
+        self.log_meta(w, rec)
     }
 
     /// Deletes snapshot `name`. Refused while clones depend on it. What it
@@ -167,6 +171,8 @@ impl Volume {
                 nsecs: s.nsecs,
                 virtual_size: s.virtual_size,
                 bytes: st.timelines.get(&s.timeline).map(|t| t.blocks).unwrap_or(0) * BLOCK_SIZE,
+                vm_state_size: s.vm.size,
+                vm_clock_nsec: s.vm.clock_nsec,
                 clones: Vec::new(),
             })
             .collect()
