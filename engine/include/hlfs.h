@@ -133,6 +133,31 @@ int hlfs_get_allocated(hlfs_volume *vol, uint64_t *out);
 int hlfs_block_status(hlfs_volume *vol, uint64_t offset, uint64_t len,
                       int *allocated, int *is_zero, uint64_t *pnum);
 
+/* Space and lineage of an open volume (qemu-img info), from memory: no
+ * I/O, so it answers while the backend is out of reach.  The log's size is
+ * hlfs_get_allocated(), which lists the backend. */
+typedef struct hlfs_volume_info {
+    uint64_t live_bytes;      /* bytes of blocks the head, a snapshot or a clone reads */
+    uint64_t head_bytes;      /* bytes written since the last snapshot */
+    char *base_uri;           /* a clone's base volume, else NULL (hlfs_string_free) */
+    char *base_snapshot;      /* a clone's base snapshot, else NULL (hlfs_string_free) */
+} hlfs_volume_info;
+int hlfs_get_info(hlfs_volume *vol, hlfs_volume_info *out, char **errp);
+/* Copy what a clone reads from its base into it and drop the base (hlfs
+ * flatten); nothing to do for a volume that is not a clone.  0 or -errno. */
+int hlfs_flatten(hlfs_volume *vol, char **errp);
+
+/*
+ * Verify the volume at `uri` like `hlfs fsck` (every record, block checksum
+ * and checkpoint); with rebuild_index != 0 also rebuild its index from the
+ * log (the volume must not be open read-write elsewhere).  *errors counts
+ * findings that make data unreadable, *notes harmless ones; *report (if not
+ * NULL) gets one line per finding, "error: ..." or "note: ...", to release
+ * with hlfs_string_free().  0, or -errno if the check could not run.
+ */
+int hlfs_check(const char *uri, int rebuild_index, uint64_t *errors,
+               uint64_t *notes, char **report, char **errp);
+
 /* Snapshots of the open volume (read-write handle needed except list). */
 int hlfs_snapshot_create(hlfs_volume *vol, const char *name, char **errp);
 /*

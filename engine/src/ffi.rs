@@ -644,6 +644,108 @@ pub unsafe extern "C" fn hlfs_snapshot_create(
     })
 }
 
+/// Space and lineage of an open volume, for `qemu-img info`; all from
+/// memory (QEMU's query-block asks while the backend may be out of reach).
+#[repr(C)]
+pub struct HlfsVolumeInfo {
+    /// Bytes of blocks still mapped by the head, a snapshot or a clone.
+    pub live_bytes: u64,
+    /// Bytes written since the last snapshot.
+    pub head_bytes: u64,
+    /// For a clone, its base's URI (malloc'd; `hlfs_string_free`), else NULL.
+    pub base_uri: *mut c_char,
+    /// For a clone, the base snapshot's name (malloc'd), else NULL.
+    pub base_snapshot: *mut c_char,
+}
+
+/// Fills `out` with the volume's space figures and its base, if a clone.
+///
+/// # Safety
+/// `v` a live handle; `out` valid for a write; `errp` NULL or a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_get_info(
+    v: *mut HlfsVolume,
+    out: *mut HlfsVolumeInfo,
+    errp: *mut *mut c_char,
+) -> c_int {
+    guard(errp, || {
+        if out.is_null() {
+            return Err(Error::new(ErrorKind::InvalidArgument, "hlfs_get_info: NULL out"));
+        }
+        let i = vol(v)?.space_in_memory();
+        let (base_uri, base_snapshot) = match &i.base {
+            Some((u, s)) => (malloc_cstring(u), malloc_cstring(s)),
+            None => (std::ptr::null_mut(), std::ptr::null_mut()),
+        };
+        // SAFETY: checked non-NULL; the caller guarantees it is valid.
+        unsafe {
+            *out = HlfsVolumeInfo {
+                live_bytes: i.live_bytes,
+                head_bytes: i.head_bytes,
+                base_uri,
+                base_snapshot,
+            };
+        }
+        Ok(0)
+    })
+}
+
+/// Copies what a clone reads from its base into the clone and drops the
+/// base (`hlfs flatten`); a volume that is not a clone is left as it is.
+///
+/// # Safety
+/// `v` a live read-write handle; `errp` NULL or a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_flatten(v: *mut HlfsVolume, errp: *mut *mut c_char) -> c_int {
+    guard(errp, || {
+        vol(v)?.flatten(&mut |_, _| {})?;
+        Ok(0)
+    })
+}
+
+/// Verifies the volume at `uri` (every record, block checksum and
+/// checkpoint, as `hlfs fsck`); with `rebuild_index` also rebuilds its index
+/// from the log (the volume must not be open read-write elsewhere). Stores
+/// the number of errors (data that cannot be read) and of notes (harmless
+/// findings) and, in `*report` (NULL-able; free with `hlfs_string_free`),
+/// one line per finding. Returns 0, or -errno if the check could not run.
+///
+/// # Safety
+/// `uri` a valid C string; `errors`, `notes` valid for a write; `report` NULL
+/// or valid for a write; `errp` NULL or a valid `char **`.
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_check(
+    uri: *const c_char,
+    rebuild_index: c_int,
+    errors: *mut u64,
+    notes: *mut u64,
+    report: *mut *mut c_char,
+    errp: *mut *mut c_char,
+) -> c_int {
+    guard(errp, || {
+        if errors.is_null() || notes.is_null() {
+            return Err(Error::new(ErrorKind::InvalidArgument, "hlfs_check: NULL counter"));
+        }
+        let rep = crate::fsck(str_arg(uri, "uri")?, rebuild_index != 0)?;
+        let mut text = String::new();
+        for e in &rep.errors {
+            text.push_str(&format!("error: {e}\n"));
+        }
+        for n in &rep.notes {
+            text.push_str(&format!("note: {n}\n"));
+        }
+        // SAFETY: checked non-NULL; the caller guarantees they are valid.
+        unsafe {
+            *errors = rep.errors.len() as u64;
+            *notes = rep.notes.len() as u64;
+        }
+        if !report.is_null() {
+            set_err(report, &text);
+        }
+        Ok(0)
+    })
+}
+
 /// Creates a snapshot with the VM state written since the stream began
 /// (`hlfs_vmstate_write`), `vm_state_size` bytes of it; with 0, disk-only.
 ///

@@ -30,5 +30,5 @@ pub use size::parse_size;
 pub use uri::{validate_snapshot_name, VolumeUri};
 pub use volume::{
     clone_volume, delete_volume, fsck, BackgroundGc, BlockState, Candidate, DuReport, DuView, FlattenReport, FsckReport,
-    GcOptions, GcReport, GcThread, OpenOptions, SnapshotInfo, Volume, VolumeInfo,
+    GcOptions, GcReport, GcThread, OpenOptions, SnapshotInfo, SpaceInfo, Volume, VolumeInfo,
 };

@@ -210,6 +210,18 @@ pub struct VolumeInfo {
     pub writer: Option<String>,
 }
 
+/// Space and lineage of an open volume from its state in memory
+/// (`Volume::space_in_memory`).
+#[derive(Debug, Clone)]
+pub struct SpaceInfo {
+    /// Bytes of blocks still mapped by the head, a snapshot or a clone's base.
+    pub live_bytes: u64,
+    /// Bytes of data the head holds on its own.
+    pub head_bytes: u64,
+    /// For a clone: its base volume's URI and snapshot.
+    pub base: Option<(String, String)>,
+}
+
 /// An open volume. Safe to share between threads (`Arc<Volume>`).
 pub struct Volume {
     uri: VolumeUri,
@@ -422,6 +434,16 @@ impl Volume {
 
     fn index(&self) -> Arc<Index> {
         self.index.read().clone()
+    }
+
+    /// Space and lineage from the state in memory alone (no I/O).
+    pub fn space_in_memory(&self) -> SpaceInfo {
+        let st = self.state.read();
+        SpaceInfo {
+            live_bytes: st.seg_live.values().sum(),
+            head_bytes: st.timelines.get(&st.head).map(|t| t.blocks).unwrap_or(0) * BLOCK_SIZE,
+            base: st.base.as_ref().map(|b| (b.uri.clone(), b.snapshot.clone())),
+        }
     }
 
     /// Facts about the volume.

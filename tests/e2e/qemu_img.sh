@@ -184,4 +184,74 @@ must_fail "typo %shopshot1 (boot snapshot via qemu-io)" 'no snapshot.*shopshot1'
     qemu-io -r -c 'read 0 512' "$VC%shopshot1"
 [ -e "$T/typo" ] && fail "the hdfs:local:/// typo created something at $T/typo"
 
+# --- qemu-img check (hlfs fsck) and measure -----------------------------------------
+CK=hlfs:local://$T/check
+must "create for check" qemu-img create -f hlfs "$CK" 64M >/dev/null
+qio "8 MiB of data and 1 MiB of zeroes" "$CK" -- 'write -P 0x5a 0 8M' 'write -z 8M 1M'
+must "check (clean)" qemu-img check "$CK" | grep -q '^No errors were found on the image.$' ||
+    fail "qemu-img check of a clean volume did not say so"
+must "check -r all" qemu-img check -r all "$CK" | grep -q 'index .* was rebuilt from its log' ||
+    fail "qemu-img check -r all did not rebuild the index"
+qio "data after the index rebuild" -r "$CK" -- 'read -P 0x5a 0 8M' 'read -P 0 8M 1M'
+m=$(must "measure" qemu-img measure --output json -O hlfs "$CK")
+python3 -c '
+import json, sys
+m = json.loads(sys.argv[1])
+req, full = m["required"], m["fully-allocated"]
+# 8 MiB of data (zeroes are not stored) plus a little log overhead; full: 64 MiB and overhead.
+assert 8 << 20 <= req <= 9 << 20, m
+assert 64 << 20 <= full <= 66 << 20, m
+' "$m" || fail "qemu-img measure: $m"
+m=$(must "measure --size" qemu-img measure --output json -O hlfs --size 1G)
+python3 -c '
+import json, sys
+m = json.loads(sys.argv[1])
+assert m["required"] < 1 << 20 and 1 << 30 <= m["fully-allocated"] <= (1 << 30) * 1.02, m
+' "$m" || fail "qemu-img measure --size 1G: $m"
+# A damaged record: check finds it (exit 2, one corruption), and names it.
+seg=$(find "$T/check" -name 'seg-*' -size +1M | sort | head -n1)
+printf '\xff\xff\xff\xff' | dd of="$seg" bs=1 seek=300000 conv=notrunc status=none
+rc=0
+out=$(qemu-img check --output json "$CK" 2>"$T/check.err") || rc=$?
+[ $rc = 2 ] || fail "qemu-img check of a damaged volume exited $rc, not 2: $out $(cat "$T/check.err")"
+python3 -c 'import json, sys; assert json.loads(sys.argv[1])["corruptions"] >= 1' "$out" ||
+    fail "qemu-img check counted no corruption: $out"
+grep -q "error: segment $(basename "$seg")" "$T/check.err" ||
+    fail "qemu-img check did not name the damaged segment: $(cat "$T/check.err")"
+log "ok: qemu-img check finds the damaged record: $(head -c 200 "$T/check.err")"
+
+# --- qemu-img info's format-specific part, and rebase -b '' (flatten) ----------------
+IB=local://$T/ibase IC=hlfs:local://$T/iclone
+must "create base" qemu-img create -f hlfs "hlfs:$IB" 16M >/dev/null
+qio "write the base" "hlfs:$IB" -- 'write -P 0x61 0 2M'
+must "snapshot base" qemu-img snapshot -c gold "hlfs:$IB" >/dev/null
+must "clone" qemu-img create -f hlfs -b "hlfs:$IB%gold" "$IC" >/dev/null
+qio "write the clone" "$IC" -- 'write -P 0x62 1M 4k'
+j=$(must "info --output json (clone)" qemu-img info --output json "$IC")
+python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])["format-specific"]
+assert d["type"] == "hlfs", d
+d = d["data"]
+assert d["base"] == sys.argv[2] and d["base-snapshot"] == "gold", d
+assert d["log-bytes"] > 0 and d["live-bytes"] >= 4096 and d["head-bytes"] == 4096, d
+' "$j" "$IB" || fail "qemu-img info --output json of a clone: $j"
+t=$(must "info (clone)" qemu-img info "$IC")
+grep -q '^Format specific information:' <<<"$t" && grep -q 'base snapshot: gold' <<<"$t" ||
+    fail "qemu-img info of a clone shows no format-specific base:
+$t"
+must_fail "rebase onto another base" "base cannot be changed, only dropped" \
+    qemu-img rebase -u -b "hlfs:$IB%gold" -F hlfs "$IC"
+must "rebase -b '' (flatten)" qemu-img rebase -b '' "$IC" >/dev/null
+j=$(must "info after rebase" qemu-img info --output json "$IC")
+python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])["format-specific"]["data"]
+assert "base" not in d and "base-snapshot" not in d, d
+' "$j" || fail "the clone still has a base after qemu-img rebase -b '': $j"
+qio "the flattened clone reads the same" -r "$IC" -- 'read -P 0x61 0 1M' 'read -P 0x62 1M 4k' 'read -P 0x61 1052672 1044480'
+must "the base snapshot can go now" qemu-img snapshot -d gold "hlfs:$IB" >/dev/null
+qio "the flattened clone after its base snapshot went" -r "$IC" -- 'read -P 0x61 0 1M' 'read -P 0x62 1M 4k'
+log "ok: info shows the clone's base and space; rebase -b '' flattened it"
+
 log "passed"

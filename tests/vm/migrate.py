@@ -23,7 +23,6 @@ Then:
 Prints `migrate: N migrations, ...` and exits 1 on a failure.
 """
 
-import argparse
 import json
 import os
 import re
@@ -31,67 +30,26 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-sys.path.insert(0, os.path.join(HERE, "..", "crash"))
-from qmpclient import Qmp, QmpError  # noqa: E402
-from guest_fio_crash import guest_build  # noqa: E402
-
-
-class Failure(Exception):
-    pass
+from vmcommon import Failure, Qemu, QmpError, arg_parser, guest_args, hlfs, setup  # noqa: E402
 
 
 def log(msg):
     print(f"[migrate] {msg}", file=sys.stderr, flush=True)
 
 
-class Vm:
+class Vm(Qemu):
     n = 0
 
     def __init__(self, a, guest, uris, incoming=None, extra=()):
         Vm.n += 1
-        self.name = f"q{Vm.n}"
-        self.log = os.path.join(a.work, "console.log")  # one console for the guest's whole life
-        self.err = os.path.join(a.work, f"{self.name}.err")
-        sock = os.path.join(a.work, f"{self.name}.qmp")
-        self.mig = os.path.join(a.work, f"{self.name}.mig")
-        args = [os.path.join(a.qemu_bin, "qemu-system-x86_64"), "-m", "256", *a.accel_args,
-                "-display", "none", "-nic", "none", "-no-reboot", "-monitor", "none",
-                "-qmp", f"unix:{sock},server=on,wait=off",
-                "-chardev", f"file,id=con,path={self.log},append=on", "-serial", "chardev:con"]
-        for i, u in enumerate(uris):
-            args += ["-blockdev", json.dumps({"driver": "hlfs", "uri": u, "node-name": f"d{i}"}),
-                     "-device", f"virtio-blk-pci,drive=d{i}"]
-        args += ["-kernel", guest["kernel"], "-initrd", guest["initrd"], "-append", guest["cmdline"],
-                 "-fw_cfg", f"name=opt/hlfs/cmd,string={a.cmd}", *extra]
+        self.mig = os.path.join(a.work, f"q{Vm.n}.mig")
+        # One console file for the guest's whole life, across processes.
+        log_path = os.path.join(a.work, "console.log")
+        args = ["-chardev", f"file,id=con,path={log_path},append=on", "-serial", "chardev:con",
+                *guest_args(guest, uris, a.cmd), *extra]
         if incoming:
             args += ["-incoming", f"unix:{self.mig}"]
-        self.errf = open(self.err, "wb")
-        self.p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.errf, stderr=self.errf)
-        try:
-            self.qmp = Qmp(sock)
-        except QmpError as e:
-            raise Failure(f"{self.name}: {e}: {self.stderr()}")
-
-    def stderr(self):
-        with open(self.err, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def status(self):
-        return self.qmp.cmd("query-status")["status"]
-
-    def quit(self):
-        try:
-            self.qmp.cmd("quit")
-        except (QmpError, OSError):
-            pass  # gone already (the guest powered off)
-        try:
-            self.p.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        self.errf.close()
+        self.start(a, f"q{Vm.n}", args)
 
 
 def console(a):
@@ -99,12 +57,6 @@ def console(a):
         return f.read().decode(errors="replace")
 
 
-def hlfs(a, *args, ok=(0,)):
-    p = subprocess.run([a.cli, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = p.stdout.decode(errors="replace")
-    if p.returncode not in ok:
-        raise Failure(f"hlfs {' '.join(args)} exited {p.returncode}:\n{out}")
-    return out
 
 
 def writer_pid(a, uri):
@@ -167,20 +119,12 @@ def migrate(a, guest, src, uris, extra=(), caps=None):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--qemu-bin", required=True)
-    ap.add_argument("--cli", required=True)
-    ap.add_argument("--build-guest", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--accel", default="tcg", choices=["kvm", "tcg"])
+    ap = arg_parser(__doc__)
     ap.add_argument("--migrations", type=int, default=20)
     ap.add_argument("--root", default="", help="directory URI for the volumes (default: local WORK)")
     a = ap.parse_args()
-    a.accel_args = ["-accel", "kvm", "-cpu", "host"] if a.accel == "kvm" else ["-accel", "tcg"]
-    a.work = os.path.abspath(a.work)
-    os.makedirs(a.work, exist_ok=True)
     root = a.root or f"local://{a.work}"
-    guest = guest_build(a)
+    guest = setup(a)
     if os.path.exists(os.path.join(a.work, "console.log")):
         os.unlink(os.path.join(a.work, "console.log"))
     uris = [f"{root}/root", f"{root}/data"]
@@ -191,7 +135,7 @@ def main():
     a.runtime = 60 + 6 * a.migrations
     spec = ("name=mig,rw=randwrite,bs=4k,size=48M,ioengine=psync,direct=1,verify=crc32c,"
             f"verify_backlog=128,verify_fatal=1,time_based=1,runtime={a.runtime}")
-    a.cmd = "fio-stream:" + spec.replace(",", ",,")
+    a.cmd = "fio-stream:" + spec
     vms = []
     try:
         src = Vm(a, guest, uris)

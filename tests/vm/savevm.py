@@ -21,23 +21,13 @@ that lives only in its memory, printed on the console every 200 ms
 Prints `savevm: ...` lines with the counts and sizes; exits 1 on a failure.
 """
 
-import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-sys.path.insert(0, os.path.join(HERE, "..", "crash"))
-from qmpclient import Qmp, QmpError  # noqa: E402
-from guest_fio_crash import guest_build  # noqa: E402
-
-
-class Failure(Exception):
-    pass
+from vmcommon import Failure, Qemu, QmpError, arg_parser, guest_args, hlfs, setup  # noqa: E402
 
 
 def log(msg):
@@ -49,35 +39,16 @@ def counts(text):
     return [int(m) for m in re.findall(r"HLFS-GUEST: count=(\d+)\r?\n", text)]
 
 
-class Vm:
+class Vm(Qemu):
     def __init__(self, a, guest, name, uri, extra=()):
-        self.name = name
         self.log = os.path.join(a.work, f"{name}.log")
-        self.err = os.path.join(a.work, f"{name}.err")
-        sock = os.path.join(a.work, f"{name}.qmp")
-        for p in (self.log, sock):
-            if os.path.exists(p):
-                os.unlink(p)
-        blockdev = json.dumps({"driver": "hlfs", "uri": uri, "node-name": "root0"})
-        args = [os.path.join(a.qemu_bin, "qemu-system-x86_64"), "-m", "256", *a.accel_args,
-                "-display", "none", "-nic", "none", "-no-reboot", "-monitor", "none",
-                "-qmp", f"unix:{sock},server=on,wait=off", "-serial", f"file:{self.log}",
-                "-blockdev", blockdev, "-device", "virtio-blk-pci,drive=root0",
-                "-kernel", guest["kernel"], "-initrd", guest["initrd"], "-append", guest["cmdline"],
-                "-fw_cfg", "name=opt/hlfs/cmd,string=count:200", *extra]
-        self.errf = open(self.err, "wb")
-        self.p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.errf, stderr=self.errf)
-        try:
-            self.qmp = Qmp(sock)
-        except QmpError as e:
-            raise Failure(f"{name}: {e}: {self.stderr()}")
+        if os.path.exists(self.log):
+            os.unlink(self.log)
+        self.start(a, name, ["-serial", f"file:{self.log}", *guest_args(guest, [uri], "count:200"),
+                             *extra])
 
     def console(self):
         with open(self.log, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def stderr(self):
-        with open(self.err, "rb") as f:
             return f.read().decode(errors="replace")
 
     def wait_counts(self, pred, timeout, since=0, what="the counter"):
@@ -123,39 +94,11 @@ class Vm:
                           f"when the state was saved")
         log(f"ok: after {how} the counter went on from {first} (saved at {saved})")
 
-    def quit(self):
-        try:
-            self.qmp.cmd("quit")
-        except (QmpError, OSError):
-            pass  # gone already (the guest powered off)
-        try:
-            self.p.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
-        self.errf.close()
-
-
-def hlfs(a, *args):
-    p = subprocess.run([a.cli, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = p.stdout.decode(errors="replace")
-    if p.returncode != 0:
-        raise Failure(f"hlfs {' '.join(args)} exited {p.returncode}:\n{out}")
-    return out
-
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--qemu-bin", required=True)
-    ap.add_argument("--cli", required=True)
-    ap.add_argument("--build-guest", required=True)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--accel", default="tcg", choices=["kvm", "tcg"])
+    ap = arg_parser(__doc__)
     a = ap.parse_args()
-    a.accel_args = ["-accel", "kvm", "-cpu", "host"] if a.accel == "kvm" else ["-accel", "tcg"]
-    a.work = os.path.abspath(a.work)
-    os.makedirs(a.work, exist_ok=True)
-    guest = guest_build(a)
+    guest = setup(a)
     uri = f"local://{a.work}/root"
     hlfs(a, "import", guest["disk"], uri)
     vm = None
@@ -185,15 +128,15 @@ def main():
         # 2. The QMP jobs.
         vm.wait_counts(lambda c: c[-1] >= s1 + 10, 120, what=f"count {s1 + 10}")
         s2 = vm.stopped_count()
-        vm.job("snapshot-save", "save-s2", tag="s2", vmstate="root0", devices=["root0"])
+        vm.job("snapshot-save", "save-s2", tag="s2", vmstate="d0", devices=["d0"])
         vm.qmp.cmd("cont")
         m = vm.wait_counts(lambda c: c[-1] >= s2 + 15, 120, what=f"count {s2 + 15}")[-1]
         vm.stopped_count()
         since = len(vm.console())
-        vm.job("snapshot-load", "load-s2", tag="s2", vmstate="root0", devices=["root0"])
+        vm.job("snapshot-load", "load-s2", tag="s2", vmstate="d0", devices=["d0"])
         vm.qmp.cmd("cont")
         vm.check_resumed(s2, since, f"the QMP snapshot-load job of s2 (the counter had reached {m})")
-        vm.job("snapshot-delete", "delete-s2", tag="s2", devices=["root0"])
+        vm.job("snapshot-delete", "delete-s2", tag="s2", devices=["d0"])
         if "s2" in vm.qmp.hmp("info snapshots"):
             raise Failure("s2 is still listed after the snapshot-delete job")
         log("ok: the snapshot-delete job removed s2")
