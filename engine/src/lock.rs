@@ -20,10 +20,13 @@ pub struct Holder {
     pub host: String,
     /// Process start time (clock ticks since boot), 0 if unknown.
     pub start: u64,
-    /// The kernel's boot id and the holder's pid namespace
-    /// (`BOOT_ID/pid:[INODE]`), empty in locks written before it existed:
-    /// two machines or containers with the same host name differ here, so
-    /// the pid of one is never looked up in the other's process table.
+    /// Where the pid means something: the machine id, the kernel's boot id
+    /// and the holder's pid namespace (`MACHINE_ID/BOOT_ID/pid:[INODE]`;
+    /// empty in locks written before it existed, and a part is empty where
+    /// /proc or /etc does not say). Two machines with one host name differ
+    /// in the machine id, a reboot in the boot id (every holder of the old
+    /// boot is gone), a container in the pid namespace (its pid cannot be
+    /// looked up here).
     pub pid_space: String,
     /// Random number drawn when the lock was taken (0 in locks written
     /// before it existed): tells this lock apart from a later one of the
@@ -73,8 +76,18 @@ impl Holder {
         (h.pid != 0).then_some(h)
     }
 
-    /// Whether the holder is certainly gone (only decidable on this host).
+    /// Whether the holder is certainly gone (only decidable on this
+    /// machine): the machine rebooted since it took the lock, or its
+    /// process is gone from this boot's (and pid namespace's) table.
     fn is_dead(&self) -> bool {
+        if !self.same_machine() {
+            return false;
+        }
+        let mine = pid_space();
+        let (theirs, ours) = (PidSpace::parse(&self.pid_space), PidSpace::parse(&mine));
+        if !theirs.boot.is_empty() && !ours.boot.is_empty() && theirs.boot != ours.boot {
+            return true;
+        }
         if !self.is_local() {
             return false;
         }
@@ -83,27 +96,58 @@ impl Holder {
             Some(s) => self.start != 0 && s != self.start,
         }
     }
-}
 
-impl Holder {
-    /// Whether the holder's pid names a process of this machine's (and pid
-    /// namespace's) process table: the same host name and, where the lock
-    /// records it, the same boot and pid namespace.
+    /// Whether the holder ran on this machine: the same host name and, where
+    /// both sides know it, the same machine id.
+    fn same_machine(&self) -> bool {
+        let mine = pid_space();
+        let (theirs, ours) = (PidSpace::parse(&self.pid_space), PidSpace::parse(&mine));
+        self.host == hostname()
+            && (theirs.machine.is_empty() || ours.machine.is_empty() || theirs.machine == ours.machine)
+    }
+
+    /// Whether the holder's pid names a process of our process table: the
+    /// same machine and, where the lock records them, the same boot and
+    /// pid namespace.
     fn is_local(&self) -> bool {
-        self.host == hostname() && (self.pid_space.is_empty() || self.pid_space == pid_space())
+        let mine = pid_space();
+        let (theirs, ours) = (PidSpace::parse(&self.pid_space), PidSpace::parse(&mine));
+        self.same_machine()
+            && (self.pid_space.is_empty() || (theirs.boot == ours.boot && theirs.pid_ns == ours.pid_ns))
     }
 }
 
-/// This kernel's boot id and this process's pid namespace, as
-/// `BOOT_ID/pid:[INODE]`; empty parts where /proc does not say.
+/// The parts of `Holder::pid_space`.
+struct PidSpace<'a> {
+    machine: &'a str,
+    boot: &'a str,
+    pid_ns: &'a str,
+}
+
+impl<'a> PidSpace<'a> {
+    /// `MACHINE/BOOT/PIDNS`, or `BOOT/PIDNS` as the first locks with the
+    /// field wrote it.
+    fn parse(s: &'a str) -> PidSpace<'a> {
+        let parts: Vec<&str> = s.splitn(3, '/').collect();
+        match parts.as_slice() {
+            [m, b, n] => PidSpace { machine: m, boot: b, pid_ns: n },
+            [b, n] => PidSpace { machine: "", boot: b, pid_ns: n },
+            _ => PidSpace { machine: "", boot: "", pid_ns: s },
+        }
+    }
+}
+
+/// This machine's id, this kernel's boot id and this process's pid
+/// namespace, as `MACHINE_ID/BOOT_ID/pid:[INODE]`; empty parts where /etc
+/// or /proc does not say.
 pub fn pid_space() -> String {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default();
+    let machine = read("/etc/machine-id");
+    let boot = read("/proc/sys/kernel/random/boot_id");
     let ns = std::fs::read_link("/proc/self/ns/pid")
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    format!("{boot}/{ns}")
+    format!("{machine}/{boot}/{ns}")
 }
 
 /// This machine's host name.
@@ -422,12 +466,25 @@ mod tests {
             }
             std::fs::write(tmp.path().join("lock"), h).unwrap();
         };
-        lock(Some("another-boot/pid:[4026531836]"));
-        let e = WriteLock::acquire(backend.clone(), &dir, "local:///x/v").expect_err("refused");
-        assert_eq!(e.kind(), ErrorKind::Locked, "{e}");
-        assert!(e.to_string().contains("hlfs unlock"), "{e}");
-        assert!(break_lock(&*backend, &dir, "local:///x/v").unwrap().is_some());
-        for space in [Some(pid_space()), None] {
+        let ours = pid_space();
+        let p = PidSpace::parse(&ours);
+        // Another machine with our host name; a container of ours (same
+        // boot, another pid namespace): refused, with the unlock advice.
+        for other in [
+            format!("another-machine/{}/{}", p.boot, p.pid_ns),
+            format!("{}/{}/pid:[1]", p.machine, p.boot),
+        ] {
+            lock(Some(&other));
+            let e = WriteLock::acquire(backend.clone(), &dir, "local:///x/v").expect_err("refused");
+            assert_eq!(e.kind(), ErrorKind::Locked, "{other}: {e}");
+            assert!(e.to_string().contains("hlfs unlock"), "{e}");
+            assert!(break_lock(&*backend, &dir, "local:///x/v").unwrap().is_some());
+        }
+        // Ours with a dead pid; one from before a reboot of this machine
+        // (every process of that boot is gone, even in another pid
+        // namespace); one written before locks recorded it: taken over.
+        let before_reboot = format!("{}/another-boot/pid:[1]", p.machine);
+        for space in [Some(ours.clone()), Some(before_reboot), None] {
             lock(space.as_deref());
             let l = WriteLock::acquire(backend.clone(), &dir, "local:///x/v").expect("taken over");
             l.release().unwrap();

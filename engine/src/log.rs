@@ -912,6 +912,17 @@ impl LogWriter {
         }
     }
 
+    /// Stops the writer for good with `e` (every later call fails until
+    /// the volume is reopened): for a failure whose effect the caller has
+    /// already applied in memory, such as a metadata record whose sync
+    /// failed, so that nothing is written on top of a state the log may
+    /// not hold.
+    pub fn give_up(&mut self, e: &Error) {
+        if self.poisoned.is_none() {
+            self.poisoned = Some(e.to_string());
+        }
+    }
+
     fn poison<T>(&mut self, r: Result<T>) -> Result<T> {
         if let Err(e) = &r {
             self.poisoned = Some(e.to_string());

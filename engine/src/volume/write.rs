@@ -330,8 +330,16 @@ impl Volume {
             apply(&self.index(), &mut st, seg, off, 0, &rec)?;
         }
         // Snapshots, reverts and resizes must be visible to other openers
-        // (`vol%snap` views, `clone_volume`), not only durable.
-        self.sync_visible(w)
+        // (`vol%snap` views, `clone_volume`), not only durable. If that
+        // fails, the record is applied here but may or may not reach the
+        // log: the writer stops (writes on top of a revert the caller was
+        // told failed would be worse than refusing them), and a reopen
+        // reads whichever the log holds.
+        let r = self.sync_visible(w);
+        if let Err(e) = &r {
+            w.give_up(e);
+        }
+        r
     }
 
     /// Makes the log durable and readable by other openers: a flush where
