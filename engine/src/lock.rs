@@ -197,6 +197,26 @@ pub fn holder(backend: &dyn Backend, dir: &str, name: &str) -> Result<Option<Hol
     Ok(read_holder(backend, &path)?.filter(|h| !h.is_stale(name)))
 }
 
+/// `Ok` if the lock of the volume `name` in `dir` is still the one with
+/// `token` (ours), else `Locked`, saying who holds it now: the fence a
+/// writer asks before it goes on after a failure (`log::Fence`).
+pub fn check_token(backend: &dyn Backend, dir: &str, name: &str, token: u64) -> Result<()> {
+    match read_holder(backend, &lock_path(dir))? {
+        Some(h) if h.token == token => Ok(()),
+        Some(h) => Err(Error::new(
+            ErrorKind::Locked,
+            format!(
+                "volume {name}: its write lock is now held by pid {} on host {} (it was broken with `hlfs unlock` and the volume taken over); this writer stops",
+                h.pid, h.host
+            ),
+        )),
+        None => Err(Error::new(
+            ErrorKind::Locked,
+            format!("volume {name}: its write lock is gone (broken with `hlfs unlock`?); this writer stops"),
+        )),
+    }
+}
+
 /// Why a lock held by `h` refuses us, and what to do about it. A holder on
 /// another host cannot be checked from here: if that host is gone, an
 /// operator breaks the lock explicitly.
@@ -376,6 +396,11 @@ impl WriteLock {
             ErrorKind::Locked,
             format!("volume {name}: could not take the write lock (contended); try again"),
         ))
+    }
+
+    /// The token of this lock (`Holder::token`).
+    pub fn token(&self) -> u64 {
+        self.me.token
     }
 
     /// Releases the lock now.

@@ -497,6 +497,13 @@ impl SegMove {
 /// the volume points its map's extents there.
 pub type OnRename = Arc<dyn Fn(SegMove) -> Result<()> + Send + Sync>;
 
+/// Checks that the writer still holds the volume's write lock (`Ok`), or
+/// says who took it (`Locked`): asked before the writer goes on after a
+/// failure it did not give up on, since the volume may have been taken
+/// over meanwhile (`hlfs unlock`) and the segment numbers that fence it
+/// freed again by the new writer's cleaner.
+pub type Fence = Arc<dyn Fn() -> Result<()> + Send + Sync>;
+
 /// Appends records to the log, one segment at a time.
 pub struct LogWriter {
     backend: Arc<dyn Backend>,
@@ -541,6 +548,10 @@ pub struct LogWriter {
     rewrite_attempts: u32,
     rewrite_wait: std::time::Duration,
     on_rename: Option<OnRename>,
+    fence: Option<Fence>,
+    /// A failure was survived (`retries`) and the next create or rewrite
+    /// must first ask the fence.
+    recovering: bool,
 }
 
 /// A batch record being filled in the active segment's memory.
@@ -643,6 +654,8 @@ impl LogWriter {
             rewrite_attempts: 10,
             rewrite_wait: std::time::Duration::from_millis(500),
             on_rename: None,
+            fence: None,
+            recovering: false,
         }
     }
 
@@ -946,6 +959,7 @@ impl LogWriter {
                 // reach (HDFS): the next call writes the segment's bytes
                 // again (`ready`) or creates the segment again, which works
                 // once the cause is gone.
+                self.recovering = true;
                 return r;
             }
             return self.poison(r);
@@ -986,6 +1000,9 @@ impl LogWriter {
     /// past once space is freed (until then the caller gets `NoSpace`
     /// again, and the writer stays usable).
     fn ready(&mut self) -> Result<()> {
+        if self.poisoned.is_none() {
+            self.check_fence()?;
+        }
         if self.poisoned.is_none()
             && self.rewritable()
             && self.active.as_ref().is_some_and(|a| {
@@ -1007,6 +1024,29 @@ impl LogWriter {
     /// Who is told when the active segment's bytes move to another number.
     pub fn set_on_rename(&mut self, f: OnRename) {
         self.on_rename = Some(f);
+    }
+
+    /// What tells whether the write lock is still ours (see `Fence`).
+    pub fn set_fence(&mut self, f: Fence) {
+        self.fence = Some(f);
+    }
+
+    /// After a survived failure, before writing on: the lock must still
+    /// be ours, else the writer stops for good.
+    fn check_fence(&mut self) -> Result<()> {
+        if !self.recovering {
+            return Ok(());
+        }
+        if let Some(f) = self.fence.clone() {
+            match f() {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Locked => return self.poison(Err(e)),
+                // Cannot tell (the backend is still out of reach): not now.
+                Err(e) => return Err(e),
+            }
+        }
+        self.recovering = false;
+        Ok(())
     }
 
     /// Whether a failed append or close of the active segment can be
@@ -1086,6 +1126,7 @@ impl LogWriter {
         if self.retries(&e) {
             // Still full, or still out of reach: the caller is told, and
             // the next call tries again (`ready`).
+            self.recovering = true;
             return Err(e.context(format!(
                 "{}: writing segment {} again; the volume stays open and tries again at the next write or flush",
                 self.dir,
@@ -1522,6 +1563,7 @@ impl LogWriter {
                 Err(x) => e = x,
             }
         }
+        self.recovering = true;
         Err(e)
     }
 
@@ -1587,7 +1629,10 @@ impl LogWriter {
                     }
                     // The failed close left the segment's file abandoned:
                     // the next call writes its bytes again (`ready`).
-                    Err(e) if self.retries(&e) => return Err(e),
+                    Err(e) if self.retries(&e) => {
+                        self.recovering = true;
+                        return Err(e);
+                    }
                     Err(e) => return self.poison(Err(e)),
                 }
             }

@@ -201,3 +201,37 @@ fn real_hdfs_old_writer_in_another_process_is_fenced() {
         p.remove_hdfs();
     }
 }
+
+/// A writer that survived a failure (a long HDFS outage, say: it was not
+/// given up on, so a VM paused by werror=stop can resume) asks whether the
+/// write lock is still its own before it writes on: meanwhile the volume
+/// may have been taken over, and the segment numbers that fence it freed
+/// again by the new writer's cleaner. It stops with the new holder's name.
+#[test]
+fn a_writer_recovering_from_a_failure_checks_its_lock_first() {
+    let p = Place::new(Kind::MemClosedOnly);
+    let mem = p.mem.clone().expect("a memory backend");
+    let uri = p.uri("v");
+    Volume::create(&uri, 4 << 20).unwrap();
+    let (_ia, _ib, oa, ob) = two_hosts(&p);
+    let a = Volume::open(&uri, &oa).unwrap();
+    let x = pattern(1, 64 << 10);
+    a.write(0, &x).unwrap();
+    a.flush().unwrap();
+    mem.fail_transiently(1000);
+    a.write(1 << 20, &pattern(2, 4096)).unwrap();
+    a.flush().expect_err("the outage outlasts the retries");
+    mem.fail_transiently(0);
+    break_lock_as_if_remote(&p, "v");
+    let b = Volume::open(&uri, &ob).unwrap();
+    let e = a.flush().expect_err("the old writer must not go on");
+    assert!(e.to_string().contains("write lock is now held by"), "the fence said why: {e}");
+    assert!(a.write(0, &[9u8; 4096]).is_err(), "and it writes no more");
+    drop(a);
+    let y = pattern(3, 8192);
+    b.write(2 << 20, &y).unwrap();
+    b.close().unwrap();
+    let got = read_all(&Volume::open(&uri, &OpenOptions::read_only()).unwrap());
+    assert_eq!(&got[..x.len()], &x[..], "A's flushed write is in the log");
+    assert_eq!(&got[2 << 20..(2 << 20) + y.len()], &y[..], "B's write too");
+}

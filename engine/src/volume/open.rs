@@ -375,6 +375,10 @@ impl Volume {
             // failed write): the map follows it at once.
             let index = vol.index();
             w.set_on_rename(Arc::new(move |m| index.relocate(m)));
+            if let Some(token) = vol.lock.lock().as_ref().map(|l| l.token()) {
+                let (backend, dir, name) = (vol.backend.clone(), vol.dir.clone(), name.clone());
+                w.set_fence(Arc::new(move || lock::check_token(&*backend, &dir, &name, token)));
+            }
             // A VM state stream that no snapshot claimed: the savevm that
             // wrote it died before its snapshot.
             vol.drop_pending_vmstate(w)?;
