@@ -5,11 +5,14 @@
 # own host name) with its own host_uuid, /run/libvirt and state directories;
 # both see the same pool directory, declared shared with qemu.conf's
 # shared_filesystems. The test guest (imported with hlfs import, direct
-# kernel boot, fw_cfg count:200) counts in memory on the serial console:
+# kernel boot, fw_cfg fill:4;count:200) counts in memory on the serial console:
 #  - migrate --live A -> B: the domain runs on B (its QEMU in B's namespace,
 #    none left in A's), is gone from A, the volume's write lock names B's host
 #    name, and the counter goes on without a new boot;
-#  - migrate --live B -> A: the same back.
+#  - migrate --live B -> A: the same back;
+#  - the guest's data: at boot it wrote 4 MiB of random data (fill:4); after
+#    the two moves a boot by QEMU alone reads the file back with the same
+#    sha256, and hlfs fsck passes.
 # Root only; exit 77 where network namespaces cannot be made.
 E2E_NAME=libvirt_migrate_two_hosts
 # shellcheck source=../lib/qemu.sh
@@ -115,7 +118,7 @@ cat >"$T/dom.xml" <<EOF
   <name>$D</name>
   <memory unit='MiB'>256</memory>
   <vcpu>1</vcpu>
-  <sysinfo type='fwcfg'><entry name='opt/hlfs/cmd'>count:200</entry></sysinfo>
+  <sysinfo type='fwcfg'><entry name='opt/hlfs/cmd'>fill:4;count:200</entry></sysinfo>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>$KERNEL</kernel>
@@ -154,7 +157,9 @@ $(tail -c 1500 "$CONSOLE")"
     done
 }
 wait_count 10 "${HLFS_BOOT_TIMEOUT:-150}"
-ok "$D running on host a, counting: $(last_count)"
+FILLED=$(tr -d '\r' <"$CONSOLE" | sed -n 's/^HLFS-GUEST: filled=4 sha256=\([0-9a-f]*\)$/\1/p' | head -n1)
+[ -n "$FILLED" ] || fail "the guest did not write its 4 MiB fill file: $(tail -c 1500 "$CONSOLE")"
+ok "$D running on host a, counting: $(last_count); it wrote 4 MiB of random data (sha256 ${FILLED:0:16}...)"
 
 # qemu_in NS: a qemu-system process runs in network namespace NS
 qemu_in() {
@@ -195,4 +200,14 @@ migrate a b
 migrate b a
 VA destroy "$D" >/dev/null || fail "destroy on host a"
 "$HLFS_CLI" fsck "$VOL" >/dev/null || fail "hlfs fsck $VOL"
+# The guest's data after two moves: one more boot, by QEMU alone, reads
+# the fill file back (its init prints the file's sha256 at boot).
+# shellcheck disable=SC2046 # word splitting of the accelerator flags is wanted
+timeout 300 "$QEMU_BIN/qemu-system-x86_64" -m 256 $(guest_accel_args) -display none -nic none \
+    -no-reboot -monitor none -serial "file:$T/check.log" -drive "file=hlfs:$VOL,if=virtio" \
+    -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE" </dev/null >"$T/check.err" 2>&1 ||
+    fail "the check boot failed: $(cat "$T/check.err")"
+got=$(tr -d '\r' <"$T/check.log" | sed -n 's/^HLFS-GUEST: fill-sha256=\([0-9a-f]*\)$/\1/p' | head -n1)
+[ "$got" = "$FILLED" ] || fail "the guest's data after the migrations: fill file sha256 '$got', written as '$FILLED'"
+ok "after a -> b -> a the guest's 4 MiB fill file reads back (sha256 matches)"
 log "passed in $(( $(date +%s) - t0 )) s"
