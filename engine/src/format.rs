@@ -868,7 +868,14 @@ pub fn decode_payload(kind: Kind, payload: &[u8]) -> Result<Record> {
             // Absent in disk-only snapshots, where an aligned record's
             // padding (zeros) may follow: zeros mean none as well.
             vm: if d.remaining() >= 24 {
-                VmStateRef { timeline: d.u64()?, size: d.u64()?, clock_nsec: d.u64()? }
+                // A zero timeline means no VM state, whatever follows it
+                // (it is not written then: decode as the encoder wrote).
+                let vm = VmStateRef { timeline: d.u64()?, size: d.u64()?, clock_nsec: d.u64()? };
+                if vm.timeline == 0 {
+                    VmStateRef::default()
+                } else {
+                    vm
+                }
             } else {
                 VmStateRef::default()
             },
@@ -1003,6 +1010,38 @@ mod tests {
         );
         out[40] ^= 1;
         assert!(verify_crc(&out, h.crc).is_err());
+    }
+
+    /// SnapshotCreate's optional VM state fields: written only with a
+    /// timeline, read back the same in both record versions; a zero
+    /// timeline with other bytes after it (what the fuzzer found) reads as
+    /// no VM state, as the encoder would have written it.
+    #[test]
+    fn snapshot_vm_state_fields_round_trip() {
+        let rec = |vm| Record::SnapshotCreate {
+            id: 3,
+            timeline: 4,
+            new_head: 5,
+            virtual_size: 1 << 30,
+            secs: 7,
+            nsecs: 8,
+            name: "s".into(),
+            vm,
+        };
+        let with = rec(VmStateRef { timeline: 6, size: 12345, clock_nsec: 99 });
+        for aligned in [false, true] {
+            let mut out = Vec::new();
+            if aligned {
+                encode_record_aligned(&mut out, 1, &with, &[]);
+            } else {
+                encode_record(&mut out, 1, &with, &[]);
+            }
+            assert_eq!(decode_payload(Kind::SnapshotCreate, &out[RECORD_HEADER_LEN..]).unwrap(), with);
+        }
+        let mut e = Enc::default();
+        e.u64(3).u64(4).u64(5).u64(1 << 30).u64(7).u32(8).str("s");
+        e.u64(0).u64(805306368).u64(1);
+        assert_eq!(decode_payload(Kind::SnapshotCreate, &e.0).unwrap(), rec(VmStateRef::default()));
     }
 
     #[test]
