@@ -59,7 +59,7 @@ if [ -n "${HLFS_TEST_HDFS:-}" ]; then
     # One at a time: one of them stops and starts DataNodes of the cluster.
     # hdfs: conformance, scenarios, DataNode loss; model, fencing, crash:
     # those suites on the real cluster (the crash test SIGKILLs writers).
-    count_cargo --release -p hlfs --test hdfs --test model --test fencing --test crash \
+    count_cargo --release -p hlfs --test hdfs --test model --test fencing --test crash --test readers \
         -- --ignored real_hdfs --test-threads 1
     export HLFS_HDFS_ENGINE_TESTS_RAN=1 # tests/e2e/hdfs.sh need not run them again
 else

@@ -175,13 +175,19 @@ enum Cmd {
     #[command(after_help = "Copies the live blocks of mostly-dead segments to the end of the log and \
         retires those segments; blocks the head, a snapshot or a clone's base still reads are never \
         dropped. Segments are ranked by (1-u)*age/(1+u), u being their live fraction, and only those \
-        with u <= --max-utilization are cleaned. Retired segments stay readable for --grace seconds \
-        (for readers that looked a block up just before it moved), then a later pass deletes them. \
-        The volume must not be open read-write elsewhere (a running QEMU cleans its volumes itself). \
-        Safe to interrupt: the volume then reads as before. JSON fields: uri, segments_cleaned, \
-        bytes_reclaimed, blocks_copied, bytes_written, retired_deleted, log_bytes_before, \
+        with u <= --max-utilization are cleaned. A retired segment is deleted at once unless a \
+        read-only opener (a snapshot or head view, a clone reading its base, qemu-img) registered \
+        before the pass may still read it: then it goes when that reader closes, or, for a snapshot \
+        view, once the reader has loaded a new map (within its heartbeat, 30 s). The report says \
+        what was freed now and what is held back, by which reader. Retired segments no reader \
+        record accounts for (an interrupted pass) wait --grace seconds. --wait blocks until \
+        everything retired is deleted. The volume must not be open read-write elsewhere (a running \
+        QEMU cleans its volumes itself). Safe to interrupt: the volume then reads as before. JSON \
+        fields: uri, segments_cleaned, bytes_reclaimed, blocks_copied, bytes_written, \
+        retired_deleted, freed_bytes, held (files, bytes, readers: pid, host, reads, refreshes, \
+        heartbeat_secs, remote), grace_segments, grace_bytes, grace_until, log_bytes_before, \
         log_bytes_after, live_bytes.\n\
-        Example: hlfs gc local:///var/lib/hlfs/vm1 --grace 0")]
+        Example: hlfs gc local:///var/lib/hlfs/vm1 --wait")]
     Gc {
         /// Volume to clean
         uri: String,
@@ -191,9 +197,12 @@ enum Cmd {
         /// Clean at most this many segments (0: no limit)
         #[arg(long, default_value_t = 0, value_name = "N")]
         max_segments: usize,
-        /// Seconds a retired segment stays readable before it is deleted
+        /// Seconds a retired segment that no reader record accounts for waits before it is deleted
         #[arg(long, default_value_t = 600, value_name = "SECONDS")]
         grace: u64,
+        /// After the pass, wait until every retired segment is deleted (readers closed or moved on)
+        #[arg(long)]
+        wait: bool,
         /// Output format
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
@@ -297,9 +306,9 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Fsck { uri, rebuild_index, output } => ops::fsck(&uri, rebuild_index, output),
         Cmd::Du { uri, output } => ops::du(&uri, output),
         Cmd::Flatten { uri, output } => ops::flatten(&uri, output),
-        Cmd::Gc { uri, max_utilization, max_segments, grace, output } => {
+        Cmd::Gc { uri, max_utilization, max_segments, grace, wait, output } => {
             let opts = hlfs::GcOptions { max_utilization, max_segments, retire_grace_secs: grace };
-            ops::gc(&uri, &opts, output)
+            ops::gc(&uri, &opts, wait, output)
         }
     }
 }

@@ -374,7 +374,7 @@ pub fn fsck(uri: &str, rebuild_index: bool, out: Output) -> Result<()> {
 }
 
 /// Runs a cleaning pass on a volume, with a progress bar on a terminal.
-pub fn gc(uri: &str, opts: &hlfs::GcOptions, out: Output) -> Result<()> {
+pub fn gc(uri: &str, opts: &hlfs::GcOptions, wait: bool, out: Output) -> Result<()> {
     if !(0.0..=1.0).contains(&opts.max_utilization) {
         return Err(usage(format!(
             "gc of {uri}: --max-utilization {} must be between 0 and 1",
@@ -388,12 +388,42 @@ pub fn gc(uri: &str, opts: &hlfs::GcOptions, out: Output) -> Result<()> {
         pb.set_position(done);
     });
     pb.finish_and_clear();
-    let rep = rep?;
+    let mut rep = rep?;
     vol.close()?;
+    if wait {
+        wait_for_retired(uri, opts.retire_grace_secs, &mut rep)?;
+    }
     match out {
         Output::Human => print(&output::gc_human(uri, &rep)),
         Output::Json => print(&output::json(&output::GcJson::new(uri, &rep))),
     }
+}
+
+/// `hlfs gc --wait`: polls until no retired segment is left, saying on
+/// stderr what it waits for whenever that changes. The volume is closed
+/// meanwhile (a VM may start on it).
+fn wait_for_retired(uri: &str, grace: u64, rep: &mut hlfs::GcReport) -> Result<()> {
+    let count = |r: &hlfs::registry::Release| r.held.iter().map(|h| h.files).sum::<u64>() + r.unaccounted.0;
+    // Readers delete what they held themselves once they let go, so count
+    // what is gone rather than what this process deleted.
+    let (segs0, bytes0) = (count(&rep.retired), rep.retired.waiting_bytes());
+    let mut said = String::new();
+    while rep.retired.waiting_bytes() > 0 {
+        let why = output::release_human(&rep.retired);
+        if why != said {
+            eprint!("hlfs gc: waiting for retired segments to be deleted:\n{why}");
+            said = why;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let now = hlfs::release_retired(uri, grace)?;
+        rep.retired.held = now.held;
+        rep.retired.unaccounted = now.unaccounted;
+    }
+    rep.retired_deleted += segs0;
+    rep.retired.deleted += segs0;
+    rep.retired.deleted_bytes += bytes0;
+    rep.log_bytes_after = rep.log_bytes_after.saturating_sub(bytes0);
+    Ok(())
 }
 
 /// Prints the space use of each snapshot and of the head (`rbd du`).

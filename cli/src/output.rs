@@ -33,6 +33,10 @@ JSON fields (--output json):
   created_sec      creation time, seconds since the epoch
   base             \"URI%snapshot\" this volume was cloned from, or null
   writer           who holds it open read-write (\"pid N on host H\"), or null
+  files            the volume directory's bytes by kind: total_bytes (what du -sb,
+                   or hdfs dfs -du -s on HDFS, says of the directory), segment_bytes,
+                   retired_bytes (cleaned segments not deleted yet), checkpoint_bytes,
+                   index_bytes (local index cache), other_bytes
   snapshots        list, oldest first, each with:
     id, name, date (UTC \"YYYY-MM-DD HH:MM:SS\"), date_sec, date_nsec,
     virtual_size, bytes (data this snapshot holds on its own),
@@ -181,6 +185,8 @@ pub struct InfoJson {
     pub base: Option<String>,
     /// Holder of the write lock.
     pub writer: Option<String>,
+    /// The volume directory's files by kind.
+    pub files: FilesJson,
     /// Snapshots, oldest first.
     pub snapshots: Vec<SnapshotJson>,
 }
@@ -201,9 +207,54 @@ impl From<&VolumeInfo> for InfoJson {
             created_sec: i.created,
             base: i.base.clone(),
             writer: i.writer.clone(),
+            files: FilesJson::from(&i.space),
             snapshots: i.snapshots.iter().map(SnapshotJson::from).collect(),
         }
     }
+}
+
+/// The volume directory's files by kind (`hlfs info`, `hlfs du`).
+#[derive(Debug, Serialize)]
+pub struct FilesJson {
+    /// Everything: what `du -sb` (local) or `hdfs dfs -du -s` (HDFS) says.
+    pub total_bytes: u64,
+    /// Segment files of the log.
+    pub segment_bytes: u64,
+    /// Retired segments not deleted yet (`hlfs gc` says what holds them).
+    pub retired_bytes: u64,
+    /// Checkpoints.
+    pub checkpoint_bytes: u64,
+    /// The local index cache kept in the volume directory.
+    pub index_bytes: u64,
+    /// Directories, the lock, reader registrations.
+    pub other_bytes: u64,
+}
+
+impl From<&hlfs::DirSpace> for FilesJson {
+    fn from(d: &hlfs::DirSpace) -> Self {
+        FilesJson {
+            total_bytes: d.total,
+            segment_bytes: d.segments,
+            retired_bytes: d.retired,
+            checkpoint_bytes: d.checkpoints,
+            index_bytes: d.index,
+            other_bytes: d.other,
+        }
+    }
+}
+
+/// The `files` line of `hlfs info` and `hlfs du` for people.
+fn files_human(d: &hlfs::DirSpace) -> String {
+    let mut parts = vec![format!("segments {}", size(d.segments))];
+    if d.retired > 0 {
+        parts.push(format!("retired {} (not deleted yet; `hlfs gc` says why)", size(d.retired)));
+    }
+    parts.push(format!("checkpoints {}", size(d.checkpoints)));
+    if d.index > 0 {
+        parts.push(format!("index {}", size(d.index)));
+    }
+    parts.push(format!("other {}", size(d.other)));
+    format!("{} ({}; as du -sb counts)", size_exact(d.total), parts.join(", "))
 }
 
 /// `hlfs fsck --output json`.
@@ -314,6 +365,7 @@ pub fn info_human(i: &VolumeInfo) -> String {
     line("log bytes", &format!("{} (segments and checkpoints in the backend)", size_exact(i.allocated_bytes)));
     line("live bytes", &format!("{} (blocks the head, snapshots or clones still read; `hlfs du` breaks them down)", size_exact(i.live_bytes)));
     line("head bytes", &size_exact(i.head_bytes));
+    line("directory", &files_human(&i.space));
     line("block size", &i.block_size.to_string());
     line("segments", &i.segments.to_string());
     line("created", &utc(i.created));
@@ -481,8 +533,18 @@ pub struct GcJson {
     pub blocks_copied: u64,
     /// Bytes the copies appended to the log.
     pub bytes_written: u64,
-    /// Retired segments deleted (grace period over).
+    /// Retired segments deleted by this run.
     pub retired_deleted: u64,
+    /// Their bytes: space given back now.
+    pub freed_bytes: u64,
+    /// Retired segments still held back, by whom.
+    pub held: Vec<HeldJson>,
+    /// Retired segments no record accounts for, waiting for the grace period.
+    pub grace_segments: u64,
+    /// Their bytes.
+    pub grace_bytes: u64,
+    /// When the last of them may go (UTC), or null.
+    pub grace_until: Option<String>,
     /// Segment bytes before the pass (retired ones included).
     pub log_bytes_before: u64,
     /// Segment bytes after the pass (retired ones included).
@@ -491,9 +553,60 @@ pub struct GcJson {
     pub live_bytes: u64,
 }
 
+/// Retired files a set of readers holds back.
+#[derive(Debug, Serialize)]
+pub struct HeldJson {
+    /// How many retired files (segments and checkpoints).
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The readers that may still read them.
+    pub readers: Vec<ReaderJson>,
+}
+
+/// A registered reader.
+#[derive(Debug, Serialize)]
+pub struct ReaderJson {
+    /// Its process.
+    pub pid: u32,
+    /// Its host.
+    pub host: String,
+    /// What it reads (`URI` or `URI%snap`).
+    pub reads: String,
+    /// Whether it lets go by itself within a heartbeat (a snapshot view
+    /// loads a new map); else when it closes.
+    pub refreshes: bool,
+    /// Its heartbeat interval, seconds.
+    pub heartbeat_secs: u64,
+    /// On another host: counted dead once its heartbeat lapses.
+    pub remote: bool,
+}
+
+impl From<&hlfs::registry::HeldBy> for HeldJson {
+    fn from(h: &hlfs::registry::HeldBy) -> Self {
+        HeldJson {
+            files: h.files,
+            bytes: h.bytes,
+            readers: h
+                .readers
+                .iter()
+                .map(|r| ReaderJson {
+                    pid: r.pid,
+                    host: r.host.clone(),
+                    reads: r.what.clone(),
+                    refreshes: r.refreshes,
+                    heartbeat_secs: r.heartbeat_secs,
+                    remote: r.remote,
+                })
+                .collect(),
+        }
+    }
+}
+
 impl GcJson {
     /// The report of cleaning `uri`.
     pub fn new(uri: &str, r: &hlfs::GcReport) -> Self {
+        let rel = &r.retired;
         GcJson {
             uri: uri.to_string(),
             segments_cleaned: r.segments_cleaned,
@@ -501,6 +614,11 @@ impl GcJson {
             blocks_copied: r.blocks_copied,
             bytes_written: r.bytes_written,
             retired_deleted: r.retired_deleted,
+            freed_bytes: rel.deleted_bytes,
+            held: rel.held.iter().map(HeldJson::from).collect(),
+            grace_segments: rel.unaccounted.0,
+            grace_bytes: rel.unaccounted.1,
+            grace_until: (rel.unaccounted.0 > 0).then(|| utc(rel.unaccounted.2)),
             log_bytes_before: r.log_bytes_before,
             log_bytes_after: r.log_bytes_after,
             live_bytes: r.live_bytes,
@@ -508,21 +626,63 @@ impl GcJson {
     }
 }
 
+/// What still holds retired segments back, one line each, for people.
+pub fn release_human(rel: &hlfs::registry::Release) -> String {
+    let mut s = String::new();
+    for h in &rel.held {
+        let who: Vec<String> = h
+            .readers
+            .iter()
+            .map(|r| {
+                let until = if r.refreshes {
+                    format!("it loads a new map within {} s", r.heartbeat_secs)
+                } else if r.remote {
+                    format!("until it closes, or {} s after its last heartbeat if its host is gone", r.heartbeat_secs * 4)
+                } else {
+                    "until it closes".to_string()
+                };
+                format!("pid {} on host {} reading {} ({until})", r.pid, r.host, r.what)
+            })
+            .collect();
+        s.push_str(&format!(
+            "held back: {} retired file(s), {}, by {}\n",
+            h.files,
+            size(h.bytes),
+            who.join("; ")
+        ));
+    }
+    if rel.unaccounted.0 > 0 {
+        s.push_str(&format!(
+            "waiting: {} retired file(s), {}, that no reader record accounts for (an interrupted cleaner, or an older version), until the grace period ends at {} UTC\n",
+            rel.unaccounted.0,
+            size(rel.unaccounted.1),
+            utc(rel.unaccounted.2)
+        ));
+    }
+    s
+}
+
 /// Human-readable `hlfs gc` report.
 pub fn gc_human(uri: &str, r: &hlfs::GcReport) -> String {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    format!(
-        "{uri}: cleaned {} segment(s) ({:.1} MiB), copied {} live block(s) ({:.1} MiB written), deleted {} retired segment(s)\n\
-         log: {:.1} MiB -> {:.1} MiB (retired segments awaiting deletion included); live data: {:.1} MiB\n",
+    let mut s = format!(
+        "{uri}: cleaned {} segment(s) ({:.1} MiB), copied {} live block(s) ({:.1} MiB written)\n\
+         freed now: {} retired segment(s), {:.1} MiB\n",
         r.segments_cleaned,
         mib(r.bytes_reclaimed),
         r.blocks_copied,
         mib(r.bytes_written),
         r.retired_deleted,
+        mib(r.retired.deleted_bytes),
+    );
+    s.push_str(&release_human(&r.retired));
+    s.push_str(&format!(
+        "log: {:.1} MiB -> {:.1} MiB (retired segments not deleted yet included); live data: {:.1} MiB\n",
         mib(r.log_bytes_before),
         mib(r.log_bytes_after),
         mib(r.live_bytes)
-    )
+    ));
+    s
 }
 
 /// Fields of `hlfs du --output json`, for `--help`. Keep in step with [`DuJson`].
@@ -549,7 +709,10 @@ JSON fields (--output json):
   base               \"URI%snapshot\" of a clone's base, or null
   base_bytes         distinct bytes some view still reads from the base
   log_bytes          bytes of segment files (retired ones awaiting deletion included)
-  live_bytes         bytes of blocks still mapped: exclusive + shared + unread";
+  live_bytes         bytes of blocks still mapped: exclusive + shared + unread
+  files              the volume directory's bytes by kind: total_bytes (what du -sb,
+                     or hdfs dfs -du -s on HDFS, says), segment_bytes, retired_bytes,
+                     checkpoint_bytes, index_bytes, other_bytes";
 
 /// A view in `hlfs du --output json`.
 #[derive(Debug, Serialize)]
@@ -591,6 +754,8 @@ pub struct DuJson {
     pub log_bytes: u64,
     /// Live bytes.
     pub live_bytes: u64,
+    /// The volume directory's files by kind.
+    pub files: FilesJson,
 }
 
 impl From<&hlfs::DuReport> for DuJson {
@@ -617,6 +782,7 @@ impl From<&hlfs::DuReport> for DuJson {
             base_bytes: r.base_bytes,
             log_bytes: r.log_bytes,
             live_bytes: r.live_bytes,
+            files: FilesJson::from(&r.files),
         }
     }
 }
@@ -685,6 +851,7 @@ pub fn du_human(r: &hlfs::DuReport) -> String {
     if let Some(b) = &r.base {
         s.push_str(&format!("base: {b} ({} still read from it)\n", size(r.base_bytes)));
     }
+    s.push_str(&format!("directory: {}\n", files_human(&r.files)));
     s
 }
 

@@ -103,8 +103,11 @@ pub fn write(
     }
     let written = r?;
     backend.rename(&tmp, &final_path)?;
-    for old in list(backend, dir)?.into_iter().skip(2) {
-        let _ = backend.delete(&format!("{dir}/{}", name(old)));
+    let old: Vec<String> = list(backend, dir)?.into_iter().skip(2).map(name).collect();
+    // A read-only view may be reading one lazily: it stays until the view
+    // is done (registry.rs). A failure only leaves a spare behind.
+    if let Err(e) = crate::registry::discard(backend, dir, &old) {
+        tracing::warn!("{dir}: removing old checkpoints: {e}");
     }
     Ok(written)
 }

@@ -248,6 +248,7 @@ pub unsafe extern "C" fn hlfs_open(
             ..Default::default()
         };
         let v = Arc::new(Volume::open(str_arg(uri, "uri")?, &opts)?);
+        v.watch();
         let gc = match BackgroundGc::from_env() {
             Some(policy) if !opts.read_only => Some(v.spawn_gc(policy)?),
             _ => None,

@@ -19,6 +19,7 @@ pub mod lock;
 pub mod log;
 pub mod map;
 pub mod pipeline;
+pub mod registry;
 pub mod size;
 pub mod state;
 pub mod uri;
@@ -29,6 +30,6 @@ pub use format::BLOCK_SIZE;
 pub use size::parse_size;
 pub use uri::{validate_snapshot_name, VolumeUri};
 pub use volume::{
-    clone_volume, delete_volume, fsck, BackgroundGc, BlockState, Candidate, DuReport, DuView, FlattenReport, FsckReport,
+    clone_volume, delete_volume, fsck, release_retired, BackgroundGc, DirSpace, BlockState, Candidate, DuReport, DuView, FlattenReport, FsckReport,
     GcOptions, GcReport, GcThread, OpenOptions, SnapshotInfo, SpaceInfo, Volume, VolumeInfo,
 };

@@ -36,7 +36,7 @@ pub struct Holder {
 }
 
 impl Holder {
-    fn me() -> Holder {
+    pub(crate) fn me() -> Holder {
         let pid = std::process::id();
         Holder {
             pid,
@@ -47,14 +47,14 @@ impl Holder {
         }
     }
 
-    fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         format!(
             "pid={}\nhost={}\nstart={}\ntoken={}\npid_space={}\n",
             self.pid, self.host, self.start, self.token, self.pid_space
         )
     }
 
-    fn parse(s: &str) -> Option<Holder> {
+    pub(crate) fn parse(s: &str) -> Option<Holder> {
         let mut h = Holder {
             pid: 0,
             host: String::new(),
@@ -79,7 +79,7 @@ impl Holder {
     /// Whether the holder is certainly gone (only decidable on this
     /// machine): the machine rebooted since it took the lock, or its
     /// process is gone from this boot's (and pid namespace's) table.
-    fn is_dead(&self) -> bool {
+    pub(crate) fn is_dead(&self) -> bool {
         if !self.same_machine() {
             return false;
         }
@@ -109,7 +109,7 @@ impl Holder {
     /// Whether the holder's pid names a process of our process table: the
     /// same machine and, where the lock records them, the same boot and
     /// pid namespace.
-    fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         let mine = pid_space();
         let (theirs, ours) = (PidSpace::parse(&self.pid_space), PidSpace::parse(&mine));
         self.same_machine()

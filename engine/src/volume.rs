@@ -46,7 +46,7 @@ pub use clones::{clone_volume, delete_volume};
 mod check;
 pub use check::{fsck, FsckReport};
 mod cleaner;
-pub use cleaner::{BackgroundGc, Candidate, GcOptions, GcReport, GcThread};
+pub use cleaner::{release_retired, BackgroundGc, Candidate, GcOptions, GcReport, GcThread};
 mod du;
 pub use du::{DuReport, DuView};
 mod flatten;
@@ -208,6 +208,30 @@ pub struct VolumeInfo {
     pub created: u64,
     /// Who holds the volume read-write, if anyone ("pid N on host H").
     pub writer: Option<String>,
+    /// The volume directory's files by kind; `space.total` agrees with
+    /// `du -sb` on it.
+    pub space: DirSpace,
+}
+
+/// What the volume's directory holds, by kind of file (`Volume::dir_space`).
+/// `total` is what `du -sb` (local) or `hdfs dfs -du -s` (HDFS) says of
+/// the directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirSpace {
+    /// Everything, as the platform's own tool counts it.
+    pub total: u64,
+    /// Segment files of the log.
+    pub segments: u64,
+    /// Retired segments not deleted yet: held by a reader that may still
+    /// read them, or waiting for the grace period (`hlfs gc` says which).
+    pub retired: u64,
+    /// Checkpoints.
+    pub checkpoints: u64,
+    /// The local index cache (sled) kept in the volume's directory.
+    pub index: u64,
+    /// The rest: the directories themselves, the lock, reader
+    /// registrations.
+    pub other: u64,
 }
 
 /// Space and lineage of an open volume from its state in memory
@@ -251,12 +275,40 @@ pub struct Volume {
     background: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The last background checkpoint failed: the next flush tries again.
     checkpoint_retry: Arc<AtomicBool>,
+    /// A read-only opener's reader registration (registry.rs), so that
+    /// the writer's cleaner keeps the segments this view's map points into.
+    registration: Option<Arc<crate::registry::Registration>>,
 }
 
 impl std::fmt::Debug for Volume {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Volume({})", self.uri)
     }
+}
+
+/// `Volume::dir_space` of the volume directory `dir`.
+pub(crate) fn dir_space(backend: &dyn Backend, dir: &str) -> Result<DirSpace> {
+    let mut u = backend.usage(dir)?;
+    let own: u64 = u.entries.iter().filter(|e| crate::registry::is_own_registration(&e.name)).map(|e| e.bytes).sum();
+    u.entries.retain(|e| !crate::registry::is_own_registration(&e.name));
+    u.total -= own;
+    let mut s = DirSpace { total: u.total, ..Default::default() };
+    for e in &u.entries {
+        let slot = if format::parse_segment_name(&e.name).is_some() {
+            &mut s.segments
+        } else if e.name.starts_with("retired-") {
+            &mut s.retired
+        } else if e.name.starts_with("ckpt-") {
+            &mut s.checkpoints
+        } else if e.is_dir && e.name == "index" {
+            &mut s.index
+        } else {
+            &mut s.other
+        };
+        *slot += e.bytes;
+    }
+    s.other += u.total - u.entries.iter().map(|e| e.bytes).sum::<u64>();
+    Ok(s)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -452,6 +504,7 @@ impl Volume {
         let segments = log::list_segments(&*self.backend, &self.dir)?.len() as u64;
         let snapshots = self.snapshots()?;
         let paging = self.index().paging_counts();
+        let space = self.dir_space()?;
         let writer = if self.read_only {
             lock::holder(
                 &*self.backend,
@@ -492,7 +545,13 @@ impl Volume {
             map_pages_out: paging.3 as u64,
             created: st.created,
             writer,
+            space,
         })
+    }
+
+    /// What the volume's directory holds, by kind of file.
+    pub fn dir_space(&self) -> Result<DirSpace> {
+        dir_space(&*self.backend, &self.dir)
     }
 
     /// Flushes, writes a checkpoint if the log moved, marks the index clean
@@ -507,6 +566,9 @@ impl Volume {
             return Ok(());
         }
         if self.read_only {
+            if let Some(r) = &self.registration {
+                r.close();
+            }
             return Ok(());
         }
         self.wait_background();

@@ -278,10 +278,12 @@ fn the_background_cleaner_keeps_the_log_bounded() {
 }
 
 /// A clone (which reads through a read-only view of its base snapshot) and
-/// a plain read-only view stay open while the base's writer cleans the log
-/// and deletes the retired segments at once (no grace period): their next
-/// reads find their segments (and the checkpoint the views search) gone,
-/// reload the view and read exactly what they read before.
+/// a plain read-only view stay open, *unregistered* (their registrations
+/// removed, as for a reader that may not write the directory: readers.rs
+/// covers registered ones), while the base's writer cleans the log and
+/// deletes the retired segments at once: their next reads find their
+/// segments (and the checkpoint the views search) gone, reload the view and
+/// read exactly what they read before.
 #[test]
 fn read_only_views_outlive_the_deletion_of_their_segments() {
     for kind in [Kind::Local, Kind::Mem, Kind::MemClosedOnly] {
@@ -299,6 +301,15 @@ fn read_only_views_outlive_the_deletion_of_their_segments() {
         let view = Volume::open(&format!("{uri}%s"), &OpenOptions::read_only()).unwrap();
         let head_view = Volume::open(&uri, &OpenOptions::read_only()).unwrap();
         assert!(read_all(&view) == snap && read_all(&c) == snap, "{kind:?}: before");
+        let b = place.backend();
+        let mut unregistered = 0;
+        for n in b.list(&place.path("v")).unwrap() {
+            if n.starts_with("reader-") {
+                b.delete(&format!("{}/{n}", place.path("v"))).unwrap();
+                unregistered += 1;
+            }
+        }
+        assert_eq!(unregistered, 3, "{kind:?}: the clone's base, the snapshot view and the head view registered");
 
         let v = Volume::open(&uri, &opts(&place)).unwrap();
         churn(&v, &mut head, 22, 3, 150);

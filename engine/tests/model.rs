@@ -9,6 +9,11 @@
 //! head: either the engine keeps it as a new snapshot with the old head's
 //! contents, or the old head equalled an existing snapshot.
 //!
+//! Read-only views of heads and snapshots opened along the way keep reading
+//! what they read at open through every cleaning pass, without ever
+//! loading their map again: the cleaner deletes no segment a registered
+//! reader may still need (registry.rs).
+//!
 //! Runs on the local backend, the memory backend, and the memory backend
 //! with HDFS-like visibility (a file's bytes are readable only once closed),
 //! and, as `real_hdfs_matches_model` (ignored without `HLFS_TEST_HDFS`), on a
@@ -70,6 +75,11 @@ enum Op {
     Gc(Pick),
     /// Flatten a clone (a no-op on a volume that is none).
     Flatten(Pick),
+    /// Open a read-only view of a volume's head (or of one of its
+    /// snapshots, if the second pick lands past the head) and keep it.
+    OpenView(Pick, Pick),
+    /// Close one of the open views.
+    CloseView(Pick),
     Reopen,
     Rebuild,
     Check,
@@ -103,6 +113,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (p(), p(), p(), any::<bool>()).prop_map(|(v, a, b, d)| Op::Discard(v, a, b, d)),
         2 => p().prop_map(Op::Gc),
         2 => p().prop_map(Op::Flatten),
+        2 => (p(), p()).prop_map(|(v, s)| Op::OpenView(v, s)),
+        1 => p().prop_map(Op::CloseView),
         3 => Just(Op::Reopen),
         1 => Just(Op::Rebuild),
         2 => Just(Op::Check),
@@ -136,10 +148,20 @@ impl VolM {
     }
 }
 
+/// A read-only view held open across operations.
+struct ViewM {
+    /// Name of the volume it reads.
+    vol: String,
+    uri: String,
+    want: Vec<u8>,
+    v: Volume,
+}
+
 /// The engine under test and the model it must match.
 struct Run {
     place: Place,
     vols: Vec<VolM>,
+    views: Vec<ViewM>,
     counter: u64,
 }
 
@@ -173,6 +195,7 @@ impl Run {
         Run {
             place,
             vols: vec![m],
+            views: Vec::new(),
             counter: 0,
         }
     }
@@ -329,6 +352,9 @@ impl Run {
                 if i == 0 {
                     return;
                 }
+                // Its readers go first (deleting a volume deletes its files).
+                let name = self.vols[i].name.clone();
+                self.views.retain(|w| w.vol != name);
                 let clones = self.clones_of(i, None);
                 let opts = self.place.opts();
                 let m = &mut self.vols[i];
@@ -397,6 +423,33 @@ impl Run {
                 let m = &self.vols[i];
                 let opts = GcOptions { max_utilization: 1.0, max_segments: 0, retire_grace_secs: 0 };
                 m.v().gc(&opts, &mut |_, _| {}).unwrap_or_else(|e| panic!("gc {}: {e}", m.uri));
+                self.check_views();
+            }
+            Op::OpenView(vol, which) => {
+                let i = self.pick(vol);
+                let m = &self.vols[i];
+                let k = which.index(m.snaps.len() + 1);
+                let (uri, want) = match m.snaps.iter().nth(k) {
+                    Some((name, data)) => (format!("{}%{name}", m.uri), data.clone()),
+                    None => (m.uri.clone(), m.head.clone()),
+                };
+                // What the head holds must be in the log for a reader.
+                m.v().flush().unwrap_or_else(|e| panic!("flush {}: {e}", m.uri));
+                let v = Volume::open(&uri, &OpenOptions::read_only()).unwrap_or_else(|e| panic!("open {uri}: {e}"));
+                // On HDFS a reader sees the log up to the last sealed
+                // segment, not what a flush only hsynced: a view of the
+                // head reads an earlier head there, and must go on reading
+                // that.
+                let hdfs_like = matches!(self.place.kind, Kind::MemClosedOnly | Kind::Hdfs);
+                let want = if hdfs_like && !uri.contains('%') { read_all(&v) } else { want };
+                self.views.push(ViewM { vol: m.name.clone(), uri, want, v });
+            }
+            Op::CloseView(pick) => {
+                if !self.views.is_empty() {
+                    let view = self.views.remove(pick.index(self.views.len()));
+                    check_view(&view);
+                    view.v.close().unwrap_or_else(|e| panic!("close view {}: {e}", view.uri));
+                }
             }
             Op::Flatten(vol) => {
                 let i = self.pick(vol);
@@ -462,10 +515,19 @@ impl Run {
         }
     }
 
+    /// Every open view reads what it read when it was opened, and never
+    /// had to load its map again.
+    fn check_views(&self) {
+        for w in &self.views {
+            check_view(w);
+        }
+    }
+
     /// Every head, every snapshot through a read-only `vol%snap` open, and
     /// each volume's snapshot list and base.
     fn check_all(&self) {
         self.check_heads();
+        self.check_views();
         for m in &self.vols {
             let mut names = snap_names(m.v());
             names.sort();
@@ -495,6 +557,9 @@ impl Run {
     /// The final checks; returns the place (a real HDFS one is removed by the caller).
     fn finish(mut self) -> Place {
         self.check_all();
+        for w in self.views.drain(..) {
+            w.v.close().unwrap_or_else(|e| panic!("close view {}: {e}", w.uri));
+        }
         self.close_all();
         for m in &self.vols {
             // A fresh read-only open after a clean close sees the same head.
@@ -505,6 +570,16 @@ impl Run {
         }
         self.place
     }
+}
+
+fn check_view(w: &ViewM) {
+    assert_same(&format!("view {}", w.uri), &read_all(&w.v), &w.want);
+    assert_eq!(
+        w.v.view_reloads(),
+        0,
+        "view {}: it had to load its map again, so a segment it needed was deleted",
+        w.uri
+    );
 }
 
 /// `block_status` covers the volume in non-empty runs, and a run it calls

@@ -13,6 +13,9 @@
 #           writer killed (-9) after a flushed write: host B still may not
 #           presume it dead (another host), breaks the lock with
 #           `hlfs unlock`, takes over (lease recovery) and reads the write;
+#   readers across hosts: host B's read-only view holds the segments host
+#           A's gc retires until it closes (and reads through them); one
+#           killed -9 holds them until its heartbeat lapses (`gc --wait`);
 #   the same with both hosts under the machine's host name (one pid
 #           namespace): the lock is then taken for a local one, refused while
 #           the holder lives and taken over by itself once it is dead.
@@ -159,6 +162,65 @@ HOST=b qio "host B takes over: host A's flushed write survives kill -9 (lease re
     'read -P 0x42 2M 4k' 'read -P 0xc3 0 4k' 'write -P 0x43 2M 4k' 'flush'
 log "takeover on host B (lease recovery) took $(ms "$t") ms"
 HOST=a qio "host A reads host B's write after the takeover" -r "$V" -- 'read -P 0x43 2M 4k' 'read -P 0xa1 4k 4k'
+
+# Readers across hosts (engine/src/registry.rs), on a volume of their own:
+# host B holds a read-only view of it open; host A overwrites it and cleans
+# it. The retired segments are held back by host B's reader, judged alive by
+# its heartbeat (it is on another host), and the view still reads what it
+# read. Its close deletes them. A second reader killed with -9 holds them
+# only until its heartbeat lapses (4 beats of 1 s, by the NameNode's clock):
+# host A's `hlfs gc --wait` then returns with nothing left.
+R=hlfs:$base/readers
+must "create on host A" on a "$HLFS_CLI" create "$R" 64M >/dev/null
+HOST=a qio "fill on host A" "$R" -- 'write -P 0x61 0 64M' 'flush'
+# reader NAME SLEEP_MS: qemu-io -r on host B, heartbeat 1 s, that sleeps and
+# then checks the first byte range; sets READER to its pid.
+reader() {
+    netns_argv b
+    "${NETNS_ARGV[@]}" env HLFS_INDEX_DIR="$E2E_WORK/index-b" HLFS_READER_HEARTBEAT=1 \
+        "$QEMU_BIN/qemu-io" -r -c "sleep $2" -c 'read -P 0x61 0 1M' -c 'read -P 0x61 63M 1M' "$R" \
+        >"$E2E_WORK/$1.out" 2>&1 &
+    READER=$!
+    E2E_PIDS+=("$READER")
+    sleep 3 # opened and registered (an open on HDFS takes ~1 s)
+    kill -0 "$READER" 2>/dev/null || fail "reader $1 on host B exited early: $(cat "$E2E_WORK/$1.out")"
+}
+# gc_held: hlfs gc on host A; prints "HOST REMOTE" of the one reader holding
+# segments back, or "none".
+gc_held() {
+    on a "$HLFS_CLI" gc --output json "$@" "$R" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+h = r["held"]
+print(" ".join([h[0]["readers"][0]["host"], str(h[0]["readers"][0]["remote"]), str(r["segments_cleaned"])]) if h else "none " + str(r["segments_cleaned"]))'
+}
+retired_bytes() {
+    on a "$HLFS_CLI" du --output json "$R" | python3 -c 'import json, sys; print(json.load(sys.stdin)["files"]["retired_bytes"])'
+}
+reader r1 12000
+HOST=a qio "overwrite on host A while host B reads" "$R" -- 'write -P 0x62 0 64M' 'write -P 0x63 0 64M' 'flush'
+held=$(gc_held) || fail "hlfs gc on host A failed"
+[[ "$held" == "$NETNS_HOSTNAME_B True "* ]] && [ "${held##* }" -gt 0 ] ||
+    fail "hlfs gc on host A: expected segments held back by host B's reader (remote), got: $held"
+[ "$(retired_bytes)" -gt 0 ] || fail "nothing retired is left while host B reads"
+wait "$READER" || fail "host B's reader failed: $(cat "$E2E_WORK/r1.out")"
+grep -q 'read 1048576/1048576 bytes at offset 66060288' "$E2E_WORK/r1.out" && ! grep -qi 'fail\|error' "$E2E_WORK/r1.out" ||
+    fail "host B's reader did not read what it read at open after host A's gc: $(cat "$E2E_WORK/r1.out")"
+[ "$(retired_bytes)" = 0 ] || fail "host B's reader closed, yet retired bytes are left: $(retired_bytes)"
+log "ok: host B's reader held host A's cleaned segments, read through them, and its close deleted them"
+reader r2 600000
+HOST=a qio "overwrite on host A while host B reads again" "$R" -- 'write -P 0x64 0 64M' 'write -P 0x65 0 64M' 'flush'
+held=$(gc_held) || fail "hlfs gc on host A failed"
+[[ "$held" == "$NETNS_HOSTNAME_B True "* ]] || fail "expected host B's second reader to hold segments back, got: $held"
+kill -KILL "$READER"
+wait "$READER" 2>/dev/null || true
+t=$(date +%s%N)
+out=$(must "hlfs gc --wait on host A after host B's reader died" on a "$HLFS_CLI" gc --wait "$R" 2>&1)
+waited=$(ms "$t")
+[ "$(retired_bytes)" = 0 ] || fail "hlfs gc --wait returned with retired bytes left: $out"
+[ "$waited" -ge 1000 ] || fail "hlfs gc --wait returned in $waited ms: the dead reader's heartbeat cannot have lapsed yet: $out"
+grep -q "held back: .*host $NETNS_HOSTNAME_B" <<<"$out" || fail "hlfs gc --wait did not say who it waited for: $out"
+log "ok: a reader killed on host B held segments until its heartbeat lapsed ($waited ms of hlfs gc --wait)"
 
 # The same hosts under one host name (the machine's) and one pid namespace:
 # the lock names a host equal to the opener's, so it is judged as local.

@@ -1,6 +1,6 @@
 //! The local-directory backend.
 
-use super::{AppendFile, Backend, ReadFile};
+use super::{AppendFile, Backend, DirEntry, ReadFile, Usage};
 use crate::error::{Error, ErrorKind, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -474,6 +474,52 @@ impl Backend for LocalBackend {
         }
         out.sort();
         Ok(out)
+    }
+
+    fn usage(&self, dir: &str) -> Result<Usage> {
+        let err = |p: &Path, e: std::io::Error| Error::io(format!("measuring {}", p.display()), e);
+        // `du -sb`: apparent sizes, directories' own included.
+        fn tree(p: &Path, err: &dyn Fn(&Path, std::io::Error) -> Error) -> Result<u64> {
+            let m = match fs::symlink_metadata(p) {
+                Ok(m) => m,
+                // Deleted while we looked (a cleaner, sled).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(err(p, e)),
+            };
+            let mut n = m.len();
+            if m.is_dir() {
+                let rd = match fs::read_dir(p) {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(n),
+                    Err(e) => return Err(err(p, e)),
+                };
+                for ent in rd {
+                    n += tree(&ent.map_err(|e| err(p, e))?.path(), err)?;
+                }
+            }
+            Ok(n)
+        }
+        let d = Path::new(dir);
+        let own = fs::symlink_metadata(d).map_err(|e| err(d, e))?.len();
+        let mut u = Usage { entries: Vec::new(), total: own };
+        for ent in fs::read_dir(d).map_err(|e| err(d, e))? {
+            let ent = ent.map_err(|e| err(d, e))?;
+            let m = match fs::symlink_metadata(ent.path()) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(err(&ent.path(), e)),
+            };
+            let bytes = if m.is_dir() { tree(&ent.path(), &err)? } else { m.len() };
+            u.total += bytes;
+            u.entries.push(DirEntry {
+                name: ent.file_name().to_string_lossy().into_owned(),
+                bytes,
+                modified: m.modified().unwrap_or(std::time::UNIX_EPOCH),
+                is_dir: m.is_dir(),
+            });
+        }
+        u.entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(u)
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {

@@ -14,7 +14,7 @@
 //! nothing is renamed over an existing file. `visible_after_close()` has the
 //! same visibility and leases without the other rules.
 
-use super::{AppendFile, Backend, ReadFile};
+use super::{AppendFile, Backend, DirEntry, ReadFile, Usage};
 use crate::error::{Error, ErrorKind, Result};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
@@ -33,6 +33,13 @@ struct MemFile {
     /// Writes over earlier bytes since the last sync (`header_writer`):
     /// offset and the bytes they replaced, which a crash may bring back.
     overwrites: Vec<(usize, Vec<u8>)>,
+    /// When it was created.
+    modified: Option<std::time::SystemTime>,
+    /// Identity (from `State::next_id`): a reader opened on this file goes
+    /// on reading it after a rename, and never reads another file created
+    /// under its old name, as an open descriptor (local) or the block list
+    /// of an HDFS reader does.
+    id: u64,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +64,8 @@ struct State {
     transient_failures: u64,
     /// Syncs that fail next, the same way (an hsync whose pipeline broke).
     sync_failures: u64,
+    /// The next `MemFile::id`.
+    next_id: u64,
 }
 
 /// A memory backend with crash injection. Cheap to clone (shared state).
@@ -477,6 +486,20 @@ impl AppendFile for MemAppend {
 struct MemRead {
     backend: MemBackend,
     path: String,
+    /// The file's `MemFile::id`.
+    id: u64,
+}
+
+impl MemRead {
+    /// The file this reader was opened on, wherever it has been renamed.
+    fn file<'a>(&self, st: &'a State) -> Result<&'a MemFile> {
+        match st.files.get(&self.path) {
+            Some(f) if f.id == self.id => Ok(f),
+            _ => st.files.values().find(|f| f.id == self.id).ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, format!("{} does not exist", self.path))
+            }),
+        }
+    }
 }
 
 impl ReadFile for MemRead {
@@ -487,9 +510,7 @@ impl ReadFile for MemRead {
 
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let st = self.backend.state.lock();
-        let f = st.files.get(&self.path).ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, format!("{} does not exist", self.path))
-        })?;
+        let f = self.file(&st)?;
         let visible = if self.backend.visible_before_close || f.closed {
             f.data.len()
         } else {
@@ -512,9 +533,7 @@ impl ReadFile for MemRead {
 
     fn len(&self) -> Result<u64> {
         let st = self.backend.state.lock();
-        let f = st.files.get(&self.path).ok_or_else(|| {
-            Error::new(ErrorKind::NotFound, format!("{} does not exist", self.path))
-        })?;
+        let f = self.file(&st)?;
         Ok(if self.backend.visible_before_close || f.closed {
             f.data.len() as u64
         } else {
@@ -533,7 +552,12 @@ impl Backend for MemBackend {
                 format!("creating {path}: file exists"),
             ));
         }
-        st.files.insert(path.to_string(), MemFile::default());
+        st.next_id += 1;
+        let id = st.next_id;
+        st.files.insert(
+            path.to_string(),
+            MemFile { modified: Some(std::time::SystemTime::now()), id, ..Default::default() },
+        );
         Ok(Box::new(MemAppend {
             backend: self.clone(),
             path: path.to_string(),
@@ -543,15 +567,16 @@ impl Backend for MemBackend {
     }
 
     fn open_read(&self, path: &str) -> Result<Arc<dyn ReadFile>> {
-        if !self.state.lock().files.contains_key(path) {
+        let Some(id) = self.state.lock().files.get(path).map(|f| f.id) else {
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!("opening {path}: no such file"),
             ));
-        }
+        };
         Ok(Arc::new(MemRead {
             backend: self.clone(),
             path: path.to_string(),
+            id,
         }))
     }
 
@@ -572,6 +597,36 @@ impl Backend for MemBackend {
             ));
         }
         Ok(names)
+    }
+
+    fn usage(&self, dir: &str) -> Result<Usage> {
+        let st = self.state.lock();
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let mut by_name: BTreeMap<String, DirEntry> = BTreeMap::new();
+        let mut total = 0u64;
+        for (k, f) in st.files.range(prefix.clone()..) {
+            let Some(rest) = k.strip_prefix(&prefix) else { break };
+            let (top, nested) = match rest.split_once('/') {
+                Some((t, _)) => (t, true),
+                None => (rest, false),
+            };
+            let len = f.data.len() as u64;
+            total += len;
+            let e = by_name.entry(top.to_string()).or_insert_with(|| DirEntry {
+                name: top.to_string(),
+                bytes: 0,
+                modified: std::time::UNIX_EPOCH,
+                is_dir: nested,
+            });
+            e.bytes += len;
+            if !nested {
+                e.modified = f.modified.unwrap_or(std::time::UNIX_EPOCH);
+            }
+        }
+        if by_name.is_empty() {
+            return Err(Error::new(ErrorKind::NotFound, format!("measuring {dir}: no such directory")));
+        }
+        Ok(Usage { entries: by_name.into_values().collect(), total })
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {

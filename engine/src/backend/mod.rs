@@ -83,6 +83,30 @@ pub trait ReadFile: Send + Sync {
     }
 }
 
+/// One entry of `Backend::usage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Name (not path).
+    pub name: String,
+    /// Bytes: a file's length, a subdirectory's total.
+    pub bytes: u64,
+    /// Last modification, as the storage records it (the NameNode's clock
+    /// on HDFS, so comparable between hosts).
+    pub modified: std::time::SystemTime,
+    /// Whether it is a directory.
+    pub is_dir: bool,
+}
+
+/// What `Backend::usage` reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// The directory's entries, sorted by name.
+    pub entries: Vec<DirEntry>,
+    /// The directory's total bytes, as `du -sb` (local) or `hdfs dfs -du
+    /// -s` (HDFS) counts them.
+    pub total: u64,
+}
+
 /// A storage backend. Paths are absolute, `/`-separated.
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Creates a new, empty file; fails with `Exists` if it is already there.
@@ -92,6 +116,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn open_read(&self, path: &str) -> Result<Arc<dyn ReadFile>>;
     /// Lists the names (not paths) in a directory; `NotFound` if it does not exist.
     fn list(&self, dir: &str) -> Result<Vec<String>>;
+    /// Lists a directory with each entry's bytes (a subdirectory: all it
+    /// holds, recursively) and modification time, and the directory's
+    /// total as the platform's own tool counts it: `du -sb` for a local
+    /// directory (directories' own sizes included), the sum of file
+    /// lengths (`hdfs dfs -du -s`, one replica) on HDFS.
+    fn usage(&self, dir: &str) -> Result<Usage>;
     /// Renames a file; fails with `Exists` if `to` exists (never replaces).
     fn rename(&self, from: &str, to: &str) -> Result<()>;
     /// Deletes a file.

@@ -25,8 +25,11 @@
 //!    under the writer lock that nothing points into the victims any more,
 //!    deletes the checkpoints whose replay would need a victim, and only
 //!    then retires the victims: they are renamed to `retired-N.<secs>` (so a
-//!    reader that resolved a block just before the copy still finds it) and
-//!    deleted by a later pass once `retire_grace_secs` have passed.
+//!    reader that resolved a block just before the copy still finds it).
+//!    They are deleted as soon as no registered reader can need them: at
+//!    once if no read-only opener is registered, else once the readers
+//!    that were have closed or loaded a newer map (registry.rs). Retired
+//!    segments no record accounts for wait `retire_grace_secs`.
 //!
 //! A crash at any step leaves a volume that opens to the same contents:
 //! before the checkpoint, replay from the old checkpoint re-applies the
@@ -70,8 +73,13 @@ pub struct GcReport {
     pub blocks_copied: u64,
     /// Bytes appended to the log by the copies.
     pub bytes_written: u64,
-    /// Retired segments deleted (their grace period was over).
+    /// Retired segments deleted by this pass: its own victims when no
+    /// reader could need them, and earlier ones whose readers let go or
+    /// whose grace period was over (`retired.deleted`).
     pub retired_deleted: u64,
+    /// What became of retired segments: deleted now, held by readers (who,
+    /// and why), or waiting for the grace period (registry.rs).
+    pub retired: crate::registry::Release,
     /// Bytes of segment files before the pass (retired ones included).
     pub log_bytes_before: u64,
     /// Bytes of segment files after the pass (retired ones included).
@@ -237,12 +245,17 @@ impl Volume {
             }
         }
         progress(total, total);
+        let mut free_now = Vec::new();
         if !victims.is_empty() {
-            let retired = self.retire(&victims)?;
+            let (retired, names) = self.retire(&victims)?;
             rep.segments_cleaned = retired.len() as u64;
             rep.bytes_reclaimed = retired.iter().map(|c| c.bytes).sum();
+            if !crate::registry::retired(&*self.backend, &self.dir, &names)? {
+                free_now = names;
+            }
         }
-        rep.retired_deleted = self.delete_retired(opts.retire_grace_secs)?;
+        rep.retired = crate::registry::release_with(&*self.backend, &self.dir, &free_now, Some(opts.retire_grace_secs))?;
+        rep.retired_deleted = rep.retired.deleted;
         rep.log_bytes_after = self.segment_bytes()?;
         rep.live_bytes = self.state.read().seg_live.values().sum();
         Ok(rep)
@@ -384,7 +397,7 @@ impl Volume {
 
     /// Makes the copies durable and findable, then retires every victim
     /// that nothing points into any more. Returns the retired ones.
-    fn retire(&self, victims: &[Candidate]) -> Result<Vec<Candidate>> {
+    fn retire(&self, victims: &[Candidate]) -> Result<(Vec<Candidate>, Vec<String>)> {
         let mut wguard = self.writer.lock();
         let w = wguard
             .as_mut()
@@ -412,7 +425,7 @@ impl Volume {
                 // that says the log has been cleaned (older ones remain
                 // usable meanwhile).
                 let seq = newest.expect("newest checkpoint");
-                self.backend.delete(&format!("{}/{}", self.dir, checkpoint::name(seq)))?;
+                crate::registry::discard(&*self.backend, &self.dir, &[checkpoint::name(seq)])?;
             }
             self.checkpoint_locked(w)?;
         }
@@ -430,7 +443,7 @@ impl Volume {
                 );
             }
         }
-        let Some(last) = gone.iter().map(|c| c.segment).max() else { return Ok(gone) };
+        let Some(last) = gone.iter().map(|c| c.segment).max() else { return Ok((gone, Vec::new())) };
         if w.position().segment <= last {
             return Err(Error::new(
                 ErrorKind::Corrupt,
@@ -442,41 +455,42 @@ impl Volume {
             ));
         }
         // Checkpoints whose replay would start at or before a retired
-        // segment could no longer be used: remove them first.
+        // segment could no longer be used: remove them first (a reader
+        // whose map came from one keeps it until it is done).
+        let mut stale = Vec::new();
         for seq in checkpoint::list(&*self.backend, &self.dir)? {
             // The new checkpoint is in a later segment than any victim.
-            let stale = match checkpoint::position(&*self.backend, &self.dir, seq, &uuid) {
+            let old = match checkpoint::position(&*self.backend, &self.dir, seq, &uuid) {
                 Ok(p) => p.segment <= last,
                 Err(_) => true,
             };
-            if stale {
-                self.backend.delete(&format!("{}/{}", self.dir, checkpoint::name(seq)))?;
+            if old {
+                stale.push(checkpoint::name(seq));
             }
         }
+        crate::registry::discard(&*self.backend, &self.dir, &stale)?;
         let (secs, _) = log::now();
         for v in &gone {
             let to = format!("{}/{}", self.dir, retired_name(v.segment, secs));
             self.backend.rename(&log::segment_path(&self.dir, v.segment), &to)?;
             self.readers.lock().remove(&v.segment);
         }
+        let names = gone.iter().map(|v| retired_name(v.segment, secs)).collect();
         tracing::info!("{}: retired {} cleaned segment(s)", self.uri, gone.len());
-        Ok(gone)
+        Ok((gone, names))
     }
+}
 
-    /// Deletes retired segments older than `grace` seconds. Returns how many.
-    fn delete_retired(&self, grace: u64) -> Result<u64> {
-        let (now, _) = log::now();
-        let mut n = 0;
-        for name in self.backend.list(&self.dir)? {
-            if let Some((_, secs)) = parse_retired(&name) {
-                if now.saturating_sub(secs) >= grace {
-                    self.backend.delete(&format!("{}/{name}", self.dir))?;
-                    n += 1;
-                }
-            }
-        }
-        Ok(n)
-    }
+/// Deletes the retired segments of the volume at `uri` that no reader can
+/// need any more, without opening it (no lock is taken: retired segments
+/// are no longer part of the log), and says what still waits and why:
+/// `hlfs gc --wait` polls this. Retired segments no record accounts for go
+/// after `grace` seconds.
+pub fn release_retired(uri: &str, grace: u64) -> Result<crate::registry::Release> {
+    let u = parse_uri(uri)?;
+    let backend = backend::for_uri(&u)?;
+    require_exists(&*backend, &u)?;
+    crate::registry::release_with(&*backend, &u.path, &[], Some(grace))
 }
 
 /// When a background cleaner runs a pass and how fast it may copy.

@@ -194,6 +194,17 @@ pub fn delete_volume(uri: &str) -> Result<()> {
             ),
         ));
     }
+    let readers = crate::registry::live_readers(&*backend, &u.path)?;
+    if !readers.is_empty() {
+        let list: Vec<String> = readers
+            .values()
+            .map(|r| format!("pid {} on host {} reading {}", r.pid, r.host, r.what))
+            .collect();
+        return Err(Error::new(
+            ErrorKind::InUse,
+            format!("volume {name} is being read: {}; close those readers first", list.join("; ")),
+        ));
+    }
     // Drop our reference in the base, if we are a clone.
     let base = {
         let v = Volume::open(&name, &OpenOptions::read_only());

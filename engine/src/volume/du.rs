@@ -66,6 +66,9 @@ pub struct DuReport {
     pub log_bytes: u64,
     /// Bytes of blocks some timeline maps (`exclusive + shared + unread`).
     pub live_bytes: u64,
+    /// The volume directory's files by kind (`files.total` agrees with
+    /// `du -sb`).
+    pub files: DirSpace,
 }
 
 /// Ranges of view positions (indexes into `Tree::vorder`).
@@ -321,22 +324,6 @@ impl Volume {
         Ok(out)
     }
 
-    /// Bytes of all segment files, retired ones included.
-    pub(super) fn log_file_bytes(&self) -> Result<u64> {
-        let mut total = 0;
-        for n in self.backend.list(&self.dir)? {
-            if format::parse_segment_name(&n).is_some() || n.starts_with("retired-") {
-                match self.backend.open_read(&format!("{}/{n}", self.dir)) {
-                    Ok(f) => total += f.len()?,
-                    // Retired or deleted by a cleaner meanwhile.
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(total)
-    }
-
     /// Space use per snapshot and for the head (see the module
     /// documentation for the definitions). Works on read-only opens too;
     /// costs a scan of the block map (and of the base's, for a clone).
@@ -425,7 +412,8 @@ impl Volume {
         rep.base = st.base.as_ref().map(|b| format!("{}%{}", b.uri, b.snapshot));
         rep.live_bytes = st.seg_live.values().sum();
         drop(st);
-        rep.log_bytes = self.log_file_bytes()?;
+        rep.files = self.dir_space()?;
+        rep.log_bytes = rep.files.segments + rep.files.retired;
         Ok(rep)
     }
 }

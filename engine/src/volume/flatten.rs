@@ -93,6 +93,11 @@ impl Volume {
         self.with_writer(|w| self.log_meta(w, Record::SetBase(cleared)))?;
         remove_clone_refs(&bu, &name)?;
         self.backend.delete(&marker)?;
+        // The base view stays open (reads no longer go to it) but stops
+        // holding the base's retired segments and blocking its delete.
+        if let Some(b) = &self.base {
+            b.close_registration();
+        }
         rep.base = Some(format!("{}%{}", base_ref.uri, base_ref.snapshot));
         tracing::info!(
             "{name}: flattened: copied {} block(s) from {}; it no longer depends on it",

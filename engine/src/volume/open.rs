@@ -120,6 +120,12 @@ impl Volume {
         } else {
             Some(WriteLock::acquire(backend.clone(), &u.path, &name)?)
         };
+        // Before the map is loaded: see registry.rs for why.
+        let registration = if opts.read_only {
+            crate::registry::Registration::register(backend.clone(), &u.path, &u.to_string(), u.snapshot.is_some())
+        } else {
+            None
+        };
         let uuid = read_uuid(&*backend, &u)?;
         let dir = u.path.clone();
 
@@ -335,7 +341,9 @@ impl Volume {
                         b.uri
                     )));
                 }
-                Some(Arc::new(bv))
+                let bv = Arc::new(bv);
+                bv.watch();
+                Some(bv)
             }
         };
 
@@ -369,6 +377,7 @@ impl Volume {
             reloading: Mutex::new(()),
             background: Mutex::new(None),
             checkpoint_retry: Arc::new(AtomicBool::new(false)),
+            registration,
         };
         if let Some(w) = vol.writer.lock().as_mut() {
             // A segment written again under another number (HDFS, after a
@@ -461,11 +470,46 @@ impl Volume {
         *state = st;
         self.readers.lock().clear();
         self.view_generation.fetch_add(1, Ordering::AcqRel);
+        drop(state);
         tracing::info!(
             "{}: reloaded the read-only view (its writer cleaned the log)",
             self.uri
         );
+        if let Some(r) = &self.registration {
+            r.map_reloaded();
+        }
         Ok(())
+    }
+
+    /// Ends this read-only view's reader registration early: for a view
+    /// that will not be read any more (a flattened clone's base).
+    pub(crate) fn close_registration(&self) {
+        if let Some(r) = &self.registration {
+            r.close();
+        }
+    }
+
+    /// How many times this read-only view has loaded its map again
+    /// (`reload_view`: a segment it needed was gone, or the cleaner waited
+    /// for it after `watch`).
+    pub fn view_reloads(&self) -> u64 {
+        self.view_generation.load(Ordering::Acquire)
+    }
+
+    /// Lets a read-only snapshot view load its map again when the writer's
+    /// cleaner waits for it (registry.rs), instead of holding retired
+    /// segments until it closes. For handles that live long: a clone's
+    /// base, QEMU's nodes.
+    pub fn watch(self: &Arc<Self>) {
+        let Some(r) = &self.registration else { return };
+        let me = Arc::downgrade(self);
+        r.set_refresh(Box::new(move || match me.upgrade() {
+            Some(v) => {
+                let g = v.view_generation.load(Ordering::Acquire);
+                v.reload_view(g)
+            }
+            None => Ok(()),
+        }));
     }
 }
 

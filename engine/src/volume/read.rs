@@ -144,7 +144,13 @@ impl Volume {
     /// and reads again (`reload_view`).
     pub(super) fn read_blocks(&self, first: u64, buf: &mut [u8], held: Option<&LogWriter>) -> Result<()> {
         if !self.read_only {
-            return self.read_blocks_once(first, buf, held);
+            return match self.read_blocks_once(first, buf, held) {
+                // The writer's own cleaner moved a block and deleted its old
+                // segment (no reader holding it) between this read's lookup
+                // and its read: the map points at the copy now.
+                Err(e) if e.kind() == ErrorKind::NotFound => self.read_blocks_once(first, buf, held),
+                r => r,
+            };
         }
         let generation = self.view_generation.load(Ordering::Acquire);
         match self.read_blocks_once(first, buf, held) {

@@ -147,8 +147,16 @@ impl Volume {
     /// Reads whole blocks of timeline `tl` alone (no parent, no base:
     /// unmapped blocks read as zeros).
     fn read_vm_blocks(&self, tl: u64, first: u64, buf: &mut [u8], held: Option<&LogWriter>) -> Result<()> {
-        let entries = self.index().resolve(&[tl], first, (buf.len() / BS) as u64)?;
-        self.read_entries(first, &entries, buf, held, false)
+        let once = |buf: &mut [u8]| {
+            let entries = self.index().resolve(&[tl], first, (buf.len() / BS) as u64)?;
+            self.read_entries(first, &entries, buf, held, false)
+        };
+        match once(buf) {
+            // The cleaner moved a block and deleted its old segment between
+            // the lookup and the read: the map points at the copy now.
+            Err(e) if e.kind() == ErrorKind::NotFound && !self.read_only => once(buf),
+            r => r,
+        }
     }
 
     /// Appends a metadata record and applies it, without making it durable
