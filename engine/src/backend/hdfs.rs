@@ -14,7 +14,7 @@
 //! (`HLFS_HDFS_TIMEOUT` seconds, default 20) with retries while the
 //! NameNode refuses connections; then the error names the address.
 
-use super::{AppendFile, Backend, DirEntry, ReadFile, Usage};
+use super::{AppendFile, Backend, ReadFile, Usage};
 use crate::error::{Error, ErrorKind, Result};
 use hdfs_native::file::{FileReader, FileWriter};
 use hdfs_native::{Client, ClientBuilder, HdfsError, WriteOptions};
@@ -508,29 +508,12 @@ impl Backend for Arc<HdfsBackend> {
             async move { c.list_status(&d, true).await }
         })?;
         let base = format!("{}/", dir.trim_end_matches('/'));
-        let mut by_name: std::collections::BTreeMap<String, DirEntry> = Default::default();
-        let mut total = 0u64;
-        for s in all {
+        Ok(super::fold_usage(all.iter().map(|s| {
             // Paths come back absolute (or relative to the directory).
-            let rel = s.path.strip_prefix(&base).unwrap_or(&s.path).trim_start_matches('/');
-            let mut parts = rel.splitn(2, '/');
-            let Some(top) = parts.next().filter(|t| !t.is_empty()) else { continue };
-            let nested = parts.next().is_some();
-            let len = if s.isdir { 0 } else { s.length as u64 };
-            total += len;
-            let e = by_name.entry(top.to_string()).or_insert_with(|| DirEntry {
-                name: top.to_string(),
-                bytes: 0,
-                modified: std::time::UNIX_EPOCH,
-                is_dir: nested,
-            });
-            e.bytes += len;
-            if !nested {
-                e.is_dir = s.isdir;
-                e.modified = std::time::UNIX_EPOCH + Duration::from_millis(s.modification_time);
-            }
-        }
-        Ok(Usage { entries: by_name.into_values().collect(), total })
+            let rel = s.path.strip_prefix(&base).unwrap_or(&s.path);
+            let t = std::time::UNIX_EPOCH + Duration::from_millis(s.modification_time);
+            (rel, s.length as u64, s.isdir, t)
+        })))
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {

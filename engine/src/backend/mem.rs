@@ -14,7 +14,7 @@
 //! nothing is renamed over an existing file. `visible_after_close()` has the
 //! same visibility and leases without the other rules.
 
-use super::{AppendFile, Backend, DirEntry, ReadFile, Usage};
+use super::{AppendFile, Backend, ReadFile, Usage};
 use crate::error::{Error, ErrorKind, Result};
 use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
@@ -602,31 +602,14 @@ impl Backend for MemBackend {
     fn usage(&self, dir: &str) -> Result<Usage> {
         let st = self.state.lock();
         let prefix = format!("{}/", dir.trim_end_matches('/'));
-        let mut by_name: BTreeMap<String, DirEntry> = BTreeMap::new();
-        let mut total = 0u64;
-        for (k, f) in st.files.range(prefix.clone()..) {
-            let Some(rest) = k.strip_prefix(&prefix) else { break };
-            let (top, nested) = match rest.split_once('/') {
-                Some((t, _)) => (t, true),
-                None => (rest, false),
-            };
-            let len = f.data.len() as u64;
-            total += len;
-            let e = by_name.entry(top.to_string()).or_insert_with(|| DirEntry {
-                name: top.to_string(),
-                bytes: 0,
-                modified: std::time::UNIX_EPOCH,
-                is_dir: nested,
-            });
-            e.bytes += len;
-            if !nested {
-                e.modified = f.modified.unwrap_or(std::time::UNIX_EPOCH);
-            }
-        }
-        if by_name.is_empty() {
+        let u = super::fold_usage(st.files.range(prefix.clone()..).map_while(|(k, f)| {
+            let rel = k.strip_prefix(&prefix)?;
+            Some((rel, f.data.len() as u64, false, f.modified.unwrap_or(std::time::UNIX_EPOCH)))
+        }));
+        if u.entries.is_empty() {
             return Err(Error::new(ErrorKind::NotFound, format!("measuring {dir}: no such directory")));
         }
-        Ok(Usage { entries: by_name.into_values().collect(), total })
+        Ok(u)
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<()> {

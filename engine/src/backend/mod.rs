@@ -107,6 +107,38 @@ pub struct Usage {
     pub total: u64,
 }
 
+/// `Usage` of a directory from a recursive listing: each item's path
+/// relative to the directory, its length (0 for a directory), whether it
+/// is a directory, and its modification time. The total is the sum of file
+/// lengths (as `hdfs dfs -du -s` counts).
+pub(crate) fn fold_usage<'a>(items: impl Iterator<Item = (&'a str, u64, bool, std::time::SystemTime)>) -> Usage {
+    let mut by_name: std::collections::BTreeMap<String, DirEntry> = Default::default();
+    let mut total = 0u64;
+    for (rel, len, is_dir, modified) in items {
+        let (top, nested) = match rel.trim_start_matches('/').split_once('/') {
+            Some((t, _)) => (t, true),
+            None => (rel.trim_start_matches('/'), false),
+        };
+        if top.is_empty() {
+            continue;
+        }
+        let len = if is_dir { 0 } else { len };
+        total += len;
+        let e = by_name.entry(top.to_string()).or_insert_with(|| DirEntry {
+            name: top.to_string(),
+            bytes: 0,
+            modified: std::time::UNIX_EPOCH,
+            is_dir: nested,
+        });
+        e.bytes += len;
+        if !nested {
+            e.is_dir = is_dir;
+            e.modified = modified;
+        }
+    }
+    Usage { entries: by_name.into_values().collect(), total }
+}
+
 /// A storage backend. Paths are absolute, `/`-separated.
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Creates a new, empty file; fails with `Exists` if it is already there.
