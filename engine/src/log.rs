@@ -1104,15 +1104,10 @@ impl LogWriter {
             match self.rewrite_once() {
                 Ok(()) => return Ok(attempt),
                 Err(e) if e.kind() == ErrorKind::Exists => {
-                    // The next number is taken: another writer has the volume.
-                    let m = format::segment_name(self.next_segment);
-                    return self.poison(Err(Error::new(
-                        ErrorKind::Locked,
-                        format!(
-                            "{}: segment {m} exists, so another writer has taken the volume over (its lock was broken); this one stops",
-                            self.dir
-                        ),
-                    )));
+                    // The next number is taken: another writer has the
+                    // volume, unless it is our own lost create's file.
+                    self.own_leftover(self.next_segment)?;
+                    last = Some(e);
                 }
                 Err(e) if rewrite_helps(&e) => last = Some(e),
                 Err(e) => {
@@ -1283,9 +1278,53 @@ impl LogWriter {
         }
     }
 
+    /// Whether segment `n`, which a create found existing, is a leftover
+    /// of this writer's own earlier create whose reply was lost (HDFS: the
+    /// NameNode made the file, the answer never came, the call failed): so
+    /// it is if the write lock is still ours, since a writer that took the
+    /// volume over replaces the lock before it claims a number. Then the
+    /// number is skipped (`layout` leaves the empty file abandoned). Else,
+    /// or without a fence to ask, another writer has the volume: `Locked`,
+    /// and this writer stops.
+    fn own_leftover(&mut self, n: u64) -> Result<()> {
+        let m = format::segment_name(n);
+        let taken = || {
+            Error::new(
+                ErrorKind::Locked,
+                format!(
+                    "{}: segment {m} exists, so another writer has taken the volume over (its lock was broken); this one stops",
+                    self.dir
+                ),
+            )
+        };
+        let Some(f) = self.fence.clone() else { return self.poison(Err(taken())) };
+        match f() {
+            Ok(()) => {
+                tracing::warn!(
+                    "{}: segment {m} exists, yet the write lock is still ours: an earlier create of it lost its answer; going on with the next number",
+                    self.dir
+                );
+                self.next_segment = n + 1;
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::Locked => self.poison(Err(e)),
+            Err(e) => Err(e),
+        }
+    }
+
     fn open_segment(&mut self) -> Result<()> {
-        let n = self.next_segment;
-        let file = self.create_segment(n)?;
+        let mut n = self.next_segment;
+        let mut skipped = 0;
+        let file = loop {
+            match self.create_segment(n) {
+                Err(e) if e.kind() == ErrorKind::Exists && skipped < 4 => {
+                    self.own_leftover(n)?;
+                    skipped += 1;
+                    n = self.next_segment;
+                }
+                r => break r?,
+            }
+        };
         let mut a = Active {
             n,
             io: SegIo::new(n, file, self.backend.append_is_repairable(), self.pool.clone()),

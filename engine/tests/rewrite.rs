@@ -250,3 +250,49 @@ fn a_metadata_record_whose_sync_fails_stops_the_writer() {
     let rep = fsck(&uri, false).unwrap();
     assert!(rep.errors.is_empty(), "{:?}", rep.errors);
 }
+
+/// A segment create whose answer was lost (HDFS: the NameNode made the
+/// file, the client timed out) fails that write; the next write finds the
+/// file there. The write lock is still ours, so that is our own leftover,
+/// not a writer that took the volume over: the number is skipped and the
+/// volume goes on, losing nothing. (Before, the writer stopped for good,
+/// saying another writer had taken the volume over.)
+#[test]
+fn a_segment_create_whose_answer_was_lost_is_not_taken_for_a_takeover() {
+    let place = Place::new(Kind::MemClosedOnly);
+    let mem = place.mem.clone().expect("a memory backend");
+    let uri = place.uri("v");
+    let size = 4u64 << 20;
+    Volume::create(&uri, size).unwrap();
+    let opts = OpenOptions { segment_size: 256 << 10, ..place.opts() };
+    let v = Volume::open(&uri, &opts).unwrap();
+    let mut model = vec![0u8; size as usize];
+    let mut lost = 0;
+    for i in 0..40u64 {
+        if i % 8 == 3 {
+            mem.lose_create_replies(1);
+            lost += 1;
+        }
+        let data = pattern(i, 64 << 10);
+        let at = (i * (64 << 10)) % size;
+        // The write that rolls to a new segment may report the lost
+        // answer (the writer stays usable); the same write again works.
+        if let Err(e) = v.write(at, &data) {
+            assert_eq!(e.kind(), hlfs::ErrorKind::Backend, "write {i}: {e}");
+            v.write(at, &data).unwrap_or_else(|e| panic!("write {i} again: {e}"));
+        }
+        model[at as usize..at as usize + data.len()].copy_from_slice(&data);
+        if i % 5 == 4 {
+            v.flush().unwrap_or_else(|e| panic!("flush after write {i}: {e}"));
+        }
+    }
+    assert!(lost >= 4);
+    assert!(read_all(&v) == model, "after the lost answers");
+    v.close().unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let v = Volume::open(&uri, &OpenOptions { index_root: Some(fresh.path().into()), ..opts.clone() }).unwrap();
+    assert!(read_all(&v) == model, "reopened with a new index");
+    v.close().unwrap();
+    let rep = fsck(&uri, false).unwrap();
+    assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+}

@@ -66,6 +66,9 @@ struct State {
     sync_failures: u64,
     /// The next `MemFile::id`.
     next_id: u64,
+    /// Segment creates that succeed but report a failure next (an HDFS
+    /// create whose answer the NameNode sent and the client never got).
+    lost_create_replies: u64,
 }
 
 /// A memory backend with crash injection. Cheap to clone (shared state).
@@ -179,6 +182,13 @@ impl MemBackend {
     /// pipeline goes away; later ones succeed.
     pub fn fail_transiently(&self, n: u64) {
         self.state.lock().transient_failures = n;
+    }
+
+    /// The next `n` creates of segment files (`seg-…`) make the file and
+    /// then report a backend error, as an HDFS create whose answer was lost
+    /// on its way back.
+    pub fn lose_create_replies(&self, n: u64) {
+        self.state.lock().lost_create_replies = n;
     }
 
     /// Makes the next `n` syncs fail (an hsync whose DataNode pipeline
@@ -558,6 +568,13 @@ impl Backend for MemBackend {
             path.to_string(),
             MemFile { modified: Some(std::time::SystemTime::now()), id, ..Default::default() },
         );
+        if st.lost_create_replies > 0 && path.rsplit('/').next().is_some_and(|n| n.starts_with("seg-")) {
+            st.lost_create_replies -= 1;
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("creating {path}: no answer from the NameNode (the reply was lost; simulated)"),
+            ));
+        }
         Ok(Box::new(MemAppend {
             backend: self.clone(),
             path: path.to_string(),
