@@ -157,11 +157,26 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".to_string())
 }
 
+/// The start time of process `pid` of our pid namespace, None if there is
+/// no such process or it is a zombie whose threads have all exited (it
+/// holds nothing; its parent has not reaped it yet). A leader shows as a
+/// zombie while other threads of its group still run: that process lives.
 fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22 (starttime) comes after the parenthesised command name.
+    // Field 3 (state) and field 22 (starttime) come after the
+    // parenthesised command name.
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut f = rest.split_whitespace();
+    if f.next()? == "Z" {
+        let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")?.trim().parse::<u32>().ok()))
+            .unwrap_or(0);
+        if threads <= 1 {
+            return None;
+        }
+    }
+    f.nth(18)?.parse().ok()
 }
 
 /// A held write lock; released on drop.
