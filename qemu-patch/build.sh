@@ -34,7 +34,9 @@ set -euo pipefail
 QEMU_VERSION=10.0.2
 QEMU_ORIG=qemu_${QEMU_VERSION}+ds.orig.tar.xz
 QEMU_ORIG_SHA256=0901da33844a331bf8b3602b9c1fbd178e60b737c8e3ade678255bd090c9b9f1
-TARGETS=(qemu-img qemu-io qemu-nbd qemu-system-x86_64)
+# ninja targets; each is installed under its base name. qemu-storage-daemon
+# serves volumes to unpatched clients (`hlfs serve`: NBD, vhost-user-blk).
+TARGETS=(qemu-img qemu-io qemu-nbd qemu-system-x86_64 storage-daemon/qemu-storage-daemon)
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -63,7 +65,7 @@ WORK=$CACHE/qemu-$SRC_KEY
 BIN=$WORK/bin
 STAMP_WANT="src=$SRC_KEY lib=$LIB_SHA script=$SCRIPT_SHA"
 
-have_bins() { local t; for t in "${TARGETS[@]}"; do [ -x "$BIN/$t" ] || return 1; done; }
+have_bins() { local t; for t in "${TARGETS[@]}"; do [ -x "$BIN/${t##*/}" ] || return 1; done; }
 
 if [ -f "$WORK/stamp" ] && [ "$(cat "$WORK/stamp")" = "$STAMP_WANT" ] && have_bins; then
     touch "$WORK"
@@ -162,8 +164,8 @@ log "built in $(( $(date +%s) - start ))s"
 # $WORK/share/qemu, the data dir relative to $BIN.
 mkdir -p "$BIN" "$WORK/share/qemu"
 for t in "${TARGETS[@]}"; do
-    install -m 0755 "$WORK/build/$t" "$BIN/$t.new"
-    mv -f "$BIN/$t.new" "$BIN/$t"
+    install -m 0755 "$WORK/build/$t" "$BIN/${t##*/}.new"
+    mv -f "$BIN/${t##*/}.new" "$BIN/${t##*/}"
 done
 rm -rf "$WORK/share/qemu/keymaps"
 cp -r "$WORK/src/pc-bios/keymaps" "$WORK/share/qemu/"

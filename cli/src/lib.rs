@@ -8,6 +8,7 @@
 pub mod exit;
 pub mod ops;
 pub mod output;
+pub mod serve;
 pub mod transfer;
 
 pub use exit::{exit_codes_help, fail, EXIT_CODES};

@@ -207,6 +207,52 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
+    /// Export a volume over NBD and/or vhost-user-blk, for QEMUs and tools without the HLFS driver
+    #[command(after_help = "Runs qemu-storage-daemon from the patched QEMU build (found next to qemu-img on \
+        PATH, on PATH, in the newest build under /var/cache/hlfs-build, or at $HLFS_QEMU_STORAGE_DAEMON); \
+        it replaces this process. The daemon opens the volume like any QEMU: read-write with the writer lock \
+        (URI%SNAP: read-only), flush and FUA reach the log, discard drops blocks, the cleaner runs. Clients:\n  \
+        qemu-system-x86_64 -drive file=nbd+unix:///vm1?socket=/run/hlfs/vm1.sock,format=raw,if=virtio\n  \
+        nbdinfo 'nbd+unix:///vm1?socket=/run/hlfs/vm1.sock'\n  \
+        qemu-system-x86_64 -object memory-backend-memfd,id=mem,size=1G,share=on -machine memory-backend=mem \
+        -chardev socket,id=vub,path=/run/hlfs/vm1.vhost -device vhost-user-blk-pci,chardev=vub\n\
+        Examples:\n  hlfs serve local:///var/lib/hlfs/vm1 --nbd unix:/run/hlfs/vm1.sock\n  \
+        hlfs serve local:///var/lib/hlfs/vm1 --vhost-user-blk /run/hlfs/vm1.vhost --daemonize --pid-file /run/hlfs/vm1.pid\n  \
+        hlfs serve 'local:///var/lib/hlfs/vm1%installed' --nbd 127.0.0.1:10809")]
+    Serve {
+        /// Volume to export (URI%SNAPSHOT exports that snapshot, read-only)
+        uri: String,
+        /// Serve NBD at unix:PATH, tcp:HOST:PORT or HOST:PORT
+        #[arg(long, value_name = "ADDRESS")]
+        nbd: Option<String>,
+        /// Serve a vhost-user-blk device at this socket path
+        #[arg(long, value_name = "SOCKET")]
+        vhost_user_blk: Option<PathBuf>,
+        /// NBD export name (default: the volume's name)
+        #[arg(long)]
+        name: Option<String>,
+        /// Export read-only
+        #[arg(long)]
+        read_only: bool,
+        /// Most NBD clients at once (0: no limit)
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        connections: u32,
+        /// vhost-user-blk queues
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        queues: u16,
+        /// Page cache use for the volume's segments
+        #[arg(long, value_enum, default_value_t = hlfs_cli::serve::Cache::None)]
+        cache: hlfs_cli::serve::Cache,
+        /// Write the daemon's pid to this file
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        /// Return once the exports listen, leaving the daemon running in the background
+        #[arg(long)]
+        daemonize: bool,
+        /// Print the daemon's command line instead of running it
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Show the space each snapshot and the head use (like rbd du)
     #[command(after_long_help = DU_JSON_HELP)]
     Du {
@@ -306,6 +352,21 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Fsck { uri, rebuild_index, output } => ops::fsck(&uri, rebuild_index, output),
         Cmd::Du { uri, output } => ops::du(&uri, output),
         Cmd::Flatten { uri, output } => ops::flatten(&uri, output),
+        Cmd::Serve { uri, nbd, vhost_user_blk, name, read_only, connections, queues, cache, pid_file, daemonize, dry_run } => {
+            hlfs_cli::serve::serve(&hlfs_cli::serve::ServeArgs {
+                uri,
+                nbd,
+                vhost_user_blk,
+                name,
+                read_only,
+                connections,
+                queues,
+                cache,
+                pid_file,
+                daemonize,
+                dry_run,
+            })
+        }
         Cmd::Gc { uri, max_utilization, max_segments, grace, wait, output } => {
             let opts = hlfs::GcOptions { max_utilization, max_segments, retire_grace_secs: grace };
             ops::gc(&uri, &opts, wait, output)

@@ -5,7 +5,8 @@
 #   -d FILE    raw disk to boot (virtio, format=raw); boot a copy of the
 #              built disk.raw, never the cached one
 #   -D SPEC    the whole -drive value instead, e.g. for a block driver:
-#              "file=...,if=virtio,format=raw,cache=none"
+#              "file=...,if=virtio,format=raw,cache=none"; "none": no
+#              -drive, the disk comes with EXTRA_QEMU_ARGS (a -device)
 #   -c CMD     guest command via fw_cfg (write:TOKEN, fill:MIB, rm-fill; join
 #              several with ';'); none = just report
 #   -k         boot the kernel directly (-kernel/-initrd) instead of the
@@ -34,7 +35,7 @@ while getopts "d:D:c:kr:l:t:a:q:" opt; do
         t) timeout_s=$OPTARG ;;
         a) accel=$OPTARG ;;
         q) qemu=$OPTARG ;;
-        *) sed -n '2,21p' "$0" >&2; exit 2 ;;
+        *) sed -n '2,22p' "$0" >&2; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -76,8 +77,10 @@ if [ -z "$log" ]; then
 fi
 : >"$log"
 
+drive_args=(-drive "$drive")
+[ "$drive" = none ] && drive_args=()
 args=(-m 256 "${accel_args[@]}" -display none -nic none -no-reboot -monitor none
-    -serial "file:$log" -drive "$drive" "${boot_args[@]}" "${fwcfg_args[@]}" "$@")
+    -serial "file:$log" "${drive_args[@]}" "${boot_args[@]}" "${fwcfg_args[@]}" "$@")
 echo "run-guest: $qemu ${args[*]}" >&2
 start=$(date +%s.%N)
 rc=0
