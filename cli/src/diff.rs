@@ -16,8 +16,19 @@ const STREAM: &str = "-";
 /// Buffer of the diff stream's file or pipe.
 const IO_BUF: usize = 1 << 20;
 
-/// Fields of `hlfs diff --output json`, for `--help`.
-pub const DIFF_JSON_HELP: &str = "\
+/// `hlfs diff --help` after the options: what it reads, examples and the
+/// JSON fields.
+pub const DIFF_HELP: &str = "\
+Only the map entries written since the two views parted are read, so the time grows with the
+changes, not with the volume. TO may be on another branch (after a revert): the changes are counted
+from their common ancestor. A clone may be compared with its base's snapshots. Blocks that read as
+zeros in both are no change. Text: one line per extent, offset and length in bytes, and whether it
+holds data or now reads as zeros.
+
+Examples:
+  hlfs diff local:///var/lib/hlfs/vm1%monday local:///var/lib/hlfs/vm1%tuesday
+  hlfs diff local:///var/lib/hlfs/vm1%monday --output json      # against the head
+
 JSON (--output json): a list, in offset order, of the changed extents, like qemu-img map's:
   start    offset of the extent, bytes
   length   its length, bytes (the last one ends at the volume's size)

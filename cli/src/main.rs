@@ -223,13 +223,7 @@ enum Cmd {
         output: Output,
     },
     /// List the extents that changed between two snapshots, or a snapshot and the head (like rbd diff)
-    #[command(after_long_help = hlfs_cli::diff::DIFF_JSON_HELP, after_help = "Only the map entries written \
-        since the two views parted are read, so the time grows with the changes, not with the volume. TO may be \
-        on another branch (after a revert): the changes are counted from their common ancestor. A clone may be \
-        compared with its base's snapshots. Text: one line per extent, offset and length in bytes, and whether \
-        it holds data or now reads as zeros.\n\
-        Examples:\n  hlfs diff local:///var/lib/hlfs/vm1%monday local:///var/lib/hlfs/vm1%tuesday\n  \
-        hlfs diff local:///var/lib/hlfs/vm1%monday --output json     # against the head")]
+    #[command(after_help = hlfs_cli::diff::DIFF_HELP)]
     Diff {
         /// The older view: URI%SNAPSHOT
         from: String,
