@@ -7,19 +7,22 @@
 //! header   "HLFSDIFF" version:u32 header_len:u32 volume_size:u64 from_size:u64
 //!          source_uuid[16] from_id:u64 to_id:u64 planned_blocks:u64
 //!          from_name:str to_name:str source_uri:str crc32c:u32
-//! records  kind:u8 reserved[7] first_block:u64 count:u64 reserved:u32 crc32c:u32 [payload]
+//! records  kind:u8 reserved[7] first_block:u64 count:u64 payload_crc32c:u32 crc32c:u32 [payload]
 //!            kind 1 data: payload = count × 4096 bytes (1 ≤ count ≤ 256)
 //!            kind 2 zero: no payload
 //!            kind 3 end:  first_block = records before it, count = data blocks,
 //!                         payload = zero_blocks:u64 stream_crc32c:u32 reserved:u32
 //! ```
 //!
-//! Every record's crc32c covers its 32-byte header (with the crc field as
-//! zeros) and its payload; the end record's `stream_crc32c` covers every
-//! byte of the stream before it. A reader therefore tells a stream that was
-//! cut short (no end record), damaged (a crc fails) or spliced (counts or
-//! the stream crc differ) from a whole one, and reports it only at the end,
-//! so an importer applies records as they come and commits only then.
+//! A record's `payload_crc32c` covers its payload and its `crc32c` its
+//! first 28 bytes (so the payload's crc too); the end record's
+//! `stream_crc32c` covers the header's crc and every record's `crc32c`
+//! before it, in order, so it vouches for every byte of the stream. A reader
+//! therefore tells a stream that was cut short (no end record), damaged (a
+//! crc fails) or spliced (counts or the stream crc differ) from a whole one,
+//! and reports it when it gets there, so an importer applies records as they
+//! come and commits only after the end. Payload checksums can be taken by
+//! the threads that read the data, apart from the writer.
 
 use crate::error::{corrupt, invalid, Error, ErrorKind, Result};
 use crate::format::{Dec, Enc, BLOCK_SIZE, MAX_BLOCKS_PER_RECORD};
@@ -145,17 +148,21 @@ pub struct DiffCounts {
     pub stream_bytes: u64,
 }
 
-fn record_header(kind: u8, first_block: u64, count: u64) -> [u8; RECORD_LEN] {
+/// A record header with both checksums, for a payload whose crc32c is
+/// `payload_crc`.
+fn record_header(kind: u8, first_block: u64, count: u64, payload_crc: u32) -> [u8; RECORD_LEN] {
     let mut h = [0u8; RECORD_LEN];
     h[0] = kind;
     h[8..16].copy_from_slice(&first_block.to_le_bytes());
     h[16..24].copy_from_slice(&count.to_le_bytes());
+    h[24..28].copy_from_slice(&payload_crc.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..28]);
+    h[28..].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-fn record_crc(h: &[u8; RECORD_LEN], payload: &[u8]) -> u32 {
-    let c = crc32c::crc32c(&h[..28]);
-    crc32c::crc32c_append(c, payload)
+fn header_crc(h: &[u8]) -> u32 {
+    u32::from_le_bytes(h[h.len() - 4..].try_into().expect("4 bytes"))
 }
 
 /// Writes a diff stream: the header at once, then records in increasing
@@ -174,14 +181,20 @@ impl<'a> DiffWriter<'a> {
         let mut w = DiffWriter { out, crc: 0, counts: DiffCounts::default(), next_block: 0, blocks: header.blocks() };
         let h = header.encode();
         w.put(&h)?;
+        w.crc = crc32c::crc32c(&h[h.len() - 4..]);
         Ok(w)
     }
 
     fn put(&mut self, b: &[u8]) -> Result<()> {
         self.out.write_all(b).map_err(|e| Error::io("writing the diff stream", e))?;
-        self.crc = crc32c::crc32c_append(self.crc, b);
         self.counts.stream_bytes += b.len() as u64;
         Ok(())
+    }
+
+    /// Writes a record header; the stream checksum takes in its crc.
+    fn put_header(&mut self, h: &[u8; RECORD_LEN]) -> Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, &h[28..]);
+        self.put(h)
     }
 
     fn check(&mut self, first_block: u64, count: u64) -> Result<()> {
@@ -199,13 +212,15 @@ impl<'a> DiffWriter<'a> {
 
     /// Blocks from `first_block` hold `data` (whole blocks, at most 256).
     pub fn data(&mut self, first_block: u64, data: &[u8]) -> Result<()> {
+        self.data_with_crc(first_block, data, crc32c::crc32c(data))
+    }
+
+    /// `data`, with the caller's crc32c of `data` (taken by another thread).
+    pub fn data_with_crc(&mut self, first_block: u64, data: &[u8], crc: u32) -> Result<()> {
         let count = (data.len() / BLOCK_SIZE as usize) as u64;
         debug_assert!(data.len() % BLOCK_SIZE as usize == 0 && count <= MAX_DATA_BLOCKS);
         self.check(first_block, count)?;
-        let mut h = record_header(KIND_DATA, first_block, count);
-        let crc = record_crc(&h, data);
-        h[28..].copy_from_slice(&crc.to_le_bytes());
-        self.put(&h)?;
+        self.put_header(&record_header(KIND_DATA, first_block, count, crc))?;
         self.put(data)?;
         self.counts.records += 1;
         self.counts.data_blocks += count;
@@ -215,10 +230,7 @@ impl<'a> DiffWriter<'a> {
     /// `count` blocks from `first_block` read as zeros.
     pub fn zero(&mut self, first_block: u64, count: u64) -> Result<()> {
         self.check(first_block, count)?;
-        let mut h = record_header(KIND_ZERO, first_block, count);
-        let crc = record_crc(&h, &[]);
-        h[28..].copy_from_slice(&crc.to_le_bytes());
-        self.put(&h)?;
+        self.put_header(&record_header(KIND_ZERO, first_block, count, 0))?;
         self.counts.records += 1;
         self.counts.zero_blocks += count;
         Ok(())
@@ -226,11 +238,9 @@ impl<'a> DiffWriter<'a> {
 
     /// Writes the end record and flushes; returns the stream's counts.
     pub fn finish(mut self) -> Result<DiffCounts> {
-        let mut h = record_header(KIND_END, self.counts.records, self.counts.data_blocks);
         let mut p = Enc::default();
         p.u64(self.counts.zero_blocks).u32(self.crc).u32(0);
-        let crc = record_crc(&h, &p.0);
-        h[28..].copy_from_slice(&crc.to_le_bytes());
+        let h = record_header(KIND_END, self.counts.records, self.counts.data_blocks, crc32c::crc32c(&p.0));
         self.put(&h)?;
         self.put(&p.0)?;
         self.out.flush().map_err(|e| Error::io("writing the diff stream", e))?;
@@ -317,7 +327,7 @@ impl<'a> DiffReader<'a> {
             return Err(truncated("in its header"));
         }
         let header = DiffHeader::decode(&b)?;
-        let crc = crc32c::crc32c(&b);
+        let crc = crc32c::crc32c(&b[b.len() - 4..]);
         Ok(DiffReader {
             input,
             header,
@@ -341,7 +351,6 @@ impl<'a> DiffReader<'a> {
     }
 
     fn account(&mut self, b: &[u8]) {
-        self.crc = crc32c::crc32c_append(self.crc, b);
         self.counts.stream_bytes += b.len() as u64;
     }
 
@@ -356,8 +365,15 @@ impl<'a> DiffReader<'a> {
         self.take(&mut h, &format!("after {at} record(s), where the next record or the end record should be"))?;
         let first_block = u64::from_le_bytes(h[8..16].try_into().expect("8"));
         let count = u64::from_le_bytes(h[16..24].try_into().expect("8"));
-        let stored = u32::from_le_bytes(h[28..32].try_into().expect("4"));
+        let payload_crc = u32::from_le_bytes(h[24..28].try_into().expect("4"));
         let bad = |what: String| corrupt(format!("the diff stream is damaged: record {at} {what}"));
+        if crc32c::crc32c(&h[..28]) != header_crc(&h) {
+            return Err(bad("has a header that fails its checksum".into()));
+        }
+        let stream_crc_before = self.crc;
+        if h[0] != KIND_END {
+            self.crc = crc32c::crc32c_append(self.crc, &h[28..]);
+        }
         match h[0] {
             KIND_DATA => {
                 if count == 0 || count > MAX_DATA_BLOCKS {
@@ -366,7 +382,7 @@ impl<'a> DiffReader<'a> {
                 self.check_range(first_block, count).map_err(|e| bad(e.to_string()))?;
                 let mut data = vec![0u8; (count * BLOCK_SIZE) as usize];
                 self.take(&mut data, &format!("inside record {at}"))?;
-                if record_crc(&h, &data) != stored {
+                if crc32c::crc32c(&data) != payload_crc {
                     return Err(bad(format!("(data, blocks {first_block}+{count}) fails its checksum")));
                 }
                 self.account(&h);
@@ -376,8 +392,8 @@ impl<'a> DiffReader<'a> {
                 Ok(Some(DiffItem::Data { first_block, data }))
             }
             KIND_ZERO => {
-                if record_crc(&h, &[]) != stored {
-                    return Err(bad(format!("(zero, blocks {first_block}+{count}) fails its checksum")));
+                if payload_crc != 0 {
+                    return Err(bad(format!("(zero, blocks {first_block}+{count}) has a payload checksum")));
                 }
                 self.check_range(first_block, count).map_err(|e| bad(e.to_string()))?;
                 self.account(&h);
@@ -388,7 +404,7 @@ impl<'a> DiffReader<'a> {
             KIND_END => {
                 let mut p = [0u8; END_PAYLOAD];
                 self.take(&mut p, "inside its end record")?;
-                if record_crc(&h, &p) != stored {
+                if crc32c::crc32c(&p) != payload_crc {
                     return Err(bad("(the end record) fails its checksum".into()));
                 }
                 let zero_blocks = u64::from_le_bytes(p[..8].try_into().expect("8"));
@@ -401,7 +417,7 @@ impl<'a> DiffReader<'a> {
                         c.records, c.data_blocks, c.zero_blocks
                     )));
                 }
-                if stream_crc != self.crc {
+                if stream_crc != stream_crc_before {
                     return Err(corrupt("the diff stream is damaged: its checksum over the whole stream does not match"));
                 }
                 self.account(&h);

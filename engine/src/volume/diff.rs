@@ -149,6 +149,26 @@ fn resolve(elems: &[Elem<'_>], first: u64, n: u64) -> Result<Vec<Option<bool>>> 
     Ok(out)
 }
 
+/// For blocks `[start, end)`: what the nearest of `elems` that maps each
+/// holds (Some(true) data, Some(false) zeros), from one range scan per
+/// timeline (the blocks mapped, not the blocks of the window).
+fn window_map(elems: &[Elem<'_>], start: u64, end: u64) -> Result<Vec<Option<bool>>> {
+    let mut out: Vec<Option<bool>> = vec![None; (end - start) as usize];
+    for e in elems {
+        if start >= end.min(e.clip) {
+            continue;
+        }
+        for r in e.vol.index().range(e.tl, start, end.min(e.clip)) {
+            let (b, en) = r?;
+            let slot = &mut out[(b - start) as usize];
+            if slot.is_none() {
+                *slot = Some(matches!(en, Entry::Data { .. }));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// First block in `[from, limit)` that one of `elems` maps.
 fn next_mapped(elems: &[Elem<'_>], from: u64, limit: u64) -> Result<Option<u64>> {
     let mut best: Option<u64> = None;
@@ -206,29 +226,25 @@ pub fn diff_views(from: Option<&Volume>, to: &Volume, f: &mut dyn FnMut(Change) 
     let mut at = 0u64;
     while let Some(start) = next_mapped(&own, at, b_blocks)? {
         let end = start.saturating_add(WINDOW).min(b_blocks);
-        let mut marked = vec![false; (end - start) as usize];
-        for e in &own {
-            for r in e.vol.index().range(e.tl, start, end.min(e.clip)) {
-                let (b, _) = r?;
-                marked[(b - start) as usize] = true;
-            }
-        }
+        // What each side's own timelines map in the window: the nearest
+        // one wins (chains are listed nearest first), as a read resolves.
+        let bo = window_map(b_own, start, end)?;
+        let ao = window_map(a_own, start, end)?;
         let mut i = 0usize;
-        while i < marked.len() {
-            if !marked[i] {
+        while i < bo.len() {
+            if bo[i].is_none() && ao[i].is_none() {
                 i += 1;
                 continue;
             }
             let mut j = i + 1;
-            while j < marked.len() && marked[j] {
+            while j < bo.len() && (bo[j].is_some() || ao[j].is_some()) {
                 j += 1;
             }
             let (first, n) = (start + i as u64, (j - i) as u64);
-            let bo = resolve(b_own, first, n)?;
-            let ao = resolve(a_own, first, n)?;
+            let (bo, ao) = (&bo[i..j], &ao[i..j]);
             // What the shared part of the chains reads, where one side
             // falls through to it and the answer matters.
-            let needs_common = bo.iter().zip(&ao).any(|(b, a)| b.is_none() || (*b == Some(false) && a.is_none()));
+            let needs_common = bo.iter().zip(ao).any(|(b, a)| b.is_none() || (*b == Some(false) && a.is_none()));
             let co = if needs_common && !common.is_empty() { resolve(common, first, n)? } else { vec![None; n as usize] };
             for k in 0..n as usize {
                 let block = first + k as u64;
@@ -262,9 +278,68 @@ fn is_zero(b: &[u8]) -> bool {
 }
 
 /// A piece of an export: blocks to read, or blocks that read as zeros.
+#[derive(Clone, Copy)]
 enum Job {
     Read(u64, u64),
     Zero(u64, u64),
+}
+
+/// What a worker made of a job: runs of blocks, zeros or data with its
+/// crc32c, in block order.
+enum Piece {
+    Zero(u64, u64),
+    Data(u64, Vec<u8>, u32),
+}
+
+/// Splits a change into jobs of at most one data record.
+fn jobs_of(c: &Change, out: &mut Vec<Job>) {
+    if c.zero {
+        out.push(Job::Zero(c.first_block, c.blocks));
+        return;
+    }
+    let end = c.first_block + c.blocks;
+    let mut b = c.first_block;
+    while b < end {
+        let n = (end - b).min(MAX_DATA_BLOCKS);
+        out.push(Job::Read(b, n));
+        b += n;
+    }
+}
+
+/// Reads a job's blocks and cuts them into zero and data runs, taking the
+/// data's checksums (on the worker's thread, not the writer's).
+fn do_job(vol: &Volume, job: Job) -> Result<Vec<Piece>> {
+    let (first, n) = match job {
+        Job::Zero(f, n) => return Ok(vec![Piece::Zero(f, n)]),
+        Job::Read(f, n) => (f, n),
+    };
+    let mut buf = vec![0u8; (n * BLOCK_SIZE) as usize];
+    let off = first * BLOCK_SIZE;
+    let len = (n * BLOCK_SIZE).min(vol.size() - off) as usize;
+    vol.read(off, &mut buf[..len])?;
+    let blocks = n as usize;
+    let zero: Vec<bool> = buf.chunks(BS).map(is_zero).collect();
+    if zero.iter().all(|z| !z) {
+        let crc = crc32c::crc32c(&buf);
+        return Ok(vec![Piece::Data(first, buf, crc)]);
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < blocks {
+        let mut j = i + 1;
+        while j < blocks && zero[j] == zero[i] {
+            j += 1;
+        }
+        if zero[i] {
+            out.push(Piece::Zero(first + i as u64, (j - i) as u64));
+        } else {
+            let d = buf[i * BS..j * BS].to_vec();
+            let crc = crc32c::crc32c(&d);
+            out.push(Piece::Data(first + i as u64, d, crc));
+        }
+        i = j;
+    }
+    Ok(out)
 }
 
 /// The records of a diff stream being written, with zero runs joined.
@@ -296,53 +371,50 @@ impl Emitter<'_, '_> {
         Ok(())
     }
 
-    /// Blocks from `first` as read: runs of all-zero blocks become zero
-    /// records, the rest data records.
-    fn blocks(&mut self, first: u64, buf: &[u8]) -> Result<()> {
-        let n = buf.len() / BS;
-        let mut i = 0;
-        while i < n {
-            let z = is_zero(&buf[i * BS..(i + 1) * BS]);
-            let mut j = i + 1;
-            while j < n && is_zero(&buf[j * BS..(j + 1) * BS]) == z {
-                j += 1;
-            }
-            if z {
-                self.zero(first + i as u64, (j - i) as u64)?;
-            } else {
+    fn piece(&mut self, p: Piece) -> Result<()> {
+        match p {
+            Piece::Zero(f, n) => self.zero(f, n),
+            Piece::Data(f, d, crc) => {
                 self.flush_zero()?;
-                self.w.data(first + i as u64, &buf[i * BS..j * BS])?;
+                self.w.data_with_crc(f, &d, crc)
             }
-            i = j;
         }
-        Ok(())
     }
 }
 
-/// Reads the `Read` jobs of `jobs` on a few threads; None for the others.
-fn read_jobs(vol: &Volume, jobs: &[Job]) -> Result<Vec<Option<Vec<u8>>>> {
-    let size = vol.size();
-    let next = AtomicU64::new(0);
-    let out: Vec<Mutex<Option<Result<Vec<u8>>>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+/// Runs `jobs` on a few reader threads, job `k` on thread `k mod n`, and
+/// hands the results to `sink` in job order (bounded channels keep a couple
+/// of jobs per thread in memory).
+fn run_jobs(vol: &Volume, jobs: &[Job], sink: &mut dyn FnMut(Job, Vec<Piece>) -> Result<()>) -> Result<()> {
+    let n = workers().min(jobs.len().max(1));
     std::thread::scope(|s| {
-        for _ in 0..workers().min(jobs.len()) {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if k >= jobs.len() {
-                    return;
-                }
-                if let Job::Read(first, n) = jobs[k] {
-                    let mut buf = vec![0u8; (n * BLOCK_SIZE) as usize];
-                    let off = first * BLOCK_SIZE;
-                    let len = (n * BLOCK_SIZE).min(size - off) as usize;
-                    let r = vol.read(off, &mut buf[..len]).map(|()| buf);
-                    *out[k].lock() = Some(r);
+        let mut rxs = Vec::new();
+        for w in 0..n {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Piece>>>(2);
+            rxs.push(rx);
+            s.spawn(move || {
+                for job in jobs.iter().skip(w).step_by(n) {
+                    let r = do_job(vol, *job);
+                    let failed = r.is_err();
+                    // A closed channel: the writer gave up.
+                    if tx.send(r).is_err() || failed {
+                        return;
+                    }
                 }
             });
         }
-    });
-    out.into_iter().map(|m| m.into_inner().transpose()).collect()
+        // Returning drops the receivers, which stops readers that are ahead.
+        for (k, job) in jobs.iter().enumerate() {
+            let pieces = rxs[k % n].recv().map_err(|_| invalid("a reader thread of export-diff stopped early"))??;
+            sink(*job, pieces)?;
+        }
+        Ok(())
+    })
 }
+
+/// Runs of changes held at once by `export_diff` (~24 bytes each): past
+/// this the diff is walked a second time instead.
+const MAX_HELD_CHANGES: usize = 1 << 22;
 
 impl Volume {
     /// The snapshot a read-only `vol%snap` view shows: (id, name).
@@ -392,9 +464,18 @@ impl Volume {
                 Some(SnapRef { id, name })
             }
         };
+        // First the changes (for the header's count and the progress),
+        // kept unless there are very many.
         let mut total = 0u64;
+        let mut held: Option<Vec<Change>> = Some(Vec::new());
         diff_views(from, self, &mut |c| {
             total += c.blocks;
+            if held.as_ref().is_some_and(|h| h.len() >= MAX_HELD_CHANGES) {
+                held = None;
+            }
+            if let Some(h) = held.as_mut() {
+                h.push(c);
+            }
             Ok(())
         })?;
         let header = DiffHeader {
@@ -410,45 +491,40 @@ impl Volume {
         let mut em = Emitter { w: &mut w, zero: None, full: from.is_none() };
         progress(0, total);
         let mut done = 0u64;
-        let batch = 4 * workers();
-        let mut jobs: Vec<Job> = Vec::new();
-        let mut run = |jobs: &mut Vec<Job>, em: &mut Emitter<'_, '_>| -> Result<()> {
-            let bufs = read_jobs(self, jobs)?;
-            for (job, buf) in jobs.iter().zip(bufs) {
-                match (job, buf) {
-                    (Job::Zero(first, n), _) => {
-                        em.zero(*first, *n)?;
-                        done += n;
-                    }
-                    (Job::Read(first, n), Some(buf)) => {
-                        em.blocks(*first, &buf)?;
-                        done += n;
-                    }
-                    (Job::Read(..), None) => unreachable!("every read job is read"),
-                }
-                progress(done, total);
+        let mut sink = |job: Job, pieces: Vec<Piece>| -> Result<()> {
+            for p in pieces {
+                em.piece(p)?;
             }
-            jobs.clear();
+            done += match job {
+                Job::Read(_, n) | Job::Zero(_, n) => n,
+            };
+            progress(done, total);
             Ok(())
         };
-        diff_views(from, self, &mut |c| {
-            if c.zero {
-                jobs.push(Job::Zero(c.first_block, c.blocks));
-            } else {
-                let mut b = c.first_block;
-                let end = c.first_block + c.blocks;
-                while b < end {
-                    let n = (end - b).min(MAX_DATA_BLOCKS);
-                    jobs.push(Job::Read(b, n));
-                    b += n;
+        // Jobs in batches, so that memory stays bounded by the batch.
+        const BATCH: usize = 4096;
+        let mut jobs: Vec<Job> = Vec::new();
+        match held {
+            Some(changes) => {
+                for c in &changes {
+                    jobs_of(c, &mut jobs);
+                    if jobs.len() >= BATCH {
+                        run_jobs(self, &jobs, &mut sink)?;
+                        jobs.clear();
+                    }
                 }
             }
-            if jobs.len() >= batch {
-                run(&mut jobs, &mut em)?;
-            }
-            Ok(())
-        })?;
-        run(&mut jobs, &mut em)?;
+            None => diff_views(from, self, &mut |c| {
+                jobs_of(&c, &mut jobs);
+                if jobs.len() >= BATCH {
+                    run_jobs(self, &jobs, &mut sink)?;
+                    jobs.clear();
+                }
+                Ok(())
+            })?,
+        }
+        run_jobs(self, &jobs, &mut sink)?;
+        drop(sink);
         em.flush_zero()?;
         let counts = w.finish()?;
         Ok(ExportDiffReport { counts, changed_blocks: total })
