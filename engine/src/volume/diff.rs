@@ -539,6 +539,7 @@ impl Volume {
         self.check_data_writable()?;
         let mut r = DiffReader::new(input)?;
         let h = r.header().clone();
+        validate_snapshot_name(&h.to.name).map_err(|e| corrupt(format!("the diff stream names its snapshot badly: {e}")))?;
         let vol = self.uri.without_snapshot().to_string();
         let src = format!("{}%{}", h.source_uri, h.to.name);
         let mut rep = ImportDiffReport {
