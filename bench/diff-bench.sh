@@ -85,14 +85,15 @@ import json, sys
 print(sum(e["length"] for e in json.load(sys.stdin)) // 4096)')
 [ "$n" = "$CHANGED" ] || fail "hlfs diff lists $n changed blocks, $CHANGED were written"
 
-declare -A T
-timeit() { # timeit KEY CMD... (stdout to /dev/null)
-    local k=$1 t0 t1
+declare -A T C
+timeit() { # timeit KEY CMD... (stdout to /dev/null): wall time into T, CPU time (user + sys) into C
+    local k=$1 out rc=0
     shift
-    t0=$(now)
-    "$@" >/dev/null || fail "$* failed"
-    t1=$(now)
-    T[$k]+="$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.4f", b - a}') "
+    out=$( { TIMEFORMAT='%R %U %S'; time "$@" >/dev/null 2>"$D/err"; } 2>&1) || rc=$?
+    [ $rc = 0 ] || fail "$* failed: $(cat "$D/err")"
+    read -r wall user sys <<<"$out"
+    T[$k]+="$wall "
+    C[$k]+="$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.3f", u + s}') "
 }
 for ((r = 1; r <= RUNS; r++)); do
     timeit diff_big "$H" diff "$BIG%a" "$BIG%b" --output json
@@ -107,20 +108,21 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 
 med() { printf '%s\n' ${T[$1]} | median; }
+cpu() { printf '%s\n' ${C[$1]} | median; }
 mibs() { awk -v s="$(med "$1")" -v m="$BIG_MIB" 'BEGIN {printf "%.0f", m / s}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo
 echo "diff-bench: $RUNS rounds, medians; page cache $CACHE; $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-62s %10s\n' "measurement" "median"
-printf '%-62s %9.3fs\n' "hlfs diff, $BIG_MIB MiB volume (all mapped), $CHANGED blocks changed" "$(med diff_big)"
-printf '%-62s %9.3fs\n' "hlfs diff, $SMALL_MIB MiB volume (all mapped), $CHANGED blocks changed" "$(med diff_small)"
-printf '%-62s %9sx\n' "  big / small (1.0: the volume's size does not matter)" "$(ratio "$(med diff_big)" "$(med diff_small)")"
-printf '%-62s %6s MiB/s\n' "hlfs export VOL%b - (raw image, $BIG_MIB MiB)" "$(mibs export)"
-printf '%-62s %6s MiB/s\n' "hlfs export-diff VOL%b - (full diff, $BIG_MIB MiB of data)" "$(mibs full)"
-printf '%-62s %9sx\n' "  export-diff / export throughput" "$(ratio "$(med export)" "$(med full)")"
-printf '%-62s %9.3fs\n' "hlfs export-diff VOL%b - --from a ($CHANGED blocks)" "$(med inc)"
+printf '%-62s %10s %10s\n' "measurement" "median" "CPU time"
+printf '%-62s %9.3fs %9.3fs\n' "hlfs diff, $BIG_MIB MiB volume (all mapped), $CHANGED blocks changed" "$(med diff_big)" "$(cpu diff_big)"
+printf '%-62s %9.3fs %9.3fs\n' "hlfs diff, $SMALL_MIB MiB volume (all mapped), $CHANGED blocks changed" "$(med diff_small)" "$(cpu diff_small)"
+printf '%-62s %9sx %9sx\n' "  big / small (1.0: the volume's size does not matter)" "$(ratio "$(med diff_big)" "$(med diff_small)")" "$(ratio "$(cpu diff_big)" "$(cpu diff_small)")"
+printf '%-62s %6s MiB/s %9.3fs\n' "hlfs export VOL%b - (raw image, $BIG_MIB MiB)" "$(mibs export)" "$(cpu export)"
+printf '%-62s %6s MiB/s %9.3fs\n' "hlfs export-diff VOL%b - (full diff, $BIG_MIB MiB of data)" "$(mibs full)" "$(cpu full)"
+printf '%-62s %9sx %9sx\n' "  export-diff / export throughput (CPU: export / export-diff)" "$(ratio "$(med export)" "$(med full)")" "$(ratio "$(cpu export)" "$(cpu full)")"
+printf '%-62s %9.3fs %9.3fs\n' "hlfs export-diff VOL%b - --from a ($CHANGED blocks)" "$(med inc)" "$(cpu inc)"
 printf '%-62s %9sx\n' "  time of the incremental export-diff / the raw export" "$(ratio "$(med inc)" "$(med export)")"
-echo "per-run times (s):"
+echo "per-run times (s), wall / CPU:"
 for k in diff_big diff_small export full inc; do
-    echo "  $k: ${T[$k]}"
+    echo "  $k: ${T[$k]}/ ${C[$k]}"
 done
