@@ -5,6 +5,7 @@
 //! The binaries only parse arguments and dispatch here, so every tool
 //! behaves the same for the same operation.
 
+pub mod diff;
 pub mod exit;
 pub mod ops;
 pub mod output;

@@ -277,6 +277,50 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
+    /// List the extents that changed between two snapshots, or a snapshot and the head (like rbd diff)
+    #[command(after_help = hlfs_cli::diff::DIFF_HELP)]
+    Diff {
+        /// The older view: URI%SNAPSHOT
+        from: String,
+        /// The newer view: URI%SNAPSHOT, or URI for its head (default: the head of FROM's volume)
+        to: Option<String>,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Output::Human)]
+        output: Output,
+    },
+    /// Write the changes from snapshot --from to snapshot URI%SNAPSHOT into a file (or stdout), for import-diff
+    #[command(after_help = "Without --from the diff holds the whole snapshot (its data blocks; zeros are left \
+        out), which starts a chain on an empty volume of the same size. The volume is opened read-only, so a VM \
+        may keep writing it: a snapshot never changes. FILE - writes to stdout. The stream is checksummed \
+        (docs/format.md §13); import-diff refuses one that is damaged or cut short. A progress bar is shown when \
+        stderr is a terminal.\n\
+        Examples:\n  hlfs export-diff local:///var/lib/hlfs/vm1%monday full.hlfsdiff\n  \
+        hlfs export-diff local:///var/lib/hlfs/vm1%tuesday - --from monday | ssh backup hlfs import-diff - local:///backup/vm1")]
+    ExportDiff {
+        /// The snapshot to export: URI%SNAPSHOT
+        uri: String,
+        /// File to write, or - for stdout
+        file: PathBuf,
+        /// The snapshot of the same volume the changes start from (its name); without it, a full diff
+        #[arg(long, value_name = "SNAPSHOT")]
+        from: Option<String>,
+    },
+    /// Apply a diff from export-diff to a volume and take its snapshot
+    #[command(after_help = "The volume's newest snapshot must be the diff's --from snapshot as an earlier \
+        import-diff made it from the same source (a full diff needs an empty volume of the same size without \
+        snapshots), and its head must be unchanged since. The changes go into the head, then the diff's snapshot \
+        is taken with the same name. A diff that is damaged or cut short is refused and its changes are \
+        discarded. If import-diff is killed, the volume keeps every snapshot, and running import-diff again \
+        discards the partial changes and applies the diff again; running it after it succeeded does nothing. \
+        The volume is opened read-write (it must not be in use). FILE - reads stdin.\n\
+        Examples:\n  hlfs create local:///backup/vm1 10G && hlfs import-diff full.hlfsdiff local:///backup/vm1\n  \
+        hlfs export-diff local:///var/lib/hlfs/vm1%tuesday - --from monday | hlfs import-diff - local:///backup/vm1")]
+    ImportDiff {
+        /// Diff file, or - for stdin
+        file: PathBuf,
+        /// Volume to apply it to; must not name a snapshot
+        uri: String,
+    },
     /// Verify every record and checkpoint of a volume (like qemu-img check)
     #[command(visible_alias = "check", after_help = "Exits with 5 (corrupt) if errors are found. JSON fields: \
         uri, clean, segments, records, data_blocks, bytes, checkpoints, errors, notes, rebuilt_index.")]
@@ -351,6 +395,9 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Wipe { uri, offset, length } => ops::wipe(&uri, offset.as_deref(), length.as_deref()),
         Cmd::Fsck { uri, rebuild_index, output } => ops::fsck(&uri, rebuild_index, output),
         Cmd::Du { uri, output } => ops::du(&uri, output),
+        Cmd::Diff { from, to, output } => hlfs_cli::diff::diff(&from, to.as_deref(), output),
+        Cmd::ExportDiff { uri, file, from } => hlfs_cli::diff::export_diff(&uri, &file, from.as_deref()),
+        Cmd::ImportDiff { file, uri } => hlfs_cli::diff::import_diff(&file, &uri),
         Cmd::Flatten { uri, output } => ops::flatten(&uri, output),
         Cmd::Serve { uri, nbd, vhost_user_blk, name, read_only, connections, queues, cache, pid_file, daemonize, dry_run } => {
             hlfs_cli::serve::serve(&hlfs_cli::serve::ServeArgs {

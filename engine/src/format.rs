@@ -155,12 +155,16 @@ pub enum Record {
         count: u64,
     },
     /// `id:u64 timeline:u64 new_head:u64 virtual_size:u64 secs:u64 nsecs:u32 name:str`
-    /// `[vm_timeline:u64 vm_state_size:u64 vm_clock_nsec:u64]`
+    /// `[vm_timeline:u64 vm_state_size:u64 vm_clock_nsec:u64`
+    /// `[source_uuid[16] source_snapshot_id:u64]]`
     /// Freezes `timeline` (the old head) as the snapshot; `new_head` is a new,
     /// empty timeline whose parent is `timeline`. A snapshot with VM state
     /// (`savevm`) claims the pending VM state stream (`VmState`) as its
     /// `vm_timeline`, `vm_state_size` bytes long; the three fields are
-    /// absent (or zero) in a disk-only snapshot.
+    /// absent (or zero) in a disk-only snapshot. A snapshot that
+    /// `import-diff` took names the snapshot of the source volume it
+    /// reproduces (`source`); those fields are absent (or zero) otherwise,
+    /// and the VM state fields are then written as zeros before them.
     SnapshotCreate {
         id: u64,
         timeline: u64,
@@ -170,6 +174,7 @@ pub enum Record {
         nsecs: u32,
         name: String,
         vm: VmStateRef,
+        source: SnapshotSource,
     },
     /// `id:u64`
     SnapshotDelete { id: u64 },
@@ -217,6 +222,25 @@ pub struct VmStateRef {
     pub size: u64,
     /// The guest clock when the state was saved, in nanoseconds.
     pub clock_nsec: u64,
+}
+
+/// The snapshot of another volume that a snapshot reproduces: `import-diff`
+/// applied a diff stream ending at snapshot `snapshot_id` of the volume
+/// `volume_uuid`, then took this snapshot (docs/format.md §13). All zero
+/// for any other snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SnapshotSource {
+    /// UUID of the source volume, all zero for none.
+    pub volume_uuid: [u8; 16],
+    /// Id of the snapshot in the source volume.
+    pub snapshot_id: u64,
+}
+
+impl SnapshotSource {
+    /// Whether a source is named (its UUID is not all zero).
+    pub fn is_some(&self) -> bool {
+        self.volume_uuid != [0; 16]
+    }
 }
 
 /// Bytes of a batch record's fixed prefix after the record header.
@@ -450,6 +474,7 @@ fn encode_payload(rec: &Record, e: &mut Enc) {
             nsecs,
             name,
             vm,
+            source,
         } => {
             e.u64(*id)
                 .u64(*timeline)
@@ -460,6 +485,11 @@ fn encode_payload(rec: &Record, e: &mut Enc) {
                 .str(name);
             if vm.timeline != 0 {
                 e.u64(vm.timeline).u64(vm.size).u64(vm.clock_nsec);
+            } else if source.is_some() {
+                e.u64(0).u64(0).u64(0);
+            }
+            if source.is_some() {
+                e.bytes(&source.volume_uuid).u64(source.snapshot_id);
             }
         }
         Record::SnapshotDelete { id } => {
@@ -879,6 +909,18 @@ pub fn decode_payload(kind: Kind, payload: &[u8]) -> Result<Record> {
             } else {
                 VmStateRef::default()
             },
+            // After the VM state fields, absent or zero (padding) for a
+            // snapshot that import-diff did not take.
+            source: if d.remaining() >= 24 {
+                let s = SnapshotSource { volume_uuid: d.uuid()?, snapshot_id: d.u64()? };
+                if s.is_some() {
+                    s
+                } else {
+                    SnapshotSource::default()
+                }
+            } else {
+                SnapshotSource::default()
+            },
         },
         Kind::SnapshotDelete => Record::SnapshotDelete { id: d.u64()? },
         Kind::Revert => Record::Revert {
@@ -991,6 +1033,7 @@ mod tests {
             nsecs: 8,
             name: "snap".into(),
             vm: VmStateRef::default(),
+            source: SnapshotSource::default(),
         };
         let mut out = Vec::new();
         encode_record_aligned(&mut out, 41, &rec, &[]);
@@ -1027,6 +1070,7 @@ mod tests {
             nsecs: 8,
             name: "s".into(),
             vm,
+            source: SnapshotSource::default(),
         };
         let with = rec(VmStateRef { timeline: 6, size: 12345, clock_nsec: 99 });
         for aligned in [false, true] {
@@ -1042,6 +1086,45 @@ mod tests {
         e.u64(3).u64(4).u64(5).u64(1 << 30).u64(7).u32(8).str("s");
         e.u64(0).u64(805306368).u64(1);
         assert_eq!(decode_payload(Kind::SnapshotCreate, &e.0).unwrap(), rec(VmStateRef::default()));
+    }
+
+    /// SnapshotCreate's optional source fields (import-diff): written after
+    /// the VM state fields (zeros when there is no VM state), read back in
+    /// both record versions; absent or zero, they read as no source.
+    #[test]
+    fn snapshot_source_fields_round_trip() {
+        let rec = |vm, source| Record::SnapshotCreate {
+            id: 3,
+            timeline: 4,
+            new_head: 5,
+            virtual_size: 1 << 30,
+            secs: 7,
+            nsecs: 8,
+            name: "s".into(),
+            vm,
+            source,
+        };
+        let src = SnapshotSource { volume_uuid: [9; 16], snapshot_id: 42 };
+        let vm = VmStateRef { timeline: 6, size: 12345, clock_nsec: 99 };
+        for r in [rec(VmStateRef::default(), src), rec(vm, src), rec(vm, SnapshotSource::default())] {
+            for aligned in [false, true] {
+                let mut out = Vec::new();
+                if aligned {
+                    encode_record_aligned(&mut out, 1, &r, &[]);
+                } else {
+                    encode_record(&mut out, 1, &r, &[]);
+                }
+                assert_eq!(decode_payload(Kind::SnapshotCreate, &out[RECORD_HEADER_LEN..]).unwrap(), r);
+            }
+        }
+        // A zero UUID is no source, whatever id follows it.
+        let mut e = Enc::default();
+        e.u64(3).u64(4).u64(5).u64(1 << 30).u64(7).u32(8).str("s");
+        e.u64(0).u64(0).u64(0).bytes(&[0; 16]).u64(77);
+        assert_eq!(
+            decode_payload(Kind::SnapshotCreate, &e.0).unwrap(),
+            rec(VmStateRef::default(), SnapshotSource::default())
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod buf;
 pub mod checkpoint;
+pub mod diffstream;
 pub mod error;
 pub mod ffi;
 pub mod format;
@@ -33,3 +34,4 @@ pub use volume::{
     clone_volume, delete_volume, fsck, release_retired, BackgroundGc, DirSpace, BlockState, Candidate, DuReport, DuView, FlattenReport, FsckReport,
     GcOptions, GcReport, GcThread, OpenOptions, SnapshotInfo, SpaceInfo, Volume, VolumeInfo,
 };
+pub use volume::{diff_views, Change, ExportDiffReport, ImportDiffReport};

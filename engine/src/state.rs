@@ -3,7 +3,7 @@
 //! memory, and saved whole in the sled index and in checkpoints.
 
 use crate::error::{corrupt, Result};
-use crate::format::{BaseRef, Dec, Enc, VmStateRef};
+use crate::format::{BaseRef, Dec, Enc, SnapshotSource, VmStateRef};
 use std::collections::BTreeMap;
 
 /// A timeline: a sequence of writes on top of its parent's frozen state.
@@ -34,6 +34,8 @@ pub struct SnapshotMeta {
     pub virtual_size: u64,
     /// The VM state saved with it (`savevm`), if any.
     pub vm: VmStateRef,
+    /// The source volume's snapshot it reproduces, if `import-diff` took it.
+    pub source: SnapshotSource,
 }
 
 /// Structural metadata of a volume.
@@ -73,9 +75,11 @@ pub struct VolState {
 }
 
 const STATE_MAGIC: &[u8; 4] = b"HLFS";
-/// Version 2 added each snapshot's VM state and `vm_pending`; version 1 is
-/// still read.
-const STATE_VERSION: u8 = 2;
+/// Version 2 added each snapshot's VM state and `vm_pending`; version 3
+/// each snapshot's source (`import-diff`). Version 3 is written only when
+/// some snapshot has a source, so volumes that never imported a diff stay
+/// readable by engines that know only version 2; versions 1 and 2 are read.
+const STATE_VERSION: u8 = 3;
 
 impl VolState {
     /// Timelines from `tl` up to the root, nearest first.
@@ -114,7 +118,8 @@ impl VolState {
     /// Encodes the whole state.
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Enc::default();
-        e.bytes(STATE_MAGIC).u8(STATE_VERSION);
+        let v = if self.snapshots.values().any(|s| s.source.is_some()) { STATE_VERSION } else { 2 };
+        e.bytes(STATE_MAGIC).u8(v);
         e.bytes(&self.uuid)
             .u64(self.virtual_size)
             .u64(self.created)
@@ -138,6 +143,9 @@ impl VolState {
                 .u64(s.vm.timeline)
                 .u64(s.vm.size)
                 .u64(s.vm.clock_nsec);
+            if v >= 3 {
+                e.bytes(&s.source.volume_uuid).u64(s.source.snapshot_id);
+            }
         }
         match &self.base {
             None => {
@@ -170,7 +178,7 @@ impl VolState {
             return Err(corrupt("volume state has a bad magic"));
         }
         let v = d.u8()?;
-        if v != STATE_VERSION && v != 1 {
+        if !(1..=STATE_VERSION).contains(&v) {
             return Err(corrupt(format!(
                 "volume state version {v} is not supported"
             )));
@@ -206,6 +214,16 @@ impl VolState {
             } else {
                 VmStateRef::default()
             };
+            let source = if v >= 3 {
+                let s = SnapshotSource { volume_uuid: d.uuid()?, snapshot_id: d.u64()? };
+                if s.is_some() {
+                    s
+                } else {
+                    SnapshotSource::default()
+                }
+            } else {
+                SnapshotSource::default()
+            };
             st.snapshots.insert(
                 id,
                 SnapshotMeta {
@@ -216,6 +234,7 @@ impl VolState {
                     nsecs,
                     virtual_size,
                     vm,
+                    source,
                 },
             );
         }
@@ -288,6 +307,7 @@ mod tests {
                 nsecs: 1,
                 virtual_size: 1 << 30,
                 vm: VmStateRef { timeline: 9, size: 12345, clock_nsec: 77 },
+                source: SnapshotSource::default(),
             },
         );
         st.timelines.insert(9, Timeline { parent: None, entries: 4, blocks: 4 });
@@ -301,6 +321,10 @@ mod tests {
             volume_uuid: [1; 16],
         });
         st.seg_live.insert(1, 8192);
+        assert_eq!(VolState::decode(&st.encode()).unwrap(), st);
+        assert_eq!(st.encode()[4], 2, "no snapshot with a source: version 2, which older engines read");
+        st.snapshots.get_mut(&1).unwrap().source = SnapshotSource { volume_uuid: [7; 16], snapshot_id: 5 };
+        assert_eq!(st.encode()[4], 3);
         assert_eq!(VolState::decode(&st.encode()).unwrap(), st);
         assert_eq!(st.chain(2), vec![2, 1]);
         assert!(st.is_referenced(9) && st.is_referenced(11), "VM state timelines are referenced");

@@ -51,6 +51,8 @@ mod du;
 pub use du::{DuReport, DuView};
 mod flatten;
 pub use flatten::FlattenReport;
+mod diff;
+pub use diff::{diff_views, Change, ExportDiffReport, ImportDiffReport, IMPORT_MARKER};
 
 const SECTOR: u64 = 512;
 const BS: usize = BLOCK_SIZE as usize;

@@ -62,6 +62,7 @@ pub(super) fn apply(
             nsecs,
             name,
             vm,
+            source,
         } => {
             if vm.timeline != 0 {
                 if vm.timeline != st.vm_pending {
@@ -82,6 +83,7 @@ pub(super) fn apply(
                     nsecs: *nsecs,
                     virtual_size: *virtual_size,
                     vm: *vm,
+                    source: *source,
                 },
             );
             st.timelines.insert(
@@ -124,6 +126,7 @@ pub(super) fn apply(
                         nsecs: *nsecs,
                         virtual_size: st.virtual_size,
                         vm: Default::default(),
+                        source: Default::default(),
                     },
                 );
                 st.next_snapshot = st.next_snapshot.max(auto_id + 1);

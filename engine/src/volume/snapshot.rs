@@ -21,8 +21,15 @@ impl Volume {
         self.snapshot_create_vm(name, 0, 0)
     }
 
-    /// `snapshot_create` under the writer, with VM state `vm`.
-    pub(super) fn snapshot_create_in(&self, w: &mut LogWriter, name: &str, vm: format::VmStateRef) -> Result<()> {
+    /// `snapshot_create` under the writer, with VM state `vm` and, for a
+    /// snapshot that `import-diff` takes, the source snapshot it reproduces.
+    pub(super) fn snapshot_create_in(
+        &self,
+        w: &mut LogWriter,
+        name: &str,
+        vm: format::VmStateRef,
+        source: format::SnapshotSource,
+    ) -> Result<()> {
         let rec = {
             let st = self.state.read();
             if st.snapshot_by_name(name).is_some() {
@@ -41,6 +48,7 @@ impl Volume {
                 nsecs,
                 name: name.to_string(),
                 vm,
+                source,
             }
         };
         self.log_meta(w, rec)

@@ -130,7 +130,7 @@ impl Volume {
                 size: vm_state_size,
                 clock_nsec: vm_clock_nsec,
             };
-            self.snapshot_create_in(w, name, vm)
+            self.snapshot_create_in(w, name, vm, Default::default())
         })
     }
 
