@@ -62,8 +62,8 @@ stop() {
 boot() {
     local name=$1 marker=$2 k=() start
     shift 2
-    [ "$1" = -k ] && { k=(-k); shift; }
-    [ "$1" = -- ] && shift
+    [ "${1:-}" = -k ] && { k=(-k); shift; }
+    [ "${1:-}" = -- ] && shift
     start=$(date +%s%N)
     HLFS_GUEST_ACCEL=$ACCEL "$GUEST/run-guest.sh" -q "$STOCK_QEMU" "${k[@]}" -D "${DRIVE:-none}" -c "write:$marker" \
         -l "$T/$name.log" -t "${HLFS_BOOT_TIMEOUT:-200}" -- "${STOCK_QEMU_ARGS[@]}" "$@" 2>"$T/$name.err" ||
