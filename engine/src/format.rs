@@ -241,6 +241,13 @@ impl SnapshotSource {
     pub fn is_some(&self) -> bool {
         self.volume_uuid != [0; 16]
     }
+
+    /// Reads `uuid[16] snapshot_id:u64`; a zero UUID is no source, whatever
+    /// id follows it (the padding of a record that has none).
+    pub fn decode(d: &mut Dec) -> Result<SnapshotSource> {
+        let s = SnapshotSource { volume_uuid: d.uuid()?, snapshot_id: d.u64()? };
+        Ok(if s.is_some() { s } else { SnapshotSource::default() })
+    }
 }
 
 /// Bytes of a batch record's fixed prefix after the record header.
@@ -911,16 +918,7 @@ pub fn decode_payload(kind: Kind, payload: &[u8]) -> Result<Record> {
             },
             // After the VM state fields, absent or zero (padding) for a
             // snapshot that import-diff did not take.
-            source: if d.remaining() >= 24 {
-                let s = SnapshotSource { volume_uuid: d.uuid()?, snapshot_id: d.u64()? };
-                if s.is_some() {
-                    s
-                } else {
-                    SnapshotSource::default()
-                }
-            } else {
-                SnapshotSource::default()
-            },
+            source: if d.remaining() >= 24 { SnapshotSource::decode(&mut d)? } else { SnapshotSource::default() },
         },
         Kind::SnapshotDelete => Record::SnapshotDelete { id: d.u64()? },
         Kind::Revert => Record::Revert {

@@ -214,16 +214,7 @@ impl VolState {
             } else {
                 VmStateRef::default()
             };
-            let source = if v >= 3 {
-                let s = SnapshotSource { volume_uuid: d.uuid()?, snapshot_id: d.u64()? };
-                if s.is_some() {
-                    s
-                } else {
-                    SnapshotSource::default()
-                }
-            } else {
-                SnapshotSource::default()
-            };
+            let source = if v >= 3 { SnapshotSource::decode(&mut d)? } else { SnapshotSource::default() };
             st.snapshots.insert(
                 id,
                 SnapshotMeta {
