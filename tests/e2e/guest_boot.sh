@@ -63,15 +63,8 @@ $(grep -a 'HLFS-GUEST' "$T/$1.log")"
 # marker URI EXPECTED: the marker file in URI (a volume or VOL%SNAP), read
 # offline from an export; also checks the exported root fs with e2fsck.
 marker() {
-    local raw=$T/export.raw got
-    rm -f "$raw"
-    must "export $1" "$HLFS_CLI" export "$1" "$raw" >/dev/null
-    got=$("$GUEST/read-marker.sh" "$raw") || fail "read-marker.sh on the export of $1 failed"
-    [ "$got" = "$2" ] || fail "marker in $1 is '$got', expected '$2'"
-    e2fsck -fn "$raw?offset=$((ROOT_SECTOR * 512))" >"$T/e2fsck.out" 2>&1 ||
-        fail "e2fsck on the export of $1 found errors:
-$(cat "$T/e2fsck.out")"
-    log "ok: marker in $1 is '$got', fs clean"
+    guest_marker "$1" "$2" "$ROOT_SECTOR"
+    log "ok: marker in $1 is '$2', fs clean"
 }
 
 # --- import the disk (seed form) and boot it --------------------------------

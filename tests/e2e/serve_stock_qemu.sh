@@ -75,15 +75,7 @@ $(tail -c 3000 "$T/$name.log")"
     log "ok: Debian's QEMU booted the guest from the hlfs volume ($name, $ACCEL) in $(ms "$start") ms"
 }
 # marker URI EXPECTED: the guest's marker file in the volume, read offline.
-marker() {
-    local raw=$T/export.raw got
-    rm -f "$raw"
-    must "export $1" "$HLFS_CLI" export "$1" "$raw" >/dev/null
-    got=$("$GUEST/read-marker.sh" "$raw") || fail "read-marker.sh on the export of $1 failed"
-    [ "$got" = "$2" ] || fail "marker in $1 is '$got', expected '$2'"
-    e2fsck -fn "$raw?offset=$((ROOT_SECTOR * 512))" >"$T/e2fsck.out" 2>&1 ||
-        fail "e2fsck on the export of $1 found errors: $(cat "$T/e2fsck.out")"
-}
+marker() { guest_marker "$1" "$2" "$ROOT_SECTOR"; }
 
 DISK=$("$GUEST/build-guest.sh" 2>"$T/build-guest.err" | tail -n1) && [ -f "$DISK" ] ||
     fail "tests/guest/build-guest.sh failed: $(cat "$T/build-guest.err")"

@@ -106,6 +106,21 @@ $out"
     log "ok ($what): $(printf '%s\n' "$out" | grep -Ei -m1 -- "$re")"
 }
 
+# guest_marker URI EXPECTED ROOT_SECTOR: the test guest's marker file in
+# volume URI (or URI%snap) is EXPECTED, read offline from an export into
+# $E2E_WORK (tests/guest/read-marker.sh); e2fsck of the exported root file
+# system (at sector ROOT_SECTOR) finds no errors.
+guest_marker() {
+    local raw=$E2E_WORK/export.raw got
+    rm -f "$raw"
+    must "export $1" "$HLFS_CLI" export "$1" "$raw" >/dev/null
+    got=$("$HLFS_ROOT/tests/guest/read-marker.sh" "$raw") || fail "read-marker.sh on the export of $1 failed"
+    [ "$got" = "$2" ] || fail "marker in $1 is '$got', expected '$2'"
+    e2fsck -fn "$raw?offset=$(($3 * 512))" >"$E2E_WORK/e2fsck.out" 2>&1 ||
+        fail "e2fsck on the export of $1 found errors:
+$(cat "$E2E_WORK/e2fsck.out")"
+}
+
 # qio WHAT [QEMU-IO OPTIONS...] IMAGE -- CMD...: runs qemu-io with each CMD as
 # a -c command. Passes only if qemu-io exits 0 and printed no failure (a
 # failed `read -P` prints "Pattern verification failed"; I/O errors print
