@@ -86,7 +86,7 @@ pub(crate) fn is_holds(name: &str) -> bool {
 /// segment `seg-N` keeps the older `retired-N.<secs>`, cleaner.rs).
 pub(crate) fn retired_name(name: &str, secs: u64) -> String {
     match crate::format::parse_segment_name(name) {
-        Some(seg) => format!("retired-{seg:016x}.{secs}"),
+        Some(seg) => crate::volume::retired_segment_name(seg, secs),
         None => format!("retired-{name}.{secs}"),
     }
 }
@@ -366,10 +366,15 @@ fn read_small(backend: &dyn Backend, path: &str) -> Result<Option<String>> {
 }
 
 fn holds(backend: &dyn Backend, dir: &str) -> Result<Vec<Holds>> {
+    holds_in(backend, dir, &backend.list(dir)?)
+}
+
+/// The holds files among `names` (a listing of `dir` already made).
+fn holds_in(backend: &dyn Backend, dir: &str, names: &[String]) -> Result<Vec<Holds>> {
     let mut out = Vec::new();
-    for n in backend.list(dir)?.into_iter().filter(|n| is_holds(n)) {
+    for n in names.iter().filter(|n| is_holds(n)) {
         if let Some(b) = read_small(backend, &format!("{dir}/{n}"))? {
-            match parse_holds(&n, &b) {
+            match parse_holds(n, &b) {
                 Some(h) => out.push(h),
                 None => tracing::warn!("{dir}/{n}: unreadable holds file; its segments wait for the grace period"),
             }
@@ -555,7 +560,8 @@ pub(crate) fn release_with(backend: &dyn Backend, dir: &str, free_now: &[String]
         accounted.insert(n.clone());
         delete(n, &mut out)?;
     }
-    for h in holds(backend, dir)? {
+    let names: Vec<String> = usage.entries.iter().map(|e| e.name.clone()).collect();
+    for h in holds_in(backend, dir, &names)? {
         accounted.extend(h.files.iter().cloned());
         let holding: Vec<ReaderInfo> = h
             .readers

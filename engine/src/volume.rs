@@ -46,6 +46,7 @@ pub use clones::{clone_volume, delete_volume};
 mod check;
 pub use check::{fsck, FsckReport};
 mod cleaner;
+pub(crate) use cleaner::retired_name as retired_segment_name;
 pub use cleaner::{release_retired, BackgroundGc, Candidate, GcOptions, GcReport, GcThread};
 mod du;
 pub use du::{DuReport, DuView};

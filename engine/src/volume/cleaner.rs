@@ -104,7 +104,7 @@ pub struct Candidate {
 /// A retired segment waits for its grace period to end as
 /// `retired-<16 hex digits>.<unix seconds>` in the volume directory (a
 /// rename within the directory works on every backend).
-fn retired_name(seg: u64, secs: u64) -> String {
+pub(crate) fn retired_name(seg: u64, secs: u64) -> String {
     format!("retired-{seg:016x}.{secs}")
 }
 
