@@ -16,19 +16,46 @@ apt_update() {
     apt_updated=1
 }
 
+# debian_mirror: the URI of the Debian archive this machine's apt already
+# uses for bookworm (from /etc/apt/sources.list or a .sources file under
+# /etc/apt/sources.list.d), so that no mirror is named in the repository.
+debian_mirror() {
+    local f uri
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        # deb822 stanzas: the URIs of one whose Suites has plain "bookworm".
+        uri=$(awk 'BEGIN { RS = ""; FS = "\n" }
+            {
+                u = ""; ok = 0
+                for (i = 1; i <= NF; i++) {
+                    if ($i ~ /^URIs:/) { split($i, a, /[ \t]+/); u = a[2] }
+                    if ($i ~ /^Suites:/ && $i ~ /[ \t]bookworm([ \t]|$)/) ok = 1
+                }
+                if (ok && u != "") { print u; exit }
+            }' "$f")
+        [ -n "$uri" ] && { echo "${uri%/}"; return 0; }
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        uri=$(awk '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+                                 if ($(i + 1) == "bookworm") { print $i; exit } }' "$f")
+        [ -n "$uri" ] && { echo "${uri%/}"; return 0; }
+    done
+    return 1
+}
+
 # ensure_backports SRCPKG VERSION_PREFIX: makes the deb + deb-src lines for
 # bookworm-backports known to apt unless SRCPKG's source at that version
-# already is.
+# already is. The lines use the machine's own Debian mirror (debian_mirror).
 ensure_backports() {
     apt-cache showsrc "$1" 2>/dev/null | grep "^Version: $2" >/dev/null && return 0
     if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        log "adding bookworm-backports (deb, deb-src) as $BACKPORTS"
-        cat >"$BACKPORTS" <<'EOT'
-Types: deb deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-EOT
+        local mirror
+        mirror=$(debian_mirror) ||
+            die "no Debian bookworm archive in /etc/apt/sources.list{,.d}: add one (a 'deb URI bookworm main' line), then run again"
+        log "adding bookworm-backports (deb, deb-src) from $mirror as $BACKPORTS"
+        printf 'Types: deb deb-src\nURIs: %s\nSuites: bookworm-backports\nComponents: main\n' \
+            "$mirror" >"$BACKPORTS"
     fi
     apt_updated=0
     apt_update

@@ -27,6 +27,10 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${HLFS_CACHE:-/var/cache/hlfs-build}
+# shellcheck disable=SC2034 # read by build-lib.sh
+BUILD_TAG=build-guest
+# shellcheck source=SCRIPTDIR/../../scripts/build-lib.sh
+. "$HERE/../../scripts/build-lib.sh"   # debian_mirror
 DISK_MIB=${HLFS_GUEST_DISK_MIB:-64}
 KERNEL_PKG=linux-image-amd64
 BUSYBOX_PKG=busybox-static
@@ -43,7 +47,8 @@ MODULES="virtio_pci virtio_blk ata_piix sd_mod ext4 qemu_fw_cfg"
 FIO_VER=3.33
 FIO_ORIG=fio_$FIO_VER.orig.tar.gz
 FIO_SHA256=d2410e13e0f379d061d077cc5ae325835bb7c6186aa7bafc1df954cbc9b014fc
-FIO_URL=http://deb.debian.org/debian/pool/main/f/fio/$FIO_ORIG
+# Fetched from the Debian archive this machine's apt uses (debian_mirror).
+FIO_POOL_PATH=pool/main/f/fio/$FIO_ORIG
 FIO_CONFIGURE="--build-static --disable-native"
 
 key=$(cat "$HERE/build-guest.sh" "$HERE/initramfs-init.sh" "$HERE/guest-init.sh" \
@@ -134,6 +139,10 @@ build_fio() {
     local src="$WORK/fio-src" tarball="$CACHE/dist/$FIO_ORIG"
     mkdir -p "$CACHE/dist"
     if [ ! -f "$tarball" ] || [ "$(sha256sum <"$tarball" | cut -d' ' -f1)" != "$FIO_SHA256" ]; then
+        local mirror
+        mirror=$(debian_mirror) ||
+            die "no Debian bookworm archive in /etc/apt/sources.list{,.d} to fetch $FIO_ORIG from: add one"
+        local FIO_URL=$mirror/$FIO_POOL_PATH
         log "downloading $FIO_URL"
         curl -fsSL -o "$tarball.tmp" "$FIO_URL" || die "cannot download $FIO_URL"
         [ "$(sha256sum <"$tarball.tmp" | cut -d' ' -f1)" = "$FIO_SHA256" ] ||
