@@ -347,7 +347,7 @@ enum SnapCmd {
     },
     /// List snapshots: id, name, disk size, VM state size, own bytes, date (UTC), clones
     #[command(after_help = "JSON is a list of objects with fields id, name, date, date_sec, date_nsec, \
-        virtual_size, bytes, vm_state_size, vm_clock_nsec, clones (see `hlfs info --help`).")]
+        virtual_size, bytes, vm_state_size, vm_clock_nsec, clones, source (see `hlfs info --help`).")]
     List {
         /// Volume
         uri: String,

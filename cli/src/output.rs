@@ -41,7 +41,9 @@ JSON fields (--output json):
     id, name, date (UTC \"YYYY-MM-DD HH:MM:SS\"), date_sec, date_nsec,
     virtual_size, bytes (data this snapshot holds on its own),
     vm_state_size (VM state saved with it by QEMU's savevm; 0 if disk-only),
-    vm_clock_nsec (the guest clock then), clones (URIs of volumes cloned from it)";
+    vm_clock_nsec (the guest clock then), clones (URIs of volumes cloned from it),
+    source (null, or for a snapshot hlfs import-diff took: {volume_uuid, snapshot_id}
+    of the source volume's snapshot it reproduces)";
 
 /// Fields of `hlfs list --output json`, for `--help`. Keep in step with [`ListJson`].
 pub const LIST_JSON_HELP: &str = "\
@@ -137,6 +139,18 @@ pub struct SnapshotJson {
     pub vm_clock_nsec: u64,
     /// URIs of its clones.
     pub clones: Vec<String>,
+    /// For a snapshot that `hlfs import-diff` took: the source volume's
+    /// snapshot it reproduces; null otherwise.
+    pub source: Option<SnapshotSourceJson>,
+}
+
+/// `SnapshotJson::source`.
+#[derive(Debug, Serialize)]
+pub struct SnapshotSourceJson {
+    /// UUID of the source volume (as its `hlfs info` prints it).
+    pub volume_uuid: String,
+    /// Id of the snapshot in the source volume.
+    pub snapshot_id: u64,
 }
 
 impl From<&SnapshotInfo> for SnapshotJson {
@@ -152,6 +166,10 @@ impl From<&SnapshotInfo> for SnapshotJson {
             vm_state_size: s.vm_state_size,
             vm_clock_nsec: s.vm_clock_nsec,
             clones: s.clones.clone(),
+            source: s.source.as_ref().map(|o| SnapshotSourceJson {
+                volume_uuid: o.volume_uuid.clone(),
+                snapshot_id: o.snapshot_id,
+            }),
         }
     }
 }
@@ -430,6 +448,14 @@ pub fn snapshots_human(snaps: &[SnapshotInfo]) -> String {
     for r in &rows {
         s.push_str(&fmt_row([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5], &r[6]]));
     }
+    for snap in snaps {
+        if let Some(o) = &snap.source {
+            s.push_str(&format!(
+                "{} was taken by import-diff: it reproduces snapshot id {} of volume {}\n",
+                snap.name, o.snapshot_id, o.volume_uuid
+            ));
+        }
+    }
     s
 }
 
@@ -667,7 +693,7 @@ pub fn gc_human(uri: &str, r: &hlfs::GcReport) -> String {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let mut s = format!(
         "{uri}: cleaned {} segment(s) ({:.1} MiB), copied {} live block(s) ({:.1} MiB written)\n\
-         freed now: {} retired segment(s), {:.1} MiB\n",
+         freed now: {} retired file(s) (segments and replaced checkpoints), {:.1} MiB\n",
         r.segments_cleaned,
         mib(r.bytes_reclaimed),
         r.blocks_copied,

@@ -222,6 +222,17 @@ fn a_backup_chain_through_files_and_pipes_matches_every_snapshot() {
     let list = ok(&["snapshot", "list", &dst, "--output", "json"]);
     let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&list).unwrap().as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(names, ["s0", "s1", "s2", "s3", "s4", "s5"]);
+    // Each imported snapshot names the source's snapshot it reproduces.
+    let src_info: serde_json::Value = serde_json::from_str(&ok(&["info", &src, "--output", "json"])).unwrap();
+    let src_snaps: serde_json::Value = serde_json::from_str(&ok(&["snapshot", "list", &src, "--output", "json"])).unwrap();
+    let dst_snaps: serde_json::Value = serde_json::from_str(&list).unwrap();
+    for (d, s) in dst_snaps.as_array().unwrap().iter().zip(src_snaps.as_array().unwrap()) {
+        assert_eq!(d["source"]["volume_uuid"], src_info["uuid"], "{d}");
+        assert_eq!(d["source"]["snapshot_id"], s["id"], "{d}");
+    }
+    assert!(src_snaps[0]["source"].is_null(), "a snapshot taken in place has no source");
+    let human = ok(&["snapshot", "list", &dst]);
+    assert!(human.contains(&format!("s3 was taken by import-diff: it reproduces snapshot id {} of volume {}", src_snaps[3]["id"], src_info["uuid"].as_str().unwrap())), "{human}");
     // Importing a diff already in: nothing to do, and says so.
     let out = ok(&["import-diff", &env.file("s5.diff"), &dst]);
     assert!(out.contains("already has snapshot \"s5\""), "{out}");
@@ -312,11 +323,19 @@ fn an_import_killed_at_random_points_is_finished_by_running_it_again() {
     let stream = std::fs::read(&inc).unwrap();
     ok(&["create", &dst, "8M"]);
     ok(&["import-diff", &full, &dst]);
+    // How long applying the stream takes here (a loaded machine is many
+    // times slower): the kills land up to that long after the stream
+    // reached the import.
+    let t = std::time::Instant::now();
+    ok(&["import-diff", &inc, &dst]);
+    let apply_ms = (t.elapsed().as_millis() as u64).max(40);
+    ok(&["snapshot", "revert", &dst, "s0"]);
+    ok(&["snapshot", "delete", &dst, "s1"]);
     let (mut resumed, mut already, mut points) = (0, 0, 0);
     let start = std::time::Instant::now();
     for k in 0..50 {
         let cut = if rng.below(5) == 0 { stream.len() } else { rng.below(stream.len() as u64) as usize };
-        let delay = std::time::Duration::from_millis(rng.below(40));
+        let delay = std::time::Duration::from_millis(rng.below(apply_ms));
         let mut child = Command::new(HLFS)
             .args(["import-diff", "-", &dst])
             .stdin(Stdio::piped())
@@ -332,10 +351,12 @@ fn an_import_killed_at_random_points_is_finished_by_running_it_again() {
             // Holding stdin open keeps a cut import waiting for more.
             (!whole).then_some(stdin)
         });
+        // Once the import has read the prefix (all but a pipe's worth).
+        let open_stdin = feeder.join().unwrap();
         std::thread::sleep(delay);
         let _ = child.kill(); // SIGKILL
         child.wait().unwrap();
-        drop(feeder.join().unwrap());
+        drop(open_stdin);
         points += 1;
         let what = format!("kill {k} (after {cut} of {} bytes, {delay:?})", stream.len());
         assert_same(&format!("{what}: s0"), &image(&format!("{dst}%s0")), &s0);
@@ -353,7 +374,7 @@ fn an_import_killed_at_random_points_is_finished_by_running_it_again() {
     }
     eprintln!(
         "{points} kills of import-diff ({} bytes): {resumed} left partial changes that the next run discarded, \
-         {already} had finished; {:.1} s",
+         {already} had finished (applying it whole takes {apply_ms} ms here); {:.1} s",
         stream.len(),
         start.elapsed().as_secs_f64()
     );

@@ -32,6 +32,6 @@ pub use size::parse_size;
 pub use uri::{validate_snapshot_name, VolumeUri};
 pub use volume::{
     clone_volume, delete_volume, fsck, release_retired, BackgroundGc, DirSpace, BlockState, Candidate, DuReport, DuView, FlattenReport, FsckReport,
-    GcOptions, GcReport, GcThread, OpenOptions, SnapshotInfo, SpaceInfo, Volume, VolumeInfo,
+    GcOptions, GcReport, GcThread, OpenOptions, SnapshotInfo, SnapshotOrigin, SpaceInfo, Volume, VolumeInfo,
 };
 pub use volume::{diff_views, Change, ExportDiffReport, ImportDiffReport};

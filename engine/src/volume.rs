@@ -169,6 +169,19 @@ pub struct SnapshotInfo {
     pub vm_clock_nsec: u64,
     /// URIs of clones made from this snapshot.
     pub clones: Vec<String>,
+    /// For a snapshot that `import-diff` took: the source volume's
+    /// snapshot it reproduces.
+    pub source: Option<SnapshotOrigin>,
+}
+
+/// The snapshot of another volume that an imported snapshot reproduces
+/// (`SnapshotInfo::source`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotOrigin {
+    /// UUID of the source volume, hex (as `hlfs info` prints it).
+    pub volume_uuid: String,
+    /// Id of the snapshot in the source volume.
+    pub snapshot_id: u64,
 }
 
 /// Facts about a volume, for `hlfs info` and `qemu-img info`.

@@ -182,6 +182,10 @@ impl Volume {
                 vm_state_size: s.vm.size,
                 vm_clock_nsec: s.vm.clock_nsec,
                 clones: Vec::new(),
+                source: s.source.is_some().then(|| SnapshotOrigin {
+                    volume_uuid: hex(&s.source.volume_uuid),
+                    snapshot_id: s.source.snapshot_id,
+                }),
             })
             .collect()
     }
