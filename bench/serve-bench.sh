@@ -53,7 +53,7 @@
 #        RAND_COUNT=16384       4 KiB requests per qemu-img bench scattered run
 #        SEQ_COUNT=256          1 MiB requests per qemu-img bench sequential run
 #        DEPTH=32               requests in flight (qemu-img bench -d, fio iodepth)
-#        FIO_RUNTIME=5          seconds per fio job in the guest
+#        FIO_RUNTIME=4          seconds per fio job in the guest
 #        HOST_FORMATS="raw qcow2 hlfs"   formats of the host part
 #        GUEST_FORMATS="raw hlfs"        formats of the guest part
 #        HLFS_BENCH_DIR=/tmp    where the images go (needs ~7 x IMAGE_MIB)
@@ -75,7 +75,7 @@ IMAGE_MIB=${IMAGE_MIB:-256}
 RAND_COUNT=${RAND_COUNT:-16384}
 SEQ_COUNT=${SEQ_COUNT:-256}
 DEPTH=${DEPTH:-32}
-FIO_RUNTIME=${FIO_RUNTIME:-5}
+FIO_RUNTIME=${FIO_RUNTIME:-4}
 read -r -a HOST_FORMATS <<<"${HOST_FORMATS:-raw qcow2 hlfs}"
 read -r -a GUEST_FORMATS <<<"${GUEST_FORMATS:-raw hlfs}"
 for v in RUNS IMAGE_MIB RAND_COUNT SEQ_COUNT DEPTH FIO_RUNTIME; do
