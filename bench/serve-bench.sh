@@ -59,7 +59,7 @@
 #        HLFS_BENCH_DIR=/tmp    where the images go (needs ~7 x IMAGE_MIB)
 #        HLFS_QEMU_BIN=DIR      patched QEMU binaries to use with this checkout's
 #                               libhlfs.so (LD_LIBRARY_PATH) instead of qemu-patch/build.sh
-# A full run (defaults) takes ~15 min on this 2-core machine under TCG.
+# A full run (defaults) takes ~13 min on this 2-core machine under TCG (load 5-11).
 if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then
     sed -n '2,/^# A full run/p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
@@ -69,7 +69,7 @@ E2E_NAME=serve-bench
 # shellcheck source=../tests/lib/qemu.sh
 . "$(dirname "$0")/../tests/lib/qemu.sh"
 
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 PARTS=${PARTS:-host guest}
 IMAGE_MIB=${IMAGE_MIB:-256}
 RAND_COUNT=${RAND_COUNT:-16384}
