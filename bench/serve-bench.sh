@@ -47,7 +47,7 @@
 #
 # Usage: bench/serve-bench.sh            (after cargo build --release; root
 #                                         for the guest image build)
-# Env:   RUNS=3                 rounds; medians over these
+# Env:   RUNS=5                 rounds; medians over these
 #        PARTS="host guest"     which parts to run
 #        IMAGE_MIB=256          size of every image (a power of two)
 #        RAND_COUNT=16384       4 KiB requests per qemu-img bench scattered run
