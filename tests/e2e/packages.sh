@@ -13,8 +13,9 @@
 #     opens the volume while the packages are installed, and after;
 #   - apt-get purge removes every file the packages listed.
 # The packages are purged on every exit, so a failure leaves the machine as
-# it was. Needs root (or sudo) for apt-get. About a minute, most of it
-# building the packages (lintian included) and apt/man-db.
+# it was. Needs root (or sudo) for apt-get. 2-3 minutes on the loaded 2-core
+# machine: building the packages 30-110 s (lintian 10 s), apt-get install
+# 10-20 s, purge 6-12 s; the patched QEMU check is a second when cached.
 E2E_NAME=packages
 . "$(dirname "$0")/../lib/qemu.sh"
 
