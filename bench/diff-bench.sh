@@ -44,8 +44,7 @@ esac
 
 TMPDIR=${HLFS_BENCH_DIR:-/tmp} e2e_init
 if [ -n "${HLFS_QEMU_BIN:-}" ]; then
-    export PATH="$HLFS_QEMU_BIN:$PATH"
-    export LD_LIBRARY_PATH="$HLFS_TARGET${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    qemu_use_bin "$HLFS_QEMU_BIN"
 else
     qemu_init
 fi

@@ -6,8 +6,9 @@
 #
 # Environment:
 #   HLFS_CACHE        cache root                [/var/cache/hlfs-build]
-#   HLFS_INCLUDE_DIR  directory with hlfs.h     [<checkout>/engine/include]
 #   HLFS_LIB_DIR      directory with libhlfs.so [<checkout>/target/release]
+#   HLFS_PREFIX       where libhlfs is installed for QEMU to build against
+#                     and load (lib/, include/, lib/pkgconfig/)  [/usr/local]
 #   JOBS              parallel build jobs       [nproc]
 #   HLFS_SKIP_DEPS=1  do not touch apt/pip (everything already installed)
 #
@@ -21,12 +22,16 @@
 #   $HLFS_CACHE/qemu-<key>/share/qemu/           keymaps, option ROMs
 #   $HLFS_CACHE/qemu-<key>/stamp                 inputs of the last good build
 #   $HLFS_CACHE/qemu-<key>/build.log             output of the last build
-# <key> hashes the QEMU version, the patches and hlfs.h.  The stamp also
-# records the hashes of libhlfs.so and of this script: when only the
-# library changed, its copy in $HLFS_CACHE/qemu-<key>/hlfs/lib is replaced
-# and the binaries are relinked (they load that copy through their rpath);
-# configure reruns only when its arguments changed, and they do not depend
-# on the checkout's location.  With unchanged inputs a run takes a moment.
+# <key> hashes the QEMU version, the patches and hlfs.h; the stamp adds the
+# hash of this script.  libhlfs is installed like any shared library
+# (engine/install-lib.sh): $HLFS_PREFIX/lib/libhlfs.so.N (N: the SONAME's
+# HLFS_ABI_VERSION), the libhlfs.so link, hlfs.h and hlfs.pc, then
+# ldconfig.  QEMU finds it through pkg-config and its binaries NEED
+# libhlfs.so.N with no rpath, so the system's loader resolves it: when only
+# the library changed, each run just installs it again (by rename: running
+# QEMUs keep the copy they loaded) and nothing is relinked.  Every run
+# checks that the binaries have no RPATH/RUNPATH and that the loader gives
+# them this checkout's library.  With unchanged inputs a run takes a moment.
 #
 # The last line printed on stdout is the bin dir; progress goes to stderr.
 set -euo pipefail
@@ -40,8 +45,9 @@ TARGETS=(qemu-img qemu-io qemu-nbd qemu-system-x86_64 storage-daemon/qemu-storag
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
-HLFS_INCLUDE_DIR=$(cd "${HLFS_INCLUDE_DIR:-$ROOT/engine/include}" && pwd)
+HLFS_INCLUDE_DIR=$ROOT/engine/include
 HLFS_LIB_DIR=${HLFS_LIB_DIR:-$ROOT/target/release}
+PREFIX=${HLFS_PREFIX:-/usr/local}
 CACHE=${HLFS_CACHE:-/var/cache/hlfs-build}
 JOBS=${JOBS:-$(nproc)}
 
@@ -54,20 +60,61 @@ BUILD_TAG=qemu-hlfs
 [ -f "$HLFS_LIB_DIR/libhlfs.so" ] ||
     die "no libhlfs.so in $HLFS_LIB_DIR (build the engine first: cargo build --release -p engine)"
 HLFS_LIB_DIR=$(cd "$HLFS_LIB_DIR" && pwd)
+case $PREFIX in /*) ;; *) die "HLFS_PREFIX='$PREFIX' is not an absolute path" ;; esac
+ABI=$(sed -n 's/^#define HLFS_ABI_VERSION \([0-9][0-9]*\).*/\1/p' "$HLFS_INCLUDE_DIR/hlfs.h")
+[ -n "$ABI" ] || die "$HLFS_INCLUDE_DIR/hlfs.h defines no HLFS_ABI_VERSION"
 find_patches "$HERE/patches"
 lock_cache
 
 SRC_KEY=$( { echo "qemu $QEMU_VERSION"; sha "${PATCHES[@]}" "$HLFS_INCLUDE_DIR/hlfs.h"; } |
            sha256sum | cut -c1-16)
-LIB_SHA=$(sha "$HLFS_LIB_DIR/libhlfs.so")
 SCRIPT_SHA=$(sha "$HERE/build.sh" | cut -c1-16)
 WORK=$CACHE/qemu-$SRC_KEY
 BIN=$WORK/bin
-STAMP_WANT="src=$SRC_KEY lib=$LIB_SHA script=$SCRIPT_SHA"
+STAMP_WANT="src=$SRC_KEY script=$SCRIPT_SHA prefix=$PREFIX"
 
 have_bins() { local t; for t in "${TARGETS[@]}"; do [ -x "$BIN/${t##*/}" ] || return 1; done; }
 
+# ---- the library --------------------------------------------------------------
+# Installed (again) whenever the prefix does not hold this checkout's
+# library and header, so that the binaries load what was just built, also
+# after another checkout installed its own.
+install_lib() {
+    if cmp -s "$HLFS_LIB_DIR/libhlfs.so" "$PREFIX/lib/libhlfs.so.$ABI" &&
+       cmp -s "$HLFS_INCLUDE_DIR/hlfs.h" "$PREFIX/include/hlfs.h" &&
+       [ -f "$PREFIX/lib/pkgconfig/hlfs.pc" ] &&
+       ldconfig -p | grep -F "libhlfs.so.$ABI " >/dev/null; then
+        return 0
+    fi
+    log "installing libhlfs.so.$ABI into $PREFIX (engine/install-lib.sh)"
+    "$ROOT/engine/install-lib.sh" --prefix "$PREFIX" --lib "$HLFS_LIB_DIR/libhlfs.so" >&2 ||
+        die "installing libhlfs into $PREFIX failed; run as root, or set HLFS_PREFIX to a prefix you may write whose lib/ the loader searches (/etc/ld.so.conf.d)"
+}
+
+# check_bins: no RPATH/RUNPATH, NEEDED libhlfs.so.N, resolved by the loader
+# to $PREFIX's copy, and every symbol the binaries use is there.
+check_bins() {
+    local t b d got want
+    want=$(readlink -f "$PREFIX/lib/libhlfs.so.$ABI")
+    for t in "${TARGETS[@]}"; do
+        b=$BIN/${t##*/}
+        d=$(readelf -d "$b")
+        if printf '%s\n' "$d" | grep -E '\((RPATH|RUNPATH)\)' >&2; then
+            die "$b has an RPATH/RUNPATH (above); rebuild it (rm -rf $WORK)"
+        fi
+        printf '%s\n' "$d" | grep -F "[libhlfs.so.$ABI]" >/dev/null ||
+            die "$b does not NEED libhlfs.so.$ABI; rebuild it (rm -rf $WORK)"
+        got=$(ldd "$b" | sed -n "s/^[[:space:]]*libhlfs\.so\.$ABI => \([^ ]*\).*/\1/p")
+        [ -n "$got" ] && [ "$(readlink -f "$got")" = "$want" ] ||
+            die "$b loads libhlfs.so.$ABI from '${got:-nowhere}', not $PREFIX/lib: another copy comes first in the loader's path (ldconfig -p | grep libhlfs); remove it or set HLFS_PREFIX to its prefix"
+    done
+    LD_BIND_NOW=1 "$BIN/qemu-img" --version >/dev/null ||
+        die "$BIN/qemu-img does not start with $want (a symbol it needs is missing?); rebuild (rm -rf $WORK)"
+}
+
+install_lib
 if [ -f "$WORK/stamp" ] && [ "$(cat "$WORK/stamp")" = "$STAMP_WANT" ] && have_bins; then
+    check_bins
     touch "$WORK"
     log "up to date: $WORK"
     echo "$BIN"
@@ -77,7 +124,7 @@ fi
 # ---- dependencies ---------------------------------------------------------
 APT_PKGS=(build-essential ninja-build pkg-config flex bison python3-venv
           libglib2.0-dev libpixman-1-dev libfdt-dev libslirp-dev zlib1g-dev
-          xz-utils dpkg-dev patch seabios ipxe-qemu)
+          xz-utils dpkg-dev patch seabios ipxe-qemu patchelf)
 install_deps() {
     install_apt "${APT_PKGS[@]}"
     # Option ROMs, keymaps etc. matching QEMU 10 (the +ds tarball has none).
@@ -99,16 +146,10 @@ fetch_orig qemu "1:$QEMU_VERSION" "$QEMU_ORIG" "$QEMU_ORIG_SHA256"
 # ---- source tree ----------------------------------------------------------
 unpack_patched "$CACHE/dist/$QEMU_ORIG"
 
-# ---- the library ------------------------------------------------------------
-# QEMU builds against copies of hlfs.h and libhlfs.so inside the tree, so
-# that configure's arguments (and so the build) do not depend on where the
-# checkout is: a clone elsewhere (CI) reuses the build and only refreshes the
-# library. The copy is replaced by rename: a running QEMU keeps its old one.
-mkdir -p "$WORK/hlfs/include" "$WORK/hlfs/lib"
-cp "$HLFS_INCLUDE_DIR/hlfs.h" "$WORK/hlfs/include/hlfs.h.new"
-mv -f "$WORK/hlfs/include/hlfs.h.new" "$WORK/hlfs/include/hlfs.h"
-cp "$HLFS_LIB_DIR/libhlfs.so" "$WORK/hlfs/lib/libhlfs.so.new"
-mv -f "$WORK/hlfs/lib/libhlfs.so.new" "$WORK/hlfs/lib/libhlfs.so"
+# QEMU builds against the installed library (pkg-config hlfs, from
+# $PREFIX), so configure's arguments do not depend on where the checkout
+# is: a clone elsewhere (CI) reuses the build.
+rm -rf "$WORK/hlfs" # the rpath'd copy of earlier versions of this script
 
 # ---- configure --------------------------------------------------------------
 CONFIGURE_ARGS=(
@@ -117,8 +158,6 @@ CONFIGURE_ARGS=(
     --target-list=x86_64-softmmu
     --enable-kvm
     --enable-hlfs
-    --hlfs-include-dir="$WORK/hlfs/include"
-    --hlfs-lib-dir="$WORK/hlfs/lib"
     --enable-tools
     --disable-install-blobs
     --firmwarepath=/usr/share/seabios:/usr/lib/ipxe/qemu:/usr/share/qemu
@@ -129,7 +168,8 @@ CONFIGURE_ARGS=(
 if [ "${HLFS_SKIP_DEPS:-0}" = 1 ] && [ ! -x "$CACHE/venv/bin/python3" ]; then
     CONFIGURE_ARGS[1]=--python=python3
 fi
-ARGS_SIG=$(printf '%s\n' "${CONFIGURE_ARGS[@]}" | sha256sum | cut -c1-16)
+export PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+ARGS_SIG=$( { printf '%s\n' "${CONFIGURE_ARGS[@]}"; echo "$PKG_CONFIG_PATH"; } | sha256sum | cut -c1-16)
 LOGF=$WORK/build.log
 : >"$LOGF"
 
@@ -145,11 +185,6 @@ if [ ! -f "$WORK/build/build.ninja" ] || [ "$(cat "$WORK/build/.hlfs-args" 2>/de
 fi
 
 # ---- build ----------------------------------------------------------------
-# libhlfs.so is not a ninja dependency: force a relink when it changed.
-if [ -f "$WORK/stamp" ] && ! grep -q "lib=$LIB_SHA " "$WORK/stamp"; then
-    log "libhlfs.so changed: relinking"
-    for t in "${TARGETS[@]}"; do rm -f "$WORK/build/$t"; done
-fi
 log "building ${TARGETS[*]} with $JOBS jobs (log: $LOGF)"
 start=$(date +%s)
 if ! ninja -C "$WORK/build" -j "$JOBS" "${TARGETS[@]}" >>"$LOGF" 2>&1; then
@@ -162,9 +197,16 @@ log "built in $(( $(date +%s) - start ))s"
 # Firmware: SeaBIOS, iPXE and qemu-system-data (option ROMs such as
 # kvmvapic.bin) are found through --firmwarepath; keymaps also from
 # $WORK/share/qemu, the data dir relative to $BIN.
+# Meson links the build tree's binaries with a RUNPATH to the directories
+# of their pkg-config libraries (here $PREFIX/lib) and drops it when it
+# installs them; these copies are installed without meson, so patchelf
+# drops it the same way: the loader finds libhlfs.so.N as a system library.
+command -v patchelf >/dev/null ||
+    die "patchelf is missing (apt-get install patchelf); it removes the build tree's RUNPATH from the installed binaries"
 mkdir -p "$BIN" "$WORK/share/qemu"
 for t in "${TARGETS[@]}"; do
     install -m 0755 "$WORK/build/$t" "$BIN/${t##*/}.new"
+    patchelf --remove-rpath "$BIN/${t##*/}.new"
     mv -f "$BIN/${t##*/}.new" "$BIN/${t##*/}"
 done
 rm -rf "$WORK/share/qemu/keymaps"
@@ -173,6 +215,7 @@ cp -r "$WORK/src/pc-bios/keymaps" "$WORK/share/qemu/"
 # ---- smoke test ---------------------------------------------------------------
 "$BIN/qemu-img" --help | grep 'Supported formats:.* hlfs' >/dev/null ||
     die "$BIN/qemu-img lacks the hlfs driver"
+check_bins
 echo "$STAMP_WANT" >"$WORK/stamp"
 touch "$WORK"
 # Keep the two most recently built trees (about 0.9 GB each).

@@ -7,8 +7,10 @@
 
 pub mod diff;
 pub mod exit;
+pub mod generate;
 pub mod ops;
 pub mod output;
+pub mod seed;
 pub mod serve;
 pub mod transfer;
 

@@ -1,6 +1,7 @@
 //! `hlfs`: create, inspect, list, snapshot, clone, import, export and wipe HLFS volumes.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use hlfs_cli::generate::Program;
 use hlfs_cli::{ops, output::DU_JSON_HELP, output::INFO_JSON_HELP, output::LIST_JSON_HELP, Output};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -334,6 +335,25 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Output::Human)]
         output: Output,
     },
+    /// Print a shell completion script for hlfs (or snapshot.hlfs, clone.hlfs)
+    #[command(after_help = "The Debian package installs these already. From a source build:\n  \
+        hlfs completions bash > ~/.local/share/bash-completion/completions/hlfs\n  \
+        hlfs completions zsh > ~/.zfunc/_hlfs   # with fpath+=(~/.zfunc) before compinit in ~/.zshrc\n  \
+        hlfs completions bash --program snapshot.hlfs > ~/.local/share/bash-completion/completions/snapshot.hlfs")]
+    Completions {
+        /// Shell to complete in
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+        /// Program whose command line to complete
+        #[arg(long, value_enum, default_value_t = Program::Hlfs)]
+        program: Program,
+    },
+    /// Write man pages for hlfs, each subcommand, snapshot.hlfs and clone.hlfs into DIR
+    #[command(hide = true, after_help = "Example: hlfs generate-man target/man && man -l target/man/hlfs-snapshot.1")]
+    GenerateMan {
+        /// Directory to write the .1 files into (created if missing)
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -414,6 +434,22 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 dry_run,
             })
         }
+        Cmd::Completions { shell, program } => {
+            let cmd = match program {
+                Program::Hlfs => cli_command(),
+                Program::SnapshotHlfs => hlfs_cli::seed::snapshot_command(),
+                Program::CloneHlfs => hlfs_cli::seed::clone_command(),
+            };
+            hlfs_cli::generate::completion(shell, cmd, &mut std::io::stdout().lock());
+            Ok(())
+        }
+        Cmd::GenerateMan { dir } => {
+            let cmds = vec![cli_command(), hlfs_cli::seed::snapshot_command(), hlfs_cli::seed::clone_command()];
+            let written = hlfs_cli::generate::man_pages(cmds, &dir)
+                .map_err(|e| anyhow::anyhow!("cannot write man pages into {}: {e}", dir.display()))?;
+            println!("wrote {} man pages into {}", written.len(), dir.display());
+            Ok(())
+        }
         Cmd::Gc { uri, max_utilization, max_segments, grace, wait, output } => {
             let opts = hlfs::GcOptions { max_utilization, max_segments, retire_grace_secs: grace };
             ops::gc(&uri, &opts, wait, output)
@@ -421,9 +457,14 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
     }
 }
 
+/// The full command line: the derive plus the exit-code table, which is
+/// built from the same list the mapping uses.
+fn cli_command() -> clap::Command {
+    Cli::command().after_help(hlfs_cli::exit_codes_help())
+}
+
 fn main() -> ExitCode {
-    // The exit-code table is built from the same list the mapping uses.
-    let matches = Cli::command().after_help(hlfs_cli::exit_codes_help()).get_matches();
+    let matches = cli_command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),

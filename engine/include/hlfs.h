@@ -22,6 +22,18 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+/*
+ * ABI version.  The shared library's SONAME is libhlfs.so.<HLFS_ABI_VERSION>
+ * (engine/build.rs reads it from this line), and hlfs.pc's Version is the
+ * crate version.  Bump it when a change breaks programs built against the
+ * previous header: a function removed or renamed, its parameters or return
+ * value changed in type or meaning, a struct member added, removed, moved or
+ * resized, a constant's value changed.  Adding a function, a flag bit old
+ * callers never pass, or an option key (hlfs_open_opts) does not bump it.
+ * engine/tests/c_layout.rs checks every struct below against Rust's.
+ */
+#define HLFS_ABI_VERSION 1
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -73,6 +85,40 @@ int hlfs_clone(const char *base, const char *uri, uint64_t size, char **errp);
  * On success *out holds a handle to be released with hlfs_close().
  */
 int hlfs_open(const char *uri, uint32_t flags, hlfs_volume **out, char **errp);
+
+/*
+ * hlfs_open() with tunables: keys[i] is set to values[i] for i < count
+ * (NUL-terminated strings; count 0 is hlfs_open()).  The keys are the
+ * names of QEMU's BlockdevOptionsHlfs members and libvirt's <hlfs>
+ * attributes; a key not given falls back to its environment variable, if
+ * any, then to the default:
+ *   cleaner           "on" / "off": the background cleaner of a read-write
+ *                     handle                               (HLFS_GC; on)
+ *   cleaner-interval  seconds between its checks     (HLFS_GC_INTERVAL; 30)
+ *   cleaner-ratio     clean once the log holds more than this many bytes
+ *                     per live byte, at least 1          (HLFS_GC_RATIO; 1.5)
+ *   cleaner-min-dead  ... and at least this many dead bytes
+ *                                                (HLFS_GC_MIN_DEAD; 256M)
+ *   cleaner-rate      bytes per second its copies may append
+ *                                                    (HLFS_GC_RATE; 32M)
+ *   index-dir         absolute directory for the volume's index (a cache
+ *                     of the log), as DIR/<volume uuid>.  Default: a local
+ *                     volume's own index/ subdirectory; on HDFS
+ *                     $HLFS_INDEX_DIR, else $XDG_CACHE_HOME/hlfs/index,
+ *                     else ~/.cache/hlfs/index
+ *   hdfs-timeout      seconds a NameNode call of this volume may take,
+ *                     retries included; data transfers get six times it
+ *                                                 (HLFS_HDFS_TIMEOUT; 20)
+ *   map-memory        bytes of block map kept in memory, at least 1M
+ *                                                 (HLFS_MAP_MEMORY; 512M)
+ * Sizes are bytes, optionally with a binary suffix (K, M, G, T).  An
+ * unknown key or a bad value fails with -EINVAL and a message naming the
+ * key.  (HLFS_READER_HEARTBEAT stays process-wide: one thread beats for
+ * every reader of the process.)
+ */
+int hlfs_open_opts(const char *uri, uint32_t flags,
+                   const char *const *keys, const char *const *values,
+                   size_t count, hlfs_volume **out, char **errp);
 
 /* Flush, release the write lock, free the handle.  NULL is fine. */
 void hlfs_close(hlfs_volume *vol);

@@ -19,8 +19,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 /// Opaque handle to an open volume (C: `hlfs_volume`): the volume and, when
-/// it is open read-write, its background cleaner (`HLFS_GC=off` disables
-/// it; see `BackgroundGc::from_env`).
+/// it is open read-write, its background cleaner (`HLFS_GC=off` or the
+/// `cleaner=off` open option disables it; see `parse_open_options`).
 pub struct HlfsVolume(Arc<Volume>, Option<GcThread>);
 
 /// C mirror of `hlfs_snapshot_info`.
@@ -226,6 +226,133 @@ fn tune_malloc() {
     });
 }
 
+/// The keys `hlfs_open_opts` takes (hlfs.h lists them with their meaning;
+/// QEMU's `BlockdevOptionsHlfs` members and libvirt's `<hlfs>` attributes
+/// have the same names).
+pub const OPEN_OPTION_KEYS: &[&str] = &[
+    "cleaner",
+    "cleaner-interval",
+    "cleaner-ratio",
+    "cleaner-min-dead",
+    "cleaner-rate",
+    "index-dir",
+    "hdfs-timeout",
+    "map-memory",
+];
+
+/// The open options and cleaner policy that `pairs` (key, value) ask for,
+/// on top of the defaults and their environment variables. A bad key or
+/// value is an `InvalidArgument` error naming the key.
+pub fn parse_open_options(
+    pairs: &[(&str, &str)],
+    mut opts: OpenOptions,
+) -> Result<(OpenOptions, Option<BackgroundGc>), Error> {
+    let env = BackgroundGc::from_env();
+    let mut on = env.is_some();
+    let mut policy = env.unwrap_or_default();
+    for &(key, value) in pairs {
+        let bad = |what: &str| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("hlfs option {key}: '{value}' {what}"),
+            )
+        };
+        let seconds = || -> Result<std::time::Duration, Error> {
+            value
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+                .map(std::time::Duration::from_secs_f64)
+                .ok_or_else(|| bad("is not a positive number of seconds, such as 30 or 0.5"))
+        };
+        let size = || -> Result<u64, Error> {
+            crate::size::parse_size(value)
+                .map_err(|_| bad("is not a size in bytes, such as 268435456 or 256M"))
+        };
+        match key {
+            "cleaner" => match value {
+                "on" | "true" | "1" => on = true,
+                "off" | "false" | "0" => on = false,
+                _ => return Err(bad("is neither on nor off")),
+            },
+            "cleaner-interval" => {
+                policy.interval = seconds()?;
+            }
+            "cleaner-ratio" => {
+                policy.max_log_ratio = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| r.is_finite() && *r >= 1.0)
+                    .ok_or_else(|| {
+                        bad("is not a number of at least 1 (the log may grow to that many times the live data, e.g. 1.5)")
+                    })?;
+            }
+            "cleaner-min-dead" => {
+                policy.min_dead_bytes = size()?;
+            }
+            "cleaner-rate" => {
+                policy.max_rate = size()?;
+                if policy.max_rate == 0 {
+                    return Err(bad("is 0; give the bytes per second the cleaner may copy, such as 32M (cleaner=off stops it)"));
+                }
+            }
+            "index-dir" => {
+                let p = std::path::PathBuf::from(value);
+                if !p.is_absolute() {
+                    return Err(bad("is not an absolute path"));
+                }
+                opts.index_root = Some(p);
+            }
+            "hdfs-timeout" => opts.hdfs_timeout = Some(seconds()?),
+            "map-memory" => {
+                opts.map_memory = size()?;
+                if opts.map_memory < 1 << 20 {
+                    return Err(bad("is less than 1 MiB"));
+                }
+            }
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "unknown hlfs option '{key}'; known: {}",
+                        OPEN_OPTION_KEYS.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+    Ok((opts, on.then_some(policy)))
+}
+
+fn open_with(
+    uri: *const c_char,
+    flags: u32,
+    pairs: &[(&str, &str)],
+    out: *mut *mut HlfsVolume,
+) -> Result<c_int, Error> {
+    if out.is_null() {
+        return Err(Error::new(ErrorKind::InvalidArgument, "out is NULL"));
+    }
+    tune_malloc();
+    let base = OpenOptions {
+        read_only: flags & HLFS_OPEN_RDWR == 0,
+        direct_io: flags & HLFS_OPEN_DIRECT != 0,
+        ..Default::default()
+    };
+    let (opts, policy) = parse_open_options(pairs, base)?;
+    let v = Arc::new(Volume::open(str_arg(uri, "uri")?, &opts)?);
+    v.watch();
+    let gc = match policy {
+        Some(policy) if !opts.read_only => Some(v.spawn_gc(policy)?),
+        _ => None,
+    };
+    // SAFETY: `out` is non-NULL and valid for writes per the contract.
+    unsafe { *out = Box::into_raw(Box::new(HlfsVolume(v, gc))) };
+    Ok(0)
+}
+
 /// Opens a volume; on success stores a handle in `*out`.
 ///
 /// # Safety
@@ -237,25 +364,39 @@ pub unsafe extern "C" fn hlfs_open(
     out: *mut *mut HlfsVolume,
     errp: *mut *mut c_char,
 ) -> c_int {
+    guard(errp, || open_with(uri, flags, &[], out))
+}
+
+/// `hlfs_open` with tunables: `keys[i]` = `values[i]` for `i < count`.
+///
+/// # Safety
+/// As `hlfs_open`; `keys` and `values` valid for `count` C strings each
+/// (either may be NULL when `count` is 0).
+#[no_mangle]
+pub unsafe extern "C" fn hlfs_open_opts(
+    uri: *const c_char,
+    flags: u32,
+    keys: *const *const c_char,
+    values: *const *const c_char,
+    count: usize,
+    out: *mut *mut HlfsVolume,
+    errp: *mut *mut c_char,
+) -> c_int {
     guard(errp, || {
-        if out.is_null() {
-            return Err(Error::new(ErrorKind::InvalidArgument, "out is NULL"));
+        if count > 0 && (keys.is_null() || values.is_null()) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "hlfs_open_opts: keys or values is NULL with a non-zero count",
+            ));
         }
-        tune_malloc();
-        let opts = OpenOptions {
-            read_only: flags & HLFS_OPEN_RDWR == 0,
-            direct_io: flags & HLFS_OPEN_DIRECT != 0,
-            ..Default::default()
-        };
-        let v = Arc::new(Volume::open(str_arg(uri, "uri")?, &opts)?);
-        v.watch();
-        let gc = match BackgroundGc::from_env() {
-            Some(policy) if !opts.read_only => Some(v.spawn_gc(policy)?),
-            _ => None,
-        };
-        // SAFETY: `out` is non-NULL and valid for writes per the contract.
-        unsafe { *out = Box::into_raw(Box::new(HlfsVolume(v, gc))) };
-        Ok(0)
+        let mut pairs = Vec::with_capacity(count);
+        for i in 0..count {
+            // SAFETY: both arrays hold `count` elements per the contract.
+            let (k, v) = unsafe { (*keys.add(i), *values.add(i)) };
+            let key = str_arg(k, "option key")?;
+            pairs.push((key, str_arg(v, key)?));
+        }
+        open_with(uri, flags, &pairs, out)
     })
 }
 

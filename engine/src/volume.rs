@@ -63,8 +63,11 @@ const BS: usize = BLOCK_SIZE as usize;
 pub struct OpenOptions {
     /// Open read-only (no lock, no writes; sees the volume as of opening).
     pub read_only: bool,
-    /// Where to keep sled indexes for backends without a natural local place
-    /// (default: `$HLFS_INDEX_DIR`, else `$XDG_CACHE_HOME/hlfs/index`, else `~/.cache/hlfs/index`).
+    /// Where to keep the volume's sled index, as `<index_root>/<volume
+    /// uuid>`, whatever the backend. None: a local volume's `index/`
+    /// subdirectory; for backends without a natural local place (HDFS)
+    /// `$HLFS_INDEX_DIR`, else `$XDG_CACHE_HOME/hlfs/index`, else
+    /// `~/.cache/hlfs/index`.
     pub index_root: Option<PathBuf>,
     /// Segment size in bytes (default 64 MiB, as the original HLFS).
     pub segment_size: u64,
@@ -98,6 +101,10 @@ pub struct OpenOptions {
     /// The wait before the second such attempt (500 ms), doubling for each
     /// later one up to 16 times it.
     pub rewrite_wait: std::time::Duration,
+    /// On HDFS, the deadline for one NameNode call of this volume, retries
+    /// included (data transfers get six times it). None: the process-wide
+    /// `HLFS_HDFS_TIMEOUT`, else 20 s. Ignored on other backends.
+    pub hdfs_timeout: Option<std::time::Duration>,
 }
 
 /// `OpenOptions::map_memory` by default.
@@ -121,6 +128,7 @@ impl Default for OpenOptions {
             metadata_only: false,
             rewrite_attempts: 10,
             rewrite_wait: std::time::Duration::from_millis(500),
+            hdfs_timeout: None,
         }
     }
 }

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 
 #define CHECK(cond, ...) do { if (!(cond)) { fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
     fprintf(stderr, __VA_ARGS__); fprintf(stderr, "\n"); exit(1); } } while (0)
@@ -169,8 +171,52 @@ int main(int argc, char **argv) {
     CHECK(memcmp(expect, got, sizeof got) == 0, "goto restores the snapshot");
     CHECK(hlfs_truncate(vol, 128 << 20, &err) == 0, "grow");
     CHECK(hlfs_truncate(vol, 1 << 20, &err) == -ENOTSUP && err, "shrink refused");
-    hlfs_string_free(err);
+    hlfs_string_free(err); err = NULL;
     hlfs_close(vol);
+
+    /* hlfs_open_opts: the tunables reach the engine (the index goes to
+     * index-dir/<uuid>, not the volume's index/), and a bad key or value
+     * fails with -EINVAL and a message naming the key. */
+    {
+        char idx[600], own[600], fresh[600];
+        snprintf(idx, sizeof idx, "%s/idx", argv[1]);
+        snprintf(own, sizeof own, "%s/fresh/index", argv[1]);
+        snprintf(fresh, sizeof fresh, "local://%s/fresh", argv[1]);
+        hlfs_volume *tv = NULL;
+        const char *keys[] = {"index-dir", "cleaner", "cleaner-ratio", "cleaner-min-dead",
+                              "cleaner-rate", "cleaner-interval", "hdfs-timeout", "map-memory"};
+        const char *vals[] = {idx, "on", "2.5", "64M", "1048576", "0.5", "3", "16M"};
+        CHECK(hlfs_create(fresh, 16 << 20, &err) == 0, "create fresh: %s", err);
+        CHECK(hlfs_open_opts(fresh, HLFS_OPEN_RDWR, keys, vals, 8, &tv, &err) == 0,
+              "open_opts: %s", err);
+        OK(hlfs_pwrite(tv, expect, 4096, 0));
+        hlfs_close(tv);
+        struct stat st;
+        int subdirs = 0;
+        DIR *d = opendir(idx);
+        CHECK(d != NULL, "index-dir %s was not created", idx);
+        for (struct dirent *e; (e = readdir(d));)
+            if (e->d_name[0] != '.') subdirs++;
+        closedir(d);
+        CHECK(subdirs == 1, "%d entries in index-dir %s, expected the volume's <uuid>", subdirs, idx);
+        CHECK(stat(own, &st) != 0 && errno == ENOENT, "%s exists although index-dir was given", own);
+
+        const char *bk[] = {"cleaner-ratio"}, *bv[] = {"0.5"};
+        CHECK(hlfs_open_opts(fresh, HLFS_OPEN_RDWR, bk, bv, 1, &tv, &err) == -EINVAL &&
+              err && strstr(err, "cleaner-ratio") && strstr(err, "0.5"), "bad ratio: %s", err ? err : "");
+        hlfs_string_free(err); err = NULL;
+        const char *uk[] = {"cleaner-budget"}, *uv[] = {"1"};
+        CHECK(hlfs_open_opts(fresh, HLFS_OPEN_RDONLY, uk, uv, 1, &tv, &err) == -EINVAL &&
+              err && strstr(err, "cleaner-budget") && strstr(err, "index-dir"), "unknown key: %s", err ? err : "");
+        hlfs_string_free(err); err = NULL;
+        const char *rk[] = {"index-dir"}, *rv[] = {"relative/dir"};
+        CHECK(hlfs_open_opts(fresh, HLFS_OPEN_RDWR, rk, rv, 1, &tv, &err) == -EINVAL &&
+              err && strstr(err, "index-dir"), "relative index-dir: %s", err ? err : "");
+        hlfs_string_free(err); err = NULL;
+        CHECK(hlfs_open_opts(fresh, HLFS_OPEN_RDONLY, NULL, NULL, 0, &tv, &err) == 0,
+              "open_opts without options: %s", err);
+        hlfs_close(tv);
+    }
     printf("abi_test: ok (%s)\n", hlfs_version());
     return 0;
 }

@@ -15,14 +15,13 @@
 # once QEMU quits.
 #
 # HLFS_QEMU_BIN=DIR uses the QEMU binaries in DIR (with this checkout's
-# libhlfs.so through LD_LIBRARY_PATH) instead of qemu-patch/build.sh, which
-# relinks the shared build cache.
+# libhlfs.so through LD_LIBRARY_PATH, qemu_use_bin) instead of
+# qemu-patch/build.sh, which installs the checkout's library system-wide.
 # shellcheck source=../lib/qemu.sh
 . "$(dirname "$0")/../lib/qemu.sh"
 e2e_init
 if [ -n "${HLFS_QEMU_BIN:-}" ]; then
-    export QEMU_BIN=$HLFS_QEMU_BIN PATH="$HLFS_QEMU_BIN:$PATH"
-    export LD_LIBRARY_PATH="$HLFS_TARGET${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    qemu_use_bin "$HLFS_QEMU_BIN"
 else
     qemu_init
 fi

@@ -53,9 +53,10 @@ e2e_init() {
 
 # qemu_init: puts the patched qemu-img/qemu-io/qemu-nbd/qemu-system-x86_64
 # first in PATH (qemu-patch/build.sh: cached, about a second when unchanged,
-# ~7 minutes on a fresh machine). build.sh copies $HLFS_TARGET/libhlfs.so
-# next to the binaries, which load it through their rpath, so they test the
-# library just built.
+# ~7 minutes on a fresh machine). build.sh installs $HLFS_TARGET/libhlfs.so
+# as libhlfs.so.N into ${HLFS_PREFIX:-/usr/local}/lib (ldconfig) whenever the
+# prefix holds another one, and checks that the binaries (no rpath) load
+# that copy, so they test the library just built.
 qemu_init() {
     [ -f "$HLFS_TARGET/libhlfs.so" ] ||
         fail "no $HLFS_TARGET/libhlfs.so: run 'cargo build --release' first"
@@ -71,6 +72,20 @@ qemu_init() {
     export PATH="$bin:$PATH"
     qemu-img --help | grep 'Supported formats:.* hlfs' >/dev/null ||
         fail "$bin/qemu-img has no hlfs driver"
+}
+
+# qemu_use_bin DIR: use the QEMU binaries in DIR (HLFS_QEMU_BIN of some
+# scripts) instead of qemu-patch/build.sh's, with this checkout's library:
+# they NEED libhlfs.so.N (the SONAME), so $E2E_WORK/lib gets that name for
+# $HLFS_TARGET/libhlfs.so and goes first in LD_LIBRARY_PATH.
+qemu_use_bin() {
+    local abi
+    abi=$(sed -n 's/^#define HLFS_ABI_VERSION \([0-9][0-9]*\).*/\1/p' "$HLFS_ROOT/engine/include/hlfs.h")
+    [ -n "$abi" ] || fail "engine/include/hlfs.h defines no HLFS_ABI_VERSION"
+    mkdir -p "$E2E_WORK/lib"
+    ln -sfn "$HLFS_TARGET/libhlfs.so" "$E2E_WORK/lib/libhlfs.so.$abi"
+    export QEMU_BIN=$1 PATH="$1:$PATH"
+    export LD_LIBRARY_PATH="$E2E_WORK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 }
 
 # run CMD...: echo and run; its own exit status.

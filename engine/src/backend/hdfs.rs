@@ -177,6 +177,16 @@ impl HdfsBackend {
         Ok(b)
     }
 
+    /// The same filesystem and client, with another deadline for NameNode
+    /// calls (a volume opened with `OpenOptions::hdfs_timeout`).
+    pub fn with_timeout(&self, timeout: Duration) -> Arc<HdfsBackend> {
+        Arc::new(HdfsBackend {
+            client: self.client.clone(),
+            addr: self.addr.clone(),
+            timeout,
+        })
+    }
+
     /// The NameNode address as messages name it.
     pub fn address(&self) -> &str {
         &self.addr
@@ -253,7 +263,7 @@ impl HdfsBackend {
             ErrorKind::Backend,
             format!(
                 "HDFS NameNode {} is unreachable: no answer within {:.1} s{}; check the address and that \
-                 the NameNode runs (HLFS_HDFS_TIMEOUT sets the deadline)",
+                 the NameNode runs (HLFS_HDFS_TIMEOUT or the volume's hdfs-timeout option sets the deadline)",
                 self.addr,
                 start.elapsed().as_secs_f64(),
                 last.map(|l| format!(" (last error: {l})")).unwrap_or_default()

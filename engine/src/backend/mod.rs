@@ -233,6 +233,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn available_bytes(&self, dir: &str) -> Option<u64>;
 }
 
+/// `for_uri`, with a deadline of its own for the NameNode calls of an
+/// HDFS volume (`OpenOptions::hdfs_timeout`; None: the process default).
+pub fn for_uri_with(uri: &VolumeUri, hdfs_timeout: Option<std::time::Duration>) -> Result<Arc<dyn Backend>> {
+    match (&uri.location, hdfs_timeout) {
+        (Location::Hdfs { authority }, Some(t)) => Ok(Arc::new(
+            hdfs::HdfsBackend::connect(authority.as_deref())?.with_timeout(t),
+        )),
+        _ => for_uri(uri),
+    }
+}
+
 /// Returns the backend that serves `uri`.
 pub fn for_uri(uri: &VolumeUri) -> Result<Arc<dyn Backend>> {
     match &uri.location {

@@ -112,7 +112,7 @@ impl Volume {
             )));
         }
         let u = parse_uri(uri)?;
-        let backend = backend::for_uri(&u)?;
+        let backend = backend::for_uri_with(&u, opts.hdfs_timeout)?;
         require_exists(&*backend, &u)?;
         let name = u.without_snapshot().to_string();
         let lock = if opts.read_only {
@@ -331,6 +331,7 @@ impl Volume {
                     &OpenOptions {
                         read_only: true,
                         index_root: opts.index_root.clone(),
+                        hdfs_timeout: opts.hdfs_timeout,
                         ..Default::default()
                     },
                 )
