@@ -10,8 +10,9 @@ cd "$root"
 . scripts/common.sh
 need_cargo
 need_apt gcc libc6-dev pkg-config e2fsprogs
-# NBD clients for tests/e2e/serve_stock_qemu.sh (hlfs serve).
-need_apt libnbd-bin python3-libnbd
+# NBD clients for tests/e2e/serve_stock_qemu.sh (hlfs serve); zsh, so that
+# cli/tests/generate.rs loads the zsh completion script, not just its first line.
+need_apt libnbd-bin python3-libnbd zsh
 
 step "building (release)"
 cargo build --workspace --release --all-targets || exit 1
