@@ -82,15 +82,18 @@ soname=$(readelf -d "$lib" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 
 L=$destdir$libdir I=$destdir$includedir
 mkdir -p "$L/pkgconfig" "$I"
-put() { # put SRC DEST MODE: copy, then rename over DEST
+put() { # put SRC DEST MODE: copy, then rename over DEST (unless the same:
+        # an unchanged header keeps its mtime, so builds against it stay fresh)
+    if cmp -s "$1" "$2"; then chmod "$3" "$2"; return 0; fi
     install -m "$3" "$1" "$2.new.$$"
     mv -f "$2.new.$$" "$2"
 }
 put "$lib" "$L/libhlfs.so.$abi" 0755
 ln -sfn "libhlfs.so.$abi" "$L/libhlfs.so.new.$$" && mv -Tf "$L/libhlfs.so.new.$$" "$L/libhlfs.so"
 put "$header" "$I/hlfs.h" 0644
-pc >"$L/pkgconfig/hlfs.pc.new.$$" && chmod 0644 "$L/pkgconfig/hlfs.pc.new.$$" &&
-    mv -f "$L/pkgconfig/hlfs.pc.new.$$" "$L/pkgconfig/hlfs.pc"
+pc >"$L/pkgconfig/.hlfs.pc.gen.$$"
+put "$L/pkgconfig/.hlfs.pc.gen.$$" "$L/pkgconfig/hlfs.pc" 0644
+rm -f "$L/pkgconfig/.hlfs.pc.gen.$$"
 if [ "$ldconfig" = 1 ]; then
     command -v ldconfig >/dev/null || PATH=$PATH:/sbin:/usr/sbin
     ldconfig || die "ldconfig failed (run as root, or pass --no-ldconfig and make the loader find $L)"

@@ -83,7 +83,7 @@ install_lib() {
     if cmp -s "$HLFS_LIB_DIR/libhlfs.so" "$PREFIX/lib/libhlfs.so.$ABI" &&
        cmp -s "$HLFS_INCLUDE_DIR/hlfs.h" "$PREFIX/include/hlfs.h" &&
        [ -f "$PREFIX/lib/pkgconfig/hlfs.pc" ] &&
-       ldconfig -p | grep -F "libhlfs.so.$ABI " >/dev/null; then
+       "$(command -v ldconfig || echo /sbin/ldconfig)" -p | grep -F "libhlfs.so.$ABI " >/dev/null; then
         return 0
     fi
     log "installing libhlfs.so.$ABI into $PREFIX (engine/install-lib.sh)"
@@ -168,7 +168,9 @@ CONFIGURE_ARGS=(
 if [ "${HLFS_SKIP_DEPS:-0}" = 1 ] && [ ! -x "$CACHE/venv/bin/python3" ]; then
     CONFIGURE_ARGS[1]=--python=python3
 fi
-export PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+# Only $PREFIX's hlfs.pc: the caller's PKG_CONFIG_PATH neither changes what
+# QEMU links against nor forces a reconfigure.
+export PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig
 ARGS_SIG=$( { printf '%s\n' "${CONFIGURE_ARGS[@]}"; echo "$PKG_CONFIG_PATH"; } | sha256sum | cut -c1-16)
 LOGF=$WORK/build.log
 : >"$LOGF"

@@ -31,27 +31,25 @@ soname=$(readelf -d "$HLFS_TARGET/libhlfs.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]
 
 must "install into a prefix" "$HLFS_ROOT/engine/install-lib.sh" --prefix "$work/prefix" \
     --lib "$HLFS_TARGET/libhlfs.so" --no-ldconfig >/dev/null
-export PKG_CONFIG_PATH=$work/prefix/lib/pkgconfig
-version=$(pkg-config --modversion hlfs) || fail "pkg-config finds no hlfs in $PKG_CONFIG_PATH"
+pc() { PKG_CONFIG_PATH=$work/prefix/lib/pkgconfig pkg-config "$@"; }
+version=$(pc --modversion hlfs) || fail "pkg-config finds no hlfs in $work/prefix/lib/pkgconfig"
 want=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$HLFS_ROOT/Cargo.toml" | head -n1)
 [ "$version" = "$want" ] || fail "hlfs.pc says Version $version, Cargo.toml $want"
 [ "$(readlink "$work/prefix/lib/libhlfs.so")" = "libhlfs.so.$abi" ] ||
     fail "libhlfs.so in the prefix is not a link to libhlfs.so.$abi"
 # shellcheck disable=SC2046 # pkg-config prints several words on purpose
 gcc -O1 -Wall -Werror -pthread "$HLFS_ROOT/tests/c-abi/abi_test.c" \
-    $(pkg-config --cflags --libs hlfs) -o "$work/abi_test"
+    $(pc --cflags --libs hlfs) -o "$work/abi_test"
 no_rpath_needs_lib "$work/abi_test"
 LD_LIBRARY_PATH=$work/prefix/lib "$work/abi_test" "$work"
 log "abi_test passed against libhlfs.so.$abi $version from the prefix"
 
 qemu_init
-lib=$(ldconfig -p | sed -n "s/^[[:space:]]*libhlfs\.so\.$abi .*=> //p" | head -n1)
-[ -n "$lib" ] || fail "the loader's cache has no libhlfs.so.$abi (qemu-patch/build.sh installs it and runs ldconfig)"
-cmp -s "$lib" "$HLFS_TARGET/libhlfs.so" ||
-    fail "the loader finds $lib, which is not this checkout's $HLFS_TARGET/libhlfs.so"
 for b in qemu-img qemu-io qemu-nbd qemu-system-x86_64 qemu-storage-daemon; do
     no_rpath_needs_lib "$QEMU_BIN/$b"
-    ldd "$QEMU_BIN/$b" | grep -F "libhlfs.so.$abi => $lib" >/dev/null ||
-        fail "$b does not load $lib: $(ldd "$QEMU_BIN/$b" | grep hlfs)"
+    lib=$(ldd "$QEMU_BIN/$b" | sed -n "s/^[[:space:]]*libhlfs\.so\.$abi => \([^ ]*\).*/\1/p")
+    [ -n "$lib" ] || fail "the loader finds no libhlfs.so.$abi for $b (qemu-patch/build.sh installs it and runs ldconfig)"
+    cmp -s "$lib" "$HLFS_TARGET/libhlfs.so" ||
+        fail "$b loads $lib, which is not this checkout's $HLFS_TARGET/libhlfs.so"
 done
-log "QEMU binaries: no rpath, NEEDED libhlfs.so.$abi, loaded from $lib"
+log "QEMU binaries: no rpath, NEEDED libhlfs.so.$abi, loaded from $lib (this checkout's)"
