@@ -329,7 +329,8 @@ impl ExtentMap {
     /// Pieces of `tl`'s extents inside `[from, to)`, clipped to it, in block
     /// order: (first block, extent).
     pub fn range(&self, tl: u64, from: u64, to: u64) -> impl Iterator<Item = (u64, Extent)> + '_ {
-        let before = self.covering(tl, from).filter(|(first, _)| *first < from);
+        // An empty range has no head: `slice` wants at least one block.
+        let before = self.covering(tl, from).filter(|(first, _)| *first < from && from < to);
         let head = before.map(|(first, e)| {
             let skip = (from - first) as u32;
             let n = (e.count - skip).min((to - from).min(u32::MAX as u64) as u32);
@@ -349,7 +350,7 @@ impl ExtentMap {
                     },
                 )
             });
-        head.into_iter().filter(move |_| from < to).chain(rest)
+        head.into_iter().chain(rest)
     }
 
     /// Raw extents of `tl` whose key lies in `[from, to)` (not clipped).
