@@ -306,7 +306,20 @@ def step_pool_hdfs(det):
     x = pool_xml(HPOOL)
     if ("<name>%s</name>" % uri) not in x:
         fail("pool %s does not have source %s:\n%s" % (HPOOL, uri, x))
-    select_cell(showing(det, "table", "pool-list"), "%s\nHLFS (local directory or HDFS)" % HPOOL)
+    # virt-manager learns that the new pool runs on its next poll: select it
+    # (again) until its volume buttons are enabled
+    pools = showing(det, "table", "pool-list")
+    newvol = showing(det, "push button", "vol-new")
+    deadline = time.time() + 40
+    while True:
+        select_cell(pools, "%s\nHLFS (local directory or HDFS)" % HPOOL)
+        time.sleep(1)
+        if newvol.sensitive:
+            break
+        if time.time() > deadline:
+            fail("the volume buttons of pool %s stay disabled" % HPOOL)
+        select_cell(pools, "%s\nHLFS (local directory or HDFS)" % POOL)
+        time.sleep(2)
     create_volume(det, HPOOL, "hd1", 1)
     hlfs("info", uri + "/hd1")
     say("Add Storage Pool on HDFS: %s (%s), volume hd1 created in it (hlfs info reads it)"
