@@ -112,9 +112,8 @@ def wait_for(desc, fn, timeout=30, every=0.5):
     while True:
         try:
             v = fn()
-        except Exception as e:  # a node went away while looking
+        except Exception:  # a node went away while looking
             v = None
-            last = e
         if v:
             return v
         if time.time() > deadline:
@@ -359,7 +358,7 @@ def step_volumes(det):
     base = json.dumps(info)
     if "data1%libvirt-clone-" not in base:
         fail("data1-clone is not an HLFS clone of a snapshot of data1: %s" % base)
-    say("Clone volume: data1-clone, an HLFS clone of data1%%libvirt-clone-... (hlfs info)")
+    say("Clone volume: data1-clone, an HLFS clone of data1%libvirt-clone-... (hlfs info)")
 
     wait_for("row data1-clone", lambda: vl.findChild(
         lambda n: n.roleName == "table cell" and n.name == "data1-clone",
@@ -586,8 +585,9 @@ def step_snapshots():
     if not (c0 - 1 <= first < before - 5):
         fail("first count after the revert is %d; s1 was taken at %d..%d, the guest was at %d"
              % (first, c0, c1, before))
-    say("Run (revert to) snapshot s1: running again, the counter went back to %d "
-        "(saved at %d..%d, was %d), no new boot" % (first, c0, c1, before))
+    say("Run (revert to) snapshot s1: running again under a new QEMU, the counter went back "
+        "from %d to %d (s1 taken while it showed %d..%d; the console is read again from just "
+        "after the revert), no new boot" % (before, first, c0, c1))
 
     row = wait_for("row s1", lambda: vw.findChild(
         lambda n: n.roleName == "table cell" and n.name.startswith("s1") and n.showing,

@@ -17,8 +17,10 @@
 #      boot), delete.
 # HLFS_SCREENSHOT_DIR=DIR saves the pool dialog, the volume list and the
 # snapshot view there as PNG (docs/images has the committed ones).
-# Root only (libvirtd's system mode); exit 77 otherwise. About 1.5-2.5 min
-# warm on this machine (one guest boot under TCG).
+# Root only (libvirtd's system mode); exit 77 otherwise. About 95 s warm
+# on this machine with the HDFS step (one guest boot under TCG, ~30 s).
+# Where /dev/kvm cannot run the guest (guest_accel in tests/lib/qemu.sh) the
+# driver sets <domain type='qemu'> in the customize step's XML tab.
 E2E_NAME=virt_manager_gui
 # shellcheck source=../lib/qemu.sh
 . "$(dirname "$0")/../lib/qemu.sh"
