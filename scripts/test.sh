@@ -13,6 +13,10 @@ need_apt gcc libc6-dev pkg-config e2fsprogs
 # NBD clients for tests/e2e/serve_stock_qemu.sh (hlfs serve); zsh, so that
 # cli/tests/generate.rs loads the zsh completion script, not just its first line.
 need_apt libnbd-bin python3-libnbd zsh
+# tests/e2e/virt_manager_gui.sh: virt-manager's window under Xvfb, driven by
+# dogtail over the AT-SPI bus (virt-manager-patch/build.sh installs
+# virt-manager's own run-time packages).
+need_apt xvfb xauth dbus at-spi2-core python3-dogtail imagemagick mtools
 
 step "building (release)"
 cargo build --workspace --release --all-targets || exit 1
