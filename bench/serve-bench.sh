@@ -190,17 +190,8 @@ serve() {
 stop() {
     [ -n "$SERVER" ] || return 0
     kill -TERM "$SERVER"
-    local _
-    for _ in $(seq 1500); do
-        if [ ! -e "/proc/$SERVER" ] ||
-            { [ "$(awk '{ print $3 }' "/proc/$SERVER/stat" 2>/dev/null)" = Z ] &&
-                [ "$(awk '/^Threads:/ { print $2 }' "/proc/$SERVER/status" 2>/dev/null)" -le 1 ]; }; then
-            SERVER=""
-            return
-        fi
-        sleep 0.02
-    done
-    fail "the export daemon (pid $SERVER) did not exit on SIGTERM within 30 s"
+    pid_gone "$SERVER" 30 || fail "the export daemon (pid $SERVER) did not exit on SIGTERM within 30 s"
+    SERVER=""
 }
 
 RES=$D/results.tsv # part row fmt path round value cached_bytes

@@ -30,37 +30,19 @@ qemu_init
 T=$E2E_WORK
 GUEST=$HLFS_ROOT/tests/guest
 BOOT_TIMEOUT=${HLFS_BOOT_TIMEOUT:-150}
-ok() { printf 'ok   %s\n' "$*"; }
+# shellcheck source=../lib/libvirt-e2e.sh
+. "$HLFS_ROOT/tests/lib/libvirt-e2e.sh"
 
 # $HLFS_LIBVIRT_PREFIX: an installed build to use instead of libvirt-pool/build.sh's
-if [ -n "${HLFS_LIBVIRT_PREFIX:-}" ]; then
-    PREFIX=$HLFS_LIBVIRT_PREFIX
-else
-    PREFIX=$("$HLFS_ROOT/libvirt-pool/build.sh" 2>"$T/libvirt-build.err" | tail -n1) || {
-        tail -n 30 "$T/libvirt-build.err" >&2
-        fail "libvirt-pool/build.sh failed"
-    }
-fi
-[ -x "$PREFIX/sbin/libvirtd" ] || fail "no libvirtd in '$PREFIX'"
-if ! DISK=$("$GUEST/build-guest.sh" 2>"$T/build-guest.err" | tail -n1) || [ ! -f "$DISK" ]; then
-    cat "$T/build-guest.err" >&2
-    fail "tests/guest/build-guest.sh failed"
-fi
-case "$(guest_accel)" in kvm) DOMTYPE=kvm ;; *) DOMTYPE=qemu ;; esac
+libvirt_prefix
+libvirt_guest
 
 # --- private libvirtd ---------------------------------------------------------
 POOL=hlfs-dom-$$          # unique: configs persist in the prefix
 POOLDIR=$T/pool
-# Short domain names: QEMU's monitor socket is
-# PREFIX/var/lib/libvirt/qemu/domain-ID-NAME/monitor.sock, and a UNIX socket
-# path has at most 107 bytes.
 D1=hd1-$(($$ % 10000))
 D2=hd2-$(($$ % 10000))
-sock="$PREFIX/var/lib/libvirt/qemu/domain-999-$D1/monitor.sock"
-[ ${#sock} -le 107 ] || fail "the build prefix $PREFIX is too long for QEMU's monitor socket ($sock); use a shorter HLFS_CACHE"
-# shellcheck source=../lib/libvirtd.sh
-. "$HLFS_ROOT/tests/lib/libvirtd.sh"
-V() { "$PREFIX/bin/virsh" -q -c "$HLFS_LIBVIRT_URI" "$@"; }
+libvirt_check_sock "$D1"
 dom_cleanup() {
     set +e
     if [ -n "$LIBVIRTD_PID" ]; then
@@ -73,22 +55,7 @@ dom_cleanup() {
     fi
     e2e_cleanup
 }
-trap dom_cleanup EXIT
-# QEMU comes from <emulator>; the hlfs CLI (pool backend, snapshots) from $HLFS_CLI.
-# libvirtd_start chains its own stop after dom_cleanup.
-libvirtd_start "$PREFIX" "$HLFS_CLI" || fail "libvirtd did not start"
-
-vfail() { fail "$* (libvirtd log: $(tail -n 5 "$LIBVIRTD_LOG" 2>/dev/null))"; }
-# expect_fail DESC REGEX VIRSH-ARGS...: the virsh command must fail with REGEX
-expect_fail() {
-    local d=$1 re=$2 out
-    shift 2
-    if out=$(V "$@" 2>&1); then fail "$d: 'virsh $*' succeeded:
-$out"; fi
-    grep -Eq -- "$re" <<<"$out" || fail "$d: 'virsh $*' failed without /$re/:
-$out"
-    ok "$d: $(grep -o 'error: .*' <<<"$out" | tail -n1 | cut -c1-220)"
-}
+libvirt_start dom_cleanup
 
 # --- pool + guest volume -----------------------------------------------------
 cat >"$T/pool.xml" <<EOF

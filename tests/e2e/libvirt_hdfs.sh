@@ -41,22 +41,11 @@ qemu_init
 T=$E2E_WORK
 GUEST=$HLFS_ROOT/tests/guest
 BOOT_TIMEOUT=${HLFS_BOOT_TIMEOUT:-240}
-ok() { printf 'ok   %s\n' "$*"; }
+# shellcheck source=../lib/libvirt-e2e.sh
+. "$HLFS_ROOT/tests/lib/libvirt-e2e.sh"
 
-if [ -n "${HLFS_LIBVIRT_PREFIX:-}" ]; then
-    PREFIX=$HLFS_LIBVIRT_PREFIX
-else
-    PREFIX=$("$HLFS_ROOT/libvirt-pool/build.sh" 2>"$T/libvirt-build.err" | tail -n1) || {
-        tail -n 30 "$T/libvirt-build.err" >&2
-        fail "libvirt-pool/build.sh failed"
-    }
-fi
-[ -x "$PREFIX/sbin/libvirtd" ] || fail "no libvirtd in '$PREFIX'"
-if ! DISK=$("$GUEST/build-guest.sh" 2>"$T/build-guest.err" | tail -n1) || [ ! -f "$DISK" ]; then
-    cat "$T/build-guest.err" >&2
-    fail "tests/guest/build-guest.sh failed"
-fi
-case "$(guest_accel)" in kvm) DOMTYPE=kvm ;; *) DOMTYPE=qemu ;; esac
+libvirt_prefix
+libvirt_guest
 
 # The default filesystem of $HADOOP_CONF_DIR, if it is this cluster: then
 # the clone's domain names its disk hdfs:///path.
@@ -71,11 +60,7 @@ POOLURI=$HDFS/libvirt-$$-$RANDOM
 D1=hh1-$(($$ % 10000))
 D2=hh2-$(($$ % 10000))
 D3=hh3-$(($$ % 10000))
-sock="$PREFIX/var/lib/libvirt/qemu/domain-999-$D1/monitor.sock"
-[ ${#sock} -le 107 ] || fail "the build prefix $PREFIX is too long for QEMU's monitor socket ($sock); use a shorter HLFS_CACHE"
-# shellcheck source=../lib/libvirtd.sh
-. "$HLFS_ROOT/tests/lib/libvirtd.sh"
-V() { "$PREFIX/bin/virsh" -q -c "$HLFS_LIBVIRT_URI" "$@"; }
+libvirt_check_sock "$D1"
 hdfs_cleanup() {
     set +e
     if [ -n "$LIBVIRTD_PID" ]; then
@@ -93,22 +78,8 @@ hdfs_cleanup() {
     "$HLFS_CLI" rmdir "$POOLURI" >/dev/null 2>&1
     e2e_cleanup
 }
-trap hdfs_cleanup EXIT
-# libvirtd (so the hlfs CLI it runs, and QEMU) gets this shell's
-# HADOOP_CONF_DIR; libvirtd_start chains its own stop after hdfs_cleanup.
-libvirtd_start "$PREFIX" "$HLFS_CLI" || fail "libvirtd did not start"
-
-vfail() { fail "$* (libvirtd log: $(tail -n 5 "$LIBVIRTD_LOG" 2>/dev/null))"; }
-# expect_fail DESC REGEX VIRSH-ARGS...: the virsh command must fail with REGEX
-expect_fail() {
-    local d=$1 re=$2 out
-    shift 2
-    if out=$(V "$@" 2>&1); then fail "$d: 'virsh $*' succeeded:
-$out"; fi
-    grep -Eq -- "$re" <<<"$out" || fail "$d: 'virsh $*' failed without /$re/:
-$out"
-    ok "$d: $(grep -o 'error: .*' <<<"$out" | tail -n1 | cut -c1-240)"
-}
+# libvirtd (so the hlfs CLI it runs, and QEMU) gets this shell's HADOOP_CONF_DIR.
+libvirt_start hdfs_cleanup
 
 # --- pool on HDFS ----------------------------------------------------------------
 cat >"$T/pool.xml" <<EOF

@@ -24,32 +24,15 @@ qemu_init
 . "$HLFS_ROOT/tests/lib/netns.sh"
 
 T=$E2E_WORK
-GUEST=$HLFS_ROOT/tests/guest
-ok() { printf 'ok   %s\n' "$*"; }
+# shellcheck source=../lib/libvirt-e2e.sh
+. "$HLFS_ROOT/tests/lib/libvirt-e2e.sh"
 t0=$(date +%s)
 
-if [ -n "${HLFS_LIBVIRT_PREFIX:-}" ]; then
-    PREFIX=$HLFS_LIBVIRT_PREFIX
-else
-    PREFIX=$("$HLFS_ROOT/libvirt-pool/build.sh" 2>"$T/libvirt-build.err" | tail -n1) || {
-        tail -n 30 "$T/libvirt-build.err" >&2
-        fail "libvirt-pool/build.sh failed"
-    }
-fi
-[ -x "$PREFIX/sbin/libvirtd" ] || fail "no libvirtd in '$PREFIX'"
-"$GUEST/build-guest.sh" >"$T/guest.env" 2>"$T/build-guest.err" || {
-    cat "$T/build-guest.err" >&2
-    fail "tests/guest/build-guest.sh failed"
-}
-genv() { sed -n "s/^$1=//p" "$T/guest.env" | head -n1; }
-KERNEL=$(genv KERNEL) INITRD=$(genv INITRD) CMDLINE=$(genv CMDLINE) DISK=$(genv DISK)
-[ -f "$KERNEL" ] && [ -f "$INITRD" ] && [ -f "$DISK" ] && [ -n "$CMDLINE" ] ||
-    fail "build-guest.sh printed no KERNEL/INITRD/CMDLINE/DISK: $(cat "$T/guest.env")"
-case "$(guest_accel)" in kvm) DOMTYPE=kvm ;; *) DOMTYPE=qemu ;; esac
+libvirt_prefix
+libvirt_guest
 
 D=hmt-$(($$ % 10000))
-sock="$PREFIX/var/lib/libvirt/qemu/domain-999-$D/monitor.sock"
-[ ${#sock} -le 107 ] || fail "the build prefix $PREFIX is too long for QEMU's monitor socket ($sock)"
+libvirt_check_sock "$D"
 
 LVD_PIDS=()
 cleanup() {

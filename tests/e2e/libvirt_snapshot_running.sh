@@ -23,60 +23,23 @@ e2e_init
 qemu_init
 
 T=$E2E_WORK
-GUEST=$HLFS_ROOT/tests/guest
-ok() { printf 'ok   %s\n' "$*"; }
+# shellcheck source=../lib/libvirt-e2e.sh
+. "$HLFS_ROOT/tests/lib/libvirt-e2e.sh"
 t0=$(date +%s)
 
 # $HLFS_LIBVIRT_PREFIX: an installed build to use instead of libvirt-pool/build.sh's
-if [ -n "${HLFS_LIBVIRT_PREFIX:-}" ]; then
-    PREFIX=$HLFS_LIBVIRT_PREFIX
-else
-    PREFIX=$("$HLFS_ROOT/libvirt-pool/build.sh" 2>"$T/libvirt-build.err" | tail -n1) || {
-        tail -n 30 "$T/libvirt-build.err" >&2
-        fail "libvirt-pool/build.sh failed"
-    }
-fi
-[ -x "$PREFIX/sbin/libvirtd" ] || fail "no libvirtd in '$PREFIX'"
-"$GUEST/build-guest.sh" >"$T/guest.env" 2>"$T/build-guest.err" || {
-    cat "$T/build-guest.err" >&2
-    fail "tests/guest/build-guest.sh failed"
-}
-genv() { sed -n "s/^$1=//p" "$T/guest.env" | head -n1; }
-KERNEL=$(genv KERNEL) INITRD=$(genv INITRD) CMDLINE=$(genv CMDLINE) DISK=$(genv DISK)
-[ -f "$KERNEL" ] && [ -f "$INITRD" ] && [ -f "$DISK" ] && [ -n "$CMDLINE" ] ||
-    fail "build-guest.sh printed no KERNEL/INITRD/CMDLINE/DISK: $(cat "$T/guest.env")"
-case "$(guest_accel)" in kvm) DOMTYPE=kvm ;; *) DOMTYPE=qemu ;; esac
+libvirt_prefix
+libvirt_guest
 
 # --- private libvirtd ---------------------------------------------------------
-# A short domain name: QEMU's monitor socket path has at most 107 bytes.
 D=hsr-$(($$ % 10000))
-sock="$PREFIX/var/lib/libvirt/qemu/domain-999-$D/monitor.sock"
-[ ${#sock} -le 107 ] || fail "the build prefix $PREFIX is too long for QEMU's monitor socket ($sock); use a shorter HLFS_CACHE"
-# shellcheck source=../lib/libvirtd.sh
-. "$HLFS_ROOT/tests/lib/libvirtd.sh"
-V() { "$PREFIX/bin/virsh" -q -c "$HLFS_LIBVIRT_URI" "$@"; }
+libvirt_check_sock "$D"
 dom_cleanup() {
     set +e
-    if [ -n "$LIBVIRTD_PID" ]; then
-        V destroy "$D" >/dev/null 2>&1
-        V undefine "$D" --snapshots-metadata >/dev/null 2>&1
-    fi
+    libvirt_drop --snapshots-metadata "$D"
     e2e_cleanup
 }
-trap dom_cleanup EXIT
-libvirtd_start "$PREFIX" "$HLFS_CLI" || fail "libvirtd did not start"
-
-vfail() { fail "$* (libvirtd log: $(tail -n 5 "$LIBVIRTD_LOG" 2>/dev/null))"; }
-# expect_fail DESC REGEX VIRSH-ARGS...: the virsh command must fail with REGEX
-expect_fail() {
-    local d=$1 re=$2 out
-    shift 2
-    if out=$(V "$@" 2>&1); then fail "$d: 'virsh $*' succeeded:
-$out"; fi
-    grep -Eq -- "$re" <<<"$out" || fail "$d: 'virsh $*' failed without /$re/:
-$out"
-    ok "$d: $(grep -o 'error: .*' <<<"$out" | tail -n1 | cut -c1-300)"
-}
+libvirt_start dom_cleanup
 
 # --- volume + domain ------------------------------------------------------------
 VOL=local://$T/pool/vm1

@@ -18,32 +18,18 @@ e2e_init
 qemu_init
 t0=$(date +%s)
 T=$E2E_WORK
+# shellcheck source=../lib/libvirt-e2e.sh
+. "$HLFS_ROOT/tests/lib/libvirt-e2e.sh"
 
-if [ -n "${HLFS_LIBVIRT_PREFIX:-}" ]; then
-    PREFIX=$HLFS_LIBVIRT_PREFIX
-else
-    PREFIX=$("$HLFS_ROOT/libvirt-pool/build.sh" 2>"$T/libvirt-build.err" | tail -n1) || {
-        tail -n 30 "$T/libvirt-build.err" >&2
-        fail "libvirt-pool/build.sh failed"
-    }
-fi
-[ -x "$PREFIX/sbin/libvirtd" ] || fail "no libvirtd in '$PREFIX'"
+libvirt_prefix
 
 D=ht-$(($$ % 10000)) # short: QEMU's monitor socket path has at most 107 bytes
-# shellcheck source=../lib/libvirtd.sh
-. "$HLFS_ROOT/tests/lib/libvirtd.sh"
-V() { "$PREFIX/bin/virsh" -q -c "$HLFS_LIBVIRT_URI" "$@"; }
 dom_cleanup() {
     set +e
-    if [ -n "$LIBVIRTD_PID" ]; then
-        V destroy "$D" >/dev/null 2>&1
-        V undefine "$D" >/dev/null 2>&1
-    fi
+    libvirt_drop "$D"
     e2e_cleanup
 }
-trap dom_cleanup EXIT
-libvirtd_start "$PREFIX" "$HLFS_CLI" || fail "libvirtd did not start"
-vfail() { fail "$* (libvirtd log: $(tail -n 5 "$LIBVIRTD_LOG" 2>/dev/null))"; }
+libvirt_start dom_cleanup
 
 VOL=local://$T/vol
 must "create the volume" "$HLFS_CLI" create "$VOL" 64M >/dev/null

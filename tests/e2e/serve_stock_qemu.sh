@@ -46,17 +46,8 @@ serve() {
 # child: it daemonized; a zombie whose threads are all gone counts as gone).
 stop() {
     kill -TERM "$SERVER"
-    local _
-    for _ in $(seq 500); do
-        if [ ! -e "/proc/$SERVER" ] ||
-            { [ "$(awk '{ print $3 }' "/proc/$SERVER/stat" 2>/dev/null)" = Z ] &&
-              [ "$(awk '/^Threads:/ { print $2 }' "/proc/$SERVER/status" 2>/dev/null)" -le 1 ]; }; then
-            SERVER=""
-            return
-        fi
-        sleep 0.02
-    done
-    fail "the hlfs serve daemon (pid $SERVER) did not exit on SIGTERM"
+    pid_gone "$SERVER" 10 || fail "the hlfs serve daemon (pid $SERVER) did not exit on SIGTERM within 10 s"
+    SERVER=""
 }
 # boot NAME MARKER [-k] -- QEMU ARGS: Debian's QEMU boots the guest, which writes MARKER.
 boot() {

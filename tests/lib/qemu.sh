@@ -136,6 +136,22 @@ guest_marker() {
 $(cat "$E2E_WORK/e2fsck.out")"
 }
 
+# pid_gone PID SECONDS: waits until process PID is gone (a daemon is not our
+# child, so a zombie whose threads have all exited counts as gone); fails
+# (returns 1) if it is still there after SECONDS.
+pid_gone() {
+    local _
+    for _ in $(seq $(($2 * 50))); do
+        if [ ! -e "/proc/$1" ] ||
+            { [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = Z ] &&
+                [ "$(awk '/^Threads:/ { print $2 }' "/proc/$1/status" 2>/dev/null)" -le 1 ]; }; then
+            return 0
+        fi
+        sleep 0.02
+    done
+    return 1
+}
+
 # qio WHAT [QEMU-IO OPTIONS...] IMAGE -- CMD...: runs qemu-io with each CMD as
 # a -c command. Passes only if qemu-io exits 0 and printed no failure (a
 # failed `read -P` prints "Pattern verification failed"; I/O errors print
